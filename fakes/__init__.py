@@ -1,0 +1,32 @@
+"""Fake Kubernetes control-plane state (shipped as ``localflow.fakes``).
+
+:class:`ObjectStore` keeps Kubernetes-shaped objects (Pods, Events, Kubeflow custom resources)
+in the workspace's SQLite file with resourceVersions, ownerReference cascading deletion, watches
+and Event recording; :mod:`.kinds` is the discovery registry (``resolve_kind("po")``) and
+:mod:`.selectors` parses label selectors. Imports only ``localflow.errors`` and
+``localflow.clock`` from localflow; never the executors or the CLI.
+"""
+from __future__ import annotations
+
+from .kinds import KindInfo, known_kinds, register_kind, resolve_kind
+from .selectors import Requirement, format_selector, matches, parse_selector
+from .store import ObjectStore, merge_patch
+from .watch import ADDED, DELETED, MODIFIED, Watch, WatchEvent
+
+__all__ = [
+    "ObjectStore",
+    "Watch",
+    "WatchEvent",
+    "ADDED",
+    "MODIFIED",
+    "DELETED",
+    "KindInfo",
+    "register_kind",
+    "resolve_kind",
+    "known_kinds",
+    "Requirement",
+    "parse_selector",
+    "format_selector",
+    "matches",
+    "merge_patch",
+]

@@ -1,0 +1,148 @@
+"""Registry of the object kinds the fake API server knows, like a cluster's discovery API.
+
+Each kind has an apiVersion, a Kind, a lowercase plural (what ``kubectl get`` takes), a singular,
+short names, and whether it is namespaced. :func:`resolve_kind` accepts any of those spellings, as
+kubectl's RESTMapper does (kubernetes ``staging/src/k8s.io/apimachinery/pkg/api/meta/restmapper.go``);
+``plural.group`` (``runs.pipelines.kubeflow.org``) picks one kind when several groups share a name.
+New kinds plug in with :func:`register_kind`.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from localflow.errors import SpecError
+
+__all__ = ["KindInfo", "register_kind", "resolve_kind", "known_kinds", "api_group"]
+
+
+def api_group(api_version: str) -> str:
+    """Group of an apiVersion: ``kubeflow.org/v1`` -> ``kubeflow.org``; core ``v1`` -> ``""``."""
+    return api_version.rsplit("/", 1)[0] if "/" in api_version else ""
+
+
+@dataclass(frozen=True)
+class KindInfo:
+    """One kind: ``api_version`` (``kubeflow.org/v1``), ``kind`` (``PyTorchJob``), ``plural``
+    (``pytorchjobs``), ``singular`` (``pytorchjob``), ``short_names`` (``("po",)``), ``namespaced``."""
+
+    api_version: str
+    kind: str
+    plural: str
+    singular: str
+    short_names: tuple[str, ...] = ()
+    namespaced: bool = True
+
+    @property
+    def group(self) -> str:
+        """API group (``""`` for the core group)."""
+        return api_group(self.api_version)
+
+    @property
+    def resource(self) -> str:
+        """``plural.group`` as kubectl prints it (``pytorchjobs.kubeflow.org``; ``pods`` for core)."""
+        return f"{self.plural}.{self.group}" if self.group else self.plural
+
+
+_lock = threading.Lock()
+_kinds: dict[tuple[str, str], KindInfo] = {}  # (group, Kind) -> info
+
+
+def register_kind(
+    api_version: str,
+    kind: str,
+    plural: str | None = None,
+    singular: str | None = None,
+    short_names: tuple[str, ...] | list[str] = (),
+    namespaced: bool = True,
+) -> KindInfo:
+    """Register (or replace) a kind; returns its :class:`KindInfo`.
+
+    ``plural`` defaults to ``kind.lower() + "s"``, ``singular`` to ``kind.lower()``. A kind is keyed
+    by (API group, Kind): registering the same pair again replaces the entry (e.g. a new version).
+    """
+    if not api_version or not kind:
+        raise SpecError("register_kind", "api_version and kind are required")
+    info = KindInfo(
+        api_version=api_version,
+        kind=kind,
+        plural=(plural or kind.lower() + "s").lower(),
+        singular=(singular or kind.lower()).lower(),
+        short_names=tuple(s.lower() for s in short_names),
+        namespaced=namespaced,
+    )
+    with _lock:
+        _kinds[(info.group, kind)] = info
+    return info
+
+
+def known_kinds() -> list[KindInfo]:
+    """Every registered kind, in registration order."""
+    with _lock:
+        return list(_kinds.values())
+
+
+def _names(info: KindInfo) -> set[str]:
+    return {info.kind.lower(), info.plural, info.singular, *info.short_names}
+
+
+def resolve_kind(name: str, api_version: str | None = None) -> KindInfo:
+    """Find a kind by plural, singular, short name or Kind (case-insensitive), optionally with a
+    ``.group`` suffix (``runs.pipelines.kubeflow.org``, ``TFJob.kubeflow.org``). ``api_version``
+    (``kubeflow.org/v1``) narrows the lookup to that group.
+
+    Raises :class:`SpecError` (path ``kind``) when no kind or more than one matches, listing the
+    known plurals.
+    """
+    if isinstance(name, KindInfo):
+        return name
+    if not isinstance(name, str) or not name:
+        raise SpecError("kind", f"a kind name is required (got {name!r})", fix=_known_fix())
+    key = name.strip().lower()
+    group = api_group(api_version) if api_version is not None else None
+    kinds = known_kinds()
+    matches = [k for k in kinds if key in _names(k) and (group is None or k.group == group)]
+    if not matches and "." in key and group is None:
+        short, _, grp = key.partition(".")
+        matches = [k for k in kinds if short in _names(k) and k.group == grp]
+    if len(matches) == 1:
+        return matches[0]
+    if len(matches) > 1:
+        raise SpecError(
+            "kind",
+            f"{name!r} is ambiguous: " + ", ".join(k.resource for k in matches),
+            fix="name the group as <plural>.<group>",
+        )
+    where = f" in group {group or 'core'!r}" if group is not None else ""
+    raise SpecError("kind", f"unknown kind {name!r}{where}", fix=_known_fix())
+
+
+def _known_fix() -> str:
+    return "known kinds: " + ", ".join(sorted(k.plural for k in known_kinds())) + "; add one with register_kind()"
+
+
+_BUILTIN = [
+    ("v1", "Pod", "pods", ("po",), True),
+    ("v1", "Event", "events", ("ev",), True),
+    ("v1", "ConfigMap", "configmaps", ("cm",), True),
+    ("v1", "Secret", "secrets", (), True),
+    ("v1", "PersistentVolumeClaim", "persistentvolumeclaims", ("pvc",), True),
+    ("v1", "Service", "services", ("svc",), True),
+    ("kubeflow.org/v1", "TFJob", "tfjobs", (), True),
+    ("kubeflow.org/v1", "PyTorchJob", "pytorchjobs", (), True),
+    ("kubeflow.org/v1", "XGBoostJob", "xgboostjobs", (), True),
+    ("kubeflow.org/v1", "JAXJob", "jaxjobs", (), True),
+    ("kubeflow.org/v1", "PaddleJob", "paddlejobs", (), True),
+    ("kubeflow.org/v1", "MPIJob", "mpijobs", (), True),
+    ("trainer.kubeflow.org/v1alpha1", "TrainJob", "trainjobs", (), True),
+    ("trainer.kubeflow.org/v1alpha1", "TrainingRuntime", "trainingruntimes", (), True),
+    ("trainer.kubeflow.org/v1alpha1", "ClusterTrainingRuntime", "clustertrainingruntimes", (), False),
+    ("kubeflow.org/v1beta1", "Experiment", "experiments", (), True),
+    ("kubeflow.org/v1beta1", "Trial", "trials", (), True),
+    ("kubeflow.org/v1beta1", "Suggestion", "suggestions", (), True),
+    ("serving.kserve.io/v1beta1", "InferenceService", "inferenceservices", ("isvc",), True),
+    ("pipelines.kubeflow.org/v2beta1", "Run", "runs", (), True),
+]
+
+for _av, _kind, _plural, _short, _ns in _BUILTIN:
+    register_kind(_av, _kind, _plural, short_names=_short, namespaced=_ns)
