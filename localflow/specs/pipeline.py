@@ -1,0 +1,483 @@
+"""Compiled KFP v2 pipelines (PipelineSpec IR): schema validation and reference checks.
+
+:func:`load_pipeline` validates the first document against the kfp-pipeline-spec protobuf
+schema (``ml_pipelines.PipelineSpec``; ``deploymentSpec`` against
+``PipelineDeploymentConfig``), then checks that every reference resolves (component refs,
+executor labels, dependent and producer tasks, component inputs, DAG outputs), that no DAG has
+a dependency cycle. CEL in conditions and selectors is checked only when it runs, as the backend
+does (the compiler can emit conditions that do not parse). Errors name the field path as the
+IR writes it: ``root.dag.tasks['train'].componentRef.name: no component 'comp-y'
+(known: comp-x)``.
+
+Follows kubeflow/pipelines ``api/v2alpha1/pipeline_spec.proto`` and
+``kubernetes_platform/proto/kubernetes_executor_config.proto`` (platform document fields).
+"""
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+from localflow.errors import SpecError
+from localflow.specs.loader import PIPELINE_SPEC, detect_kind, load_documents, unwrap_pipeline_job
+
+__all__ = ["PipelineDocument", "load_pipeline", "compile_pipeline_func", "KUBERNETES_EXECUTOR_FIELDS"]
+
+#: Fields of one ``KubernetesExecutorConfig`` entry in the kfp-kubernetes platform document.
+KUBERNETES_EXECUTOR_FIELDS = frozenset({
+    "secretAsVolume", "secretAsEnv", "pvcMount", "nodeSelector", "podMetadata", "imagePullSecret",
+    "imagePullPolicy", "configMapAsVolume", "configMapAsEnv", "activeDeadlineSeconds",
+    "fieldPathAsEnv", "tolerations", "genericEphemeralVolume", "nodeAffinity", "podAffinity",
+    "enabledSharedMemory", "emptyDirMounts", "securityContext", "initContainers",
+})
+
+_WELL_KNOWN = frozenset({
+    "google.protobuf.Struct", "google.protobuf.Value", "google.protobuf.ListValue",
+    "google.protobuf.Duration", "google.protobuf.Timestamp", "google.protobuf.Any",
+    "google.protobuf.FieldMask", "google.rpc.Status",
+})
+
+
+@dataclass
+class PipelineDocument:
+    """A loaded, validated pipeline.
+
+    ``spec`` is the PipelineSpec dict (first document; unwrapped from a PipelineJob),
+    ``platform`` the ``platforms.kubernetes`` mapping of the second document or None,
+    ``proto`` the parsed ``pipeline_spec_pb2.PipelineSpec``, ``name`` ``pipelineInfo.name``,
+    ``runtime_config`` the PipelineJob ``runtimeConfig`` (None for a plain PipelineSpec).
+    """
+
+    spec: dict
+    platform: dict | None
+    proto: Any
+    name: str
+    runtime_config: dict | None = None
+
+    @property
+    def components(self) -> dict:
+        return self.spec.get("components") or {}
+
+    @property
+    def executors(self) -> dict:
+        return (self.spec.get("deploymentSpec") or {}).get("executors") or {}
+
+    def component(self, name: str) -> dict:
+        """ComponentSpec dict of ``components[name]`` (KeyError when absent; validated already)."""
+        return self.components[name]
+
+    def platform_executor(self, executor_label: str) -> dict:
+        """kfp-kubernetes config of one executor (``{}`` when the platform document has none)."""
+        return (((self.platform or {}).get("deploymentSpec") or {}).get("executors") or {}).get(executor_label) or {}
+
+
+# ---------------------------------------------------------------------------------------------
+# Schema walk (unknown fields and enum values, with IR-style paths)
+# ---------------------------------------------------------------------------------------------
+def _is_repeated(field) -> bool:
+    flag = getattr(field, "is_repeated", None)
+    return bool(flag) if flag is not None else field.label == field.LABEL_REPEATED
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _check_enum(value: Any, enum_type, path: str) -> None:
+    names = [v.name for v in enum_type.values]
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise SpecError(path, f"expected one of {', '.join(names)} (got {value!r})")
+    if isinstance(value, int):
+        if enum_type.values_by_number.get(value) is None:
+            raise SpecError(path, f"unknown enum number {value} (known: {', '.join(names)})")
+    elif value not in enum_type.values_by_name:
+        raise SpecError(path, f'unknown value "{value}" (known: {", ".join(names)})')
+
+
+def _walk(obj: Any, descriptor, path: str) -> None:
+    """Raise SpecError for the first field of ``obj`` the message ``descriptor`` does not know."""
+    if descriptor.full_name in _WELL_KNOWN:
+        return
+    if not isinstance(obj, dict):
+        raise SpecError(path or descriptor.name, f"expected a mapping for {descriptor.name} (got {type(obj).__name__})")
+    _check_oneofs(obj, descriptor, path)
+    by_key = {}
+    for field in descriptor.fields:
+        by_key[field.json_name] = field
+        by_key[field.name] = field
+    for key, value in obj.items():
+        field = by_key.get(key)
+        fpath = _join(path, str(key))
+        if field is None:
+            known = sorted({f.json_name for f in descriptor.fields})
+            raise SpecError(
+                path or descriptor.name,
+                f'unknown field "{key}"',
+                fix=f"known fields of {descriptor.name}: {', '.join(known)}",
+            )
+        if value is None:
+            continue
+        message = field.message_type
+        if message is not None and message.GetOptions().map_entry:
+            if not isinstance(value, dict):
+                raise SpecError(fpath, f"expected a mapping (got {type(value).__name__})")
+            value_field = message.fields_by_name["value"]
+            for k, v in value.items():
+                _walk_value(v, value_field, f"{fpath}['{k}']")
+        elif _is_repeated(field):
+            if not isinstance(value, list):
+                raise SpecError(fpath, f"expected a list (got {type(value).__name__})")
+            for i, item in enumerate(value):
+                _walk_value(item, field, f"{fpath}[{i}]")
+        else:
+            _walk_value(value, field, fpath)
+
+
+_INT_TYPES = frozenset({"TYPE_INT32", "TYPE_INT64", "TYPE_UINT32", "TYPE_UINT64", "TYPE_SINT32",
+                        "TYPE_SINT64", "TYPE_FIXED32", "TYPE_FIXED64", "TYPE_SFIXED32", "TYPE_SFIXED64"})
+
+
+def _type_name(field) -> str:
+    for name, number in vars(type(field)).items():
+        if name.startswith("TYPE_") and number == field.type:
+            return name
+    return ""
+
+
+def _check_scalar(value: Any, field, path: str) -> None:
+    kind = _type_name(field)
+    if kind in ("TYPE_STRING", "TYPE_BYTES"):
+        ok, want = isinstance(value, str), "a string"
+    elif kind == "TYPE_BOOL":
+        ok, want = isinstance(value, bool), "true or false (without quotes)"
+    elif kind in _INT_TYPES:
+        ok = (isinstance(value, int) and not isinstance(value, bool)) or (
+            isinstance(value, float) and value.is_integer()) or (
+            isinstance(value, str) and re.fullmatch(r"-?[0-9]+", value) is not None)
+        want = "an integer"
+    elif kind in ("TYPE_DOUBLE", "TYPE_FLOAT"):
+        ok = (isinstance(value, (int, float)) and not isinstance(value, bool)) or value in ("NaN", "Infinity", "-Infinity")
+        want = "a number"
+    else:
+        return
+    if not ok:
+        raise SpecError(path, f"expected {want} (got {type(value).__name__} {value!r})")
+
+
+def _walk_value(value: Any, field, path: str) -> None:
+    if field.message_type is not None:
+        _walk(value, field.message_type, path)
+    elif field.enum_type is not None:
+        _check_enum(value, field.enum_type, path)
+    else:
+        _check_scalar(value, field, path)
+
+
+def _check_oneofs(obj: dict, descriptor, path: str) -> None:
+    for oneof in descriptor.oneofs:
+        if len(oneof.fields) < 2:
+            continue  # proto3 "optional" synthetic oneof
+        present = [f.json_name for f in oneof.fields if obj.get(f.json_name, obj.get(f.name)) is not None]
+        if len(present) > 1:
+            raise SpecError(
+                path or descriptor.name,
+                f"sets {' and '.join(present)}, but only one of {', '.join(f.json_name for f in oneof.fields)} is allowed",
+            )
+
+
+_AT = re.compile(r' at "?(?P<at>[^"]+?)"?\.?\n?(?: Available|$)')
+
+
+def _parse_error(exc: Exception) -> SpecError:
+    """Turn a ``json_format.ParseError`` into a SpecError with an IR-style path."""
+    text = str(exc)
+    match = _AT.search(text)
+    path = ".".join(re.findall(r"Failed to parse (\w+) field", text))
+    if match:
+        path = match["at"].rstrip(".")
+        path = re.sub(r"^\w+\.", "", path, count=1)  # drop the message name prefix
+        path = re.sub(r"\[([^\]'\d][^\]]*)\]", r"['\1']", path)
+    reason = text.split(" field: ")[-1]
+    reason = _AT.split(reason)[0] if match else reason
+    reason = reason.split(" at ")[0].rstrip(".").strip()
+    return SpecError(path or "pipeline", reason)
+
+
+def _validate_schema(spec: dict):
+    from google.protobuf import json_format
+    from kfp.pipeline_spec import pipeline_spec_pb2
+
+    _walk(spec, pipeline_spec_pb2.PipelineSpec.DESCRIPTOR, "")
+    deployment = spec.get("deploymentSpec")
+    if deployment is not None:
+        _walk(deployment, pipeline_spec_pb2.PipelineDeploymentConfig.DESCRIPTOR, "deploymentSpec")
+        try:
+            json_format.ParseDict(deployment, pipeline_spec_pb2.PipelineDeploymentConfig())
+        except json_format.ParseError as exc:
+            err = _parse_error(exc)
+            raise SpecError(_join("deploymentSpec", err.path), err.message.split(": ", 1)[-1]) from None
+    try:
+        return json_format.ParseDict(spec, pipeline_spec_pb2.PipelineSpec())
+    except json_format.ParseError as exc:
+        raise _parse_error(exc) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Reference checks
+# ---------------------------------------------------------------------------------------------
+def _known(names) -> str:
+    return ", ".join(sorted(names)) or "none"
+
+
+def _component_specs(spec: dict) -> Iterator[tuple[str, dict]]:
+    yield "root", spec.get("root") or {}
+    for name, comp in (spec.get("components") or {}).items():
+        yield f"components['{name}']", comp or {}
+
+
+def _outputs_of(spec: dict, task: dict) -> tuple[dict, dict]:
+    comp = (spec.get("components") or {}).get((task.get("componentRef") or {}).get("name")) or {}
+    outs = comp.get("outputDefinitions") or {}
+    return outs.get("parameters") or {}, outs.get("artifacts") or {}
+
+
+def _check_producer(spec, tasks, ref, task_key, out_key, kind, path, owner=None):
+    producer = ref.get(task_key)
+    if producer not in tasks or producer == owner:
+        why = "a task cannot consume its own output" if producer == owner else f"no task '{producer}' in this DAG"
+        raise SpecError(f"{path}.{task_key}", f"{why} (known: {_known(set(tasks) - {owner})})")
+    key = ref.get(out_key)
+    params, artifacts = _outputs_of(spec, tasks[producer])
+    declared = params if kind == "parameters" else artifacts
+    if key not in declared:
+        raise SpecError(
+            f"{path}.{out_key}",
+            f"task '{producer}' has no output {kind[:-1]} '{key}' (known: {_known(declared)})",
+        )
+
+
+def _check_dag(spec: dict, comp_path: str, comp: dict) -> None:
+    import networkx as nx
+
+    components = spec.get("components") or {}
+    dag = comp.get("dag") or {}
+    tasks = dag.get("tasks") or {}
+    inputs = comp.get("inputDefinitions") or {}
+    in_params, in_artifacts = inputs.get("parameters") or {}, inputs.get("artifacts") or {}
+    graph = nx.DiGraph()
+    graph.add_nodes_from(tasks)
+    for tname, task in tasks.items():
+        tpath = f"{comp_path}.dag.tasks['{tname}']"
+        task = task or {}
+        ref = (task.get("componentRef") or {}).get("name")
+        if not ref:
+            raise SpecError(f"{tpath}.componentRef.name", "is missing", fix="every task names the component it runs")
+        if ref not in components:
+            raise SpecError(f"{tpath}.componentRef.name", f"no component '{ref}' (known: {_known(components)})")
+        for i, dep in enumerate(task.get("dependentTasks") or []):
+            if dep not in tasks or dep == tname:
+                why = "a task cannot depend on itself" if dep == tname else f"no task '{dep}' in this DAG"
+                raise SpecError(f"{tpath}.dependentTasks[{i}]", f"{why} (known: {_known(set(tasks) - {tname})})")
+            graph.add_edge(dep, tname)
+        task_inputs = task.get("inputs") or {}
+        for pname, pspec in (task_inputs.get("parameters") or {}).items():
+            ppath = f"{tpath}.inputs.parameters['{pname}']"
+            pspec = pspec or {}
+            if "taskOutputParameter" in pspec:
+                _check_producer(spec, tasks, pspec["taskOutputParameter"] or {}, "producerTask",
+                                "outputParameterKey", "parameters", f"{ppath}.taskOutputParameter", tname)
+                graph.add_edge(pspec["taskOutputParameter"]["producerTask"], tname)
+            if "componentInputParameter" in pspec and pspec["componentInputParameter"] not in in_params:
+                raise SpecError(
+                    f"{ppath}.componentInputParameter",
+                    f"{comp_path} has no input parameter '{pspec['componentInputParameter']}' (known: {_known(in_params)})",
+                )
+            if "taskFinalStatus" in pspec:
+                producer = (pspec["taskFinalStatus"] or {}).get("producerTask")
+                if producer not in tasks or producer == tname:
+                    raise SpecError(f"{ppath}.taskFinalStatus.producerTask",
+                                    f"no task '{producer}' in this DAG (known: {_known(set(tasks) - {tname})})")
+                graph.add_edge(producer, tname)
+        for aname, aspec in (task_inputs.get("artifacts") or {}).items():
+            apath = f"{tpath}.inputs.artifacts['{aname}']"
+            aspec = aspec or {}
+            if "taskOutputArtifact" in aspec:
+                _check_producer(spec, tasks, aspec["taskOutputArtifact"] or {}, "producerTask",
+                                "outputArtifactKey", "artifacts", f"{apath}.taskOutputArtifact", tname)
+                graph.add_edge(aspec["taskOutputArtifact"]["producerTask"], tname)
+            if "componentInputArtifact" in aspec and aspec["componentInputArtifact"] not in in_artifacts:
+                raise SpecError(
+                    f"{apath}.componentInputArtifact",
+                    f"{comp_path} has no input artifact '{aspec['componentInputArtifact']}' (known: {_known(in_artifacts)})",
+                )
+        _check_task_wiring(spec, components[ref], ref, task, tpath)
+    _check_dag_outputs(spec, comp_path, dag, tasks)
+    try:
+        cycle = nx.find_cycle(graph)
+    except nx.NetworkXNoCycle:
+        return
+    loop = " -> ".join([a for a, _ in cycle] + [cycle[0][0]])
+    raise SpecError(f"{comp_path}.dag.tasks", f"dependency cycle: {loop}", fix="remove one of the .after() or data edges")
+
+
+def _check_task_wiring(spec: dict, target: dict, ref: str, task: dict, tpath: str) -> None:
+    """Iterator inputs exist, and every required input of the component is wired."""
+    task_inputs = task.get("inputs") or {}
+    params, artifacts = task_inputs.get("parameters") or {}, task_inputs.get("artifacts") or {}
+    defs = target.get("inputDefinitions") or {}
+    def_params, def_artifacts = defs.get("parameters") or {}, defs.get("artifacts") or {}
+    bound: set[str] = set()
+    for kind, declared_here in (("parameterIterator", params), ("artifactIterator", artifacts)):
+        it = task.get(kind)
+        if not it:
+            continue
+        items = it.get("items") or {}
+        source = items.get("inputParameter") if kind == "parameterIterator" else items.get("inputArtifact")
+        key = "inputParameter" if kind == "parameterIterator" else "inputArtifact"
+        if source is not None and source not in declared_here:
+            raise SpecError(f"{tpath}.{kind}.items.{key}",
+                            f"the task has no input '{source}' (known: {_known(declared_here)})")
+        item = it.get("itemInput")
+        if item not in def_params and item not in def_artifacts:
+            raise SpecError(f"{tpath}.{kind}.itemInput",
+                            f"component '{ref}' has no input '{item}' (known: {_known(set(def_params) | set(def_artifacts))})")
+        bound.add(item)
+    for name, pdef in def_params.items():
+        pdef = pdef or {}
+        if name in params or name in bound or pdef.get("isOptional") or "defaultValue" in pdef:
+            continue
+        raise SpecError(f"{tpath}.inputs.parameters",
+                        f"required input parameter '{name}' of component '{ref}' is not wired",
+                        fix="recompile the pipeline; the task must pass every required input")
+    for name, adef in def_artifacts.items():
+        if name in artifacts or name in bound or (adef or {}).get("isOptional"):
+            continue
+        raise SpecError(f"{tpath}.inputs.artifacts",
+                        f"required input artifact '{name}' of component '{ref}' is not wired",
+                        fix="recompile the pipeline; the task must pass every required input")
+
+
+def _check_dag_outputs(spec: dict, comp_path: str, dag: dict, tasks: dict) -> None:
+    outputs = dag.get("outputs") or {}
+    for name, out in (outputs.get("parameters") or {}).items():
+        opath = f"{comp_path}.dag.outputs.parameters['{name}']"
+        out = out or {}
+        selectors = []
+        if "valueFromParameter" in out:
+            selectors.append((f"{opath}.valueFromParameter", out["valueFromParameter"] or {}))
+        if "valueFromOneof" in out:
+            for i, sel in enumerate((out["valueFromOneof"] or {}).get("parameterSelectors") or []):
+                selectors.append((f"{opath}.valueFromOneof.parameterSelectors[{i}]", sel or {}))
+        for spath, sel in selectors:
+            _check_producer(spec, tasks, sel, "producerSubtask", "outputParameterKey", "parameters", spath)
+    for name, out in (outputs.get("artifacts") or {}).items():
+        for i, sel in enumerate((out or {}).get("artifactSelectors") or []):
+            _check_producer(spec, tasks, sel or {}, "producerSubtask", "outputArtifactKey", "artifacts",
+                            f"{comp_path}.dag.outputs.artifacts['{name}'].artifactSelectors[{i}]")
+
+
+def _check_references(spec: dict) -> None:
+    import networkx as nx
+
+    info = spec.get("pipelineInfo") or {}
+    if not info.get("name"):
+        raise SpecError("pipelineInfo.name", "is missing", fix="give the pipeline a name: @dsl.pipeline(name=...)")
+    executors = (spec.get("deploymentSpec") or {}).get("executors") or {}
+    components = spec.get("components") or {}
+    uses = nx.DiGraph()
+    for comp_path, comp in _component_specs(spec):
+        if "dag" in comp and "executorLabel" in comp:
+            raise SpecError(comp_path, "has both dag and executorLabel (exactly one is allowed)")
+        if "executorLabel" in comp:
+            label = comp["executorLabel"]
+            if label not in executors:
+                raise SpecError(f"{comp_path}.executorLabel", f"no executor '{label}' (known: {_known(executors)})")
+        elif "dag" in comp:
+            _check_dag(spec, comp_path, comp)
+            me = comp_path[len("components['"):-2] if comp_path != "root" else "<root>"
+            for task in ((comp.get("dag") or {}).get("tasks") or {}).values():
+                uses.add_edge(me, (task.get("componentRef") or {}).get("name"))
+        else:
+            raise SpecError(comp_path, "has neither dag nor executorLabel", fix="recompile the pipeline with kfp 2.x")
+    try:
+        cycle = nx.find_cycle(uses)
+    except nx.NetworkXNoCycle:
+        cycle = None
+    if cycle:
+        loop = " -> ".join([a for a, _ in cycle] + [cycle[0][0]])
+        raise SpecError("components", f"components contain themselves: {loop}")
+
+
+def _check_platform(doc: dict, spec: dict, source: str) -> dict | None:
+    platforms = doc.get("platforms")
+    if not isinstance(platforms, dict):
+        raise SpecError(f"{source}: document 2", "expected a platform document with a top-level 'platforms' key",
+                        fix="only the kfp-kubernetes platform config may follow the PipelineSpec")
+    kube = platforms.get("kubernetes")
+    if kube is None:
+        return None
+    if not isinstance(kube, dict):
+        raise SpecError("platforms.kubernetes", f"expected a mapping (got {type(kube).__name__})")
+    for key in kube:
+        if key not in ("deploymentSpec", "pipelineConfig"):
+            raise SpecError("platforms.kubernetes", f'unknown field "{key}"', fix="known fields: deploymentSpec, pipelineConfig")
+    known = (spec.get("deploymentSpec") or {}).get("executors") or {}
+    for label, entry in ((kube.get("deploymentSpec") or {}).get("executors") or {}).items():
+        path = f"platforms.kubernetes.deploymentSpec.executors['{label}']"
+        if label not in known:
+            raise SpecError(path, f"no executor '{label}' in deploymentSpec.executors (known: {_known(known)})")
+        for field in entry or {}:
+            if field not in KUBERNETES_EXECUTOR_FIELDS:
+                raise SpecError(path, f'unknown field "{field}"',
+                                fix=f"known fields: {', '.join(sorted(KUBERNETES_EXECUTOR_FIELDS))}")
+    return kube
+
+
+def load_pipeline(docs: list[dict], source: str = "pipeline.yaml") -> PipelineDocument:
+    """Validate the documents of a compiled pipeline file and return a :class:`PipelineDocument`.
+
+    ``docs`` comes from :func:`~localflow.specs.loader.load_documents`: a PipelineSpec (or a
+    PipelineJob wrapping one) and optionally a ``platforms:`` document. Raises SpecError naming
+    the field path for: unknown fields and enum values (``parameterType``...), protobuf type
+    errors, a missing ``pipelineInfo.name``, unresolved ``componentRef``/``executorLabel``/
+    ``dependentTasks``/``producerTask``/``producerSubtask``/``componentInputParameter``/output
+    keys, unwired required inputs, dependency cycles, and platform entries for
+    unknown executors or with unknown fields.
+    """
+    if not docs:
+        raise SpecError(source, "holds no YAML document", fix="pass the file written by kfp.compiler.Compiler().compile")
+    spec, runtime_config = unwrap_pipeline_job(docs[0])
+    kind = detect_kind(docs[0], "")
+    if kind != PIPELINE_SPEC:
+        raise SpecError(f"{source}: document 1", f"is a {kind}, not a compiled KFP pipeline")
+    if len(docs) > 2:
+        raise SpecError(f"{source}: document 3", "a compiled pipeline has at most two documents (PipelineSpec, platforms)")
+    proto = _validate_schema(spec)
+    _check_references(spec)
+    platform = _check_platform(docs[1], spec, source) if len(docs) == 2 else None
+    return PipelineDocument(spec=spec, platform=platform, proto=proto, name=spec["pipelineInfo"]["name"],
+                            runtime_config=runtime_config)
+
+
+def compile_pipeline_func(func: Callable, *, pipeline_parameters: dict | None = None) -> list[dict]:
+    """Compile a ``@dsl.pipeline`` function (or a component) with the kfp compiler and return
+    its YAML documents, as :func:`~localflow.specs.loader.load_documents` would read them.
+
+    Compiles to a temporary file that is removed afterwards. Raises SpecError (path
+    ``pipeline``) when kfp is not installed or the compiler rejects the function.
+    """
+    try:
+        from kfp import compiler
+    except ImportError:
+        raise SpecError("pipeline", "compiling a pipeline function needs the kfp SDK",
+                        fix="pip install 'kfp>=2.7'") from None
+    name = getattr(func, "name", None) or getattr(func, "__name__", "pipeline")
+    with tempfile.TemporaryDirectory(prefix="localflow-compile-") as tmp:
+        path = os.path.join(tmp, "pipeline.yaml")
+        try:
+            compiler.Compiler().compile(func, path, pipeline_parameters=pipeline_parameters)
+        except Exception as exc:  # noqa: BLE001 - the compiler raises many unrelated types
+            raise SpecError(f"pipeline '{name}'", f"kfp compiler rejected it: {exc}") from None
+        return load_documents(path)
