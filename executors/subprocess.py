@@ -1,0 +1,240 @@
+"""The default executor: each container is a process group on this machine.
+
+A container becomes ``Popen(argv, start_new_session=True)`` with the environment the container
+would see (its ``env`` plus a minimal base: ``PATH`` with a shim directory first where ``python``
+and ``python3`` are the mapped interpreter, ``HOME``, ``HOSTNAME``), stdout and stderr appended to
+the container's log file, and paths the spec names inside the container rewritten to the host
+directories mounted there. Kill is SIGTERM to the whole group, then SIGKILL after the grace period,
+so no grandchild survives. A memory limit is enforced like the cgroup OOM killer would: the RSS of
+the process tree is sampled and the group is killed with reason ``OOMKilled`` / exit 137 when it
+goes over. CPU limits are not enforced (requests still count for admission in the scheduler).
+
+Kubernetes semantics followed: kubelet container status reasons (kubernetes/kubernetes
+``pkg/kubelet/kuberuntime/kuberuntime_container.go``); 137 = 128 + SIGKILL.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import psutil
+
+from .base import ContainerResult, ContainerSpec, Executor, PodSpec, RunningPod
+
+_BASE_ENV_KEYS = ("LANG", "LC_ALL", "TZ", "TMPDIR", "VIRTUAL_ENV", "LD_LIBRARY_PATH", "SSL_CERT_FILE",
+                  "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+_OOM_POLL_S = 0.05
+
+
+class SubprocessExecutor(Executor):
+    """Runs each container as a local process group.
+
+    ``python``: interpreter that ``python``/``python3`` mean inside containers whose image has no
+    mapping with its own ``python`` (default: the interpreter running localflow, ``sys.executable``).
+    """
+
+    name = "subprocess"
+
+    def __init__(self, python: str | None = None):
+        self.python = python or sys.executable
+
+    def start(self, pod: PodSpec) -> "SubprocessPod":
+        running = SubprocessPod(pod, self.python)
+        running._thread.start()
+        return running
+
+
+class SubprocessPod(RunningPod):
+    """A Pod whose containers are process groups; driven by one thread."""
+
+    def __init__(self, spec: PodSpec, default_python: str):
+        self.spec = spec
+        self._default_python = default_python
+        self._lock = threading.Lock()
+        self._procs: dict[str, subprocess.Popen] = {}
+        self._killed: str | None = None
+        self._done = threading.Event()
+        self._results: list[ContainerResult] = []
+        self._thread = threading.Thread(target=self._drive, name=f"pod-{spec.name}", daemon=True)
+
+    # -- RunningPod ------------------------------------------------------------------------
+    def wait(self, timeout: float | None = None) -> list[ContainerResult] | None:
+        if not self._done.wait(timeout):
+            return None
+        return list(self._results)
+
+    def kill(self, reason: str = "Killed", grace_seconds: float = 5.0) -> None:
+        with self._lock:
+            if self._killed is None:
+                self._killed = reason
+            procs = [p for p in self._procs.values() if p.poll() is None]
+        for p in procs:
+            _signal_group(p, signal.SIGTERM)
+        deadline = time.monotonic() + grace_seconds
+        for p in procs:
+            try:
+                p.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+            _signal_group(p, signal.SIGKILL)
+
+    def pids(self) -> list[int]:
+        with self._lock:
+            return [p.pid for p in self._procs.values() if p.poll() is None]
+
+    # -- driving ---------------------------------------------------------------------------
+    def _drive(self) -> None:
+        try:
+            for c in self.spec.init_containers:
+                result = self._run_one(c)
+                if result.exit_code != 0:
+                    self._results = [result]
+                    return
+            if self._killed:
+                self._results = [ContainerResult(c.name, 137, self._killed, "killed before start")
+                                 for c in self.spec.containers]
+                return
+            started = [(c, self._spawn(c)) for c in self.spec.containers]
+            self._results = [self._finish(c, p) for c, p in started]
+        except BaseException as e:  # never leave a waiter hanging
+            self._results = [ContainerResult(c.name, 1, "Error", f"executor failure: {e!r}")
+                             for c in self.spec.containers]
+            raise
+        finally:
+            self._done.set()
+
+    def _run_one(self, c: ContainerSpec) -> ContainerResult:
+        return self._finish(c, self._spawn(c))
+
+    def _spawn(self, c: ContainerSpec):
+        started = time.time()
+        argv, env, cwd = self._resolve(c)
+        log = open(c.log_path, "ab", buffering=0) if c.log_path else subprocess.DEVNULL
+        try:
+            exe = argv[0] if argv else ""
+            if not argv or (os.sep not in exe and shutil.which(exe, path=env.get("PATH")) is None) \
+                    or (os.sep in exe and not os.access(exe, os.X_OK)):
+                return ContainerResult(c.name, 127, "ContainerCannotRun", _missing_exe_message(exe, c), started, time.time())
+            if cwd and not os.path.isdir(cwd):
+                return ContainerResult(c.name, 127, "ContainerCannotRun",
+                                       f"working directory {cwd!r} does not exist on this machine (image {c.image!r}); "
+                                       f"set images['{c.image}'].workdir or paths in localflow.yaml", started, time.time())
+            with self._lock:
+                if self._killed:
+                    return ContainerResult(c.name, 137, self._killed, "killed before start", started, time.time())
+                try:
+                    p = subprocess.Popen(argv, env=env, cwd=cwd or None, stdin=subprocess.DEVNULL,
+                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                except OSError as e:
+                    return ContainerResult(c.name, 127, "ContainerCannotRun", f"{exe}: {e.strerror}", started, time.time())
+                self._procs[c.name] = p
+            p._lf_started = started  # type: ignore[attr-defined]
+            return p
+        finally:
+            if log is not subprocess.DEVNULL:
+                log.close()
+
+    def _finish(self, c: ContainerSpec, p) -> ContainerResult:
+        if isinstance(p, ContainerResult):
+            return p
+        oom = False
+        limit = c.resources.memory_limit
+        if limit:
+            while p.poll() is None:
+                if _tree_rss(p.pid) > limit:
+                    oom = True
+                    _signal_group(p, signal.SIGKILL)
+                    break
+                try:
+                    p.wait(_OOM_POLL_S)
+                except subprocess.TimeoutExpired:
+                    pass
+        code = p.wait()
+        # reap whatever is left of the group (a backgrounded grandchild)
+        _signal_group(p, signal.SIGKILL)
+        finished = time.time()
+        if code < 0:  # killed by a signal: shells report 128+n
+            code = 128 - code
+        if oom:
+            return ContainerResult(c.name, 137, "OOMKilled", f"memory use went over the limit of {limit} bytes",
+                                   p._lf_started, finished)
+        if self._killed and code != 0:
+            return ContainerResult(c.name, code, self._killed, "", p._lf_started, finished)
+        return ContainerResult(c.name, code, "Completed" if code == 0 else "Error", "", p._lf_started, finished)
+
+    def _resolve(self, c: ContainerSpec):
+        """argv, env and cwd as this machine sees them: container paths rewritten to host paths."""
+        mapping = c.mapping
+        path_map = {m.container_path: m.host_path for m in c.mounts if m.container_path != m.host_path}
+        if mapping:
+            path_map.update(mapping.paths)
+        # longest prefix first so /opt/app/data wins over /opt/app
+        prefixes = sorted(path_map.items(), key=lambda kv: len(kv[0]), reverse=True)
+
+        def rewrite(s: str) -> str:
+            for cpath, hpath in prefixes:
+                if s == cpath or s.startswith(cpath.rstrip("/") + "/"):
+                    return hpath + s[len(cpath):]
+                marker = "=" + cpath
+                if marker in s:
+                    s = s.replace(marker, "=" + hpath)
+            return s
+
+        shim = self._python_shim(mapping.python if mapping and mapping.python else self._default_python)
+        env = {k: os.environ[k] for k in _BASE_ENV_KEYS if k in os.environ}
+        env["PATH"] = shim + os.pathsep + os.environ.get("PATH", os.defpath)
+        env["HOME"] = os.environ.get("HOME", "/root")
+        env["HOSTNAME"] = self.spec.hostname or self.spec.name
+        env["PYTHONUNBUFFERED"] = "1"
+        if mapping:
+            env.update(mapping.env)
+        env.update({k: rewrite(v) for k, v in c.env.items()})
+        argv = [rewrite(a) for a in c.argv]
+        workdir = c.working_dir or (mapping.workdir if mapping else None)
+        cwd = rewrite(workdir) if workdir else None
+        return argv, env, cwd
+
+    def _python_shim(self, python: str) -> str:
+        """A directory whose ``python``/``python3`` run ``python`` (kept per Pod in its workdir)."""
+        base = self.spec.workdir or os.path.join("/tmp", f"localflow-{self.spec.uid}")
+        shim = os.path.join(base, "bin")
+        if not os.path.isdir(shim):
+            os.makedirs(shim, exist_ok=True)
+        for name in ("python", "python3"):
+            link = os.path.join(shim, name)
+            if not os.path.lexists(link):
+                os.symlink(python, link)
+        return shim
+
+
+def _missing_exe_message(exe: str, c: ContainerSpec) -> str:
+    return (f"executable {exe!r} not found on this machine (image {c.image!r}); "
+            f"add an entry for {c.image!r} under images: in localflow.yaml (python:, paths:) "
+            f"or run with --executor docker")
+
+
+def _signal_group(p: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(p.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _tree_rss(pid: int) -> int:
+    try:
+        root = psutil.Process(pid)
+        procs = [root] + root.children(recursive=True)
+    except psutil.Error:
+        return 0
+    total = 0
+    for proc in procs:
+        try:
+            total += proc.memory_info().rss
+        except psutil.Error:
+            pass
+    return total

@@ -1,0 +1,258 @@
+"""The Python API: ``localflow.run(spec)`` and the runtime it runs in.
+
+Everything the CLI does is a function here (sqlite-utils' habit: library first, CLI second). A
+:class:`Runtime` bundles one workspace's object store, metadata store, scheduler and executor;
+:func:`run` loads a spec, picks the controller for its kind and returns a :class:`Run`.
+
+Kinds plug in through :data:`RUNNERS`: ``kind -> fn(docs, runtime, **options) -> Run``; adding a
+Kubeflow kind is registering its controller here (see :func:`register_runner`).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from localflow.clock import SYSTEM_CLOCK, Clock
+from localflow.config import Config, load_config
+from localflow.errors import LocalflowError, NotFound, RunFailed, SpecError
+from localflow.executors import get_executor
+from localflow.fakes import ObjectStore
+from localflow.metadata import MetadataStore
+from localflow.scheduler import Capacity, Scheduler
+from localflow.specs.loader import detect_kind, load_documents
+from localflow.workspace import Workspace, resolve_workspace
+
+__all__ = ["run", "Run", "Runtime", "open_runtime", "register_runner", "RUNNERS", "load_spec"]
+
+
+@dataclass
+class Runtime:
+    """One workspace's live parts. Use :func:`open_runtime` to get one; ``close()`` kills what runs."""
+
+    workspace: Workspace
+    store: ObjectStore
+    metadata: MetadataStore
+    scheduler: Scheduler
+    config: Config
+    clock: Clock
+
+    def close(self, cancel: bool = True) -> None:
+        try:
+            self.scheduler.shutdown(cancel=cancel)
+            self.scheduler.executor.close()
+        finally:
+            self.store.close()
+            self.metadata.close()
+
+
+@contextlib.contextmanager
+def open_runtime(workspace: str | os.PathLike | Workspace | None = None, executor: str = "subprocess", *,
+                 config: str | os.PathLike | Config | None = None, clock: Clock = SYSTEM_CLOCK,
+                 capacity: Capacity | None = None) -> Iterator[Runtime]:
+    """Open the workspace (creating it), its stores and a scheduler on ``executor``.
+
+    ``workspace``: directory (default ``$LOCALFLOW_HOME`` or ``./.localflow``); ``config``: a
+    ``localflow.yaml`` path or parsed :class:`Config` (default: ``./localflow.yaml`` if present).
+    Raises :class:`SpecError` for a bad config or executor name, :class:`ExecutorError` when the
+    executor cannot run here (no Docker engine).
+    """
+    ws = workspace if isinstance(workspace, Workspace) else resolve_workspace(workspace)
+    ws.ensure()
+    cfg = config if isinstance(config, Config) else load_config(config)
+    ex = get_executor(executor)
+    ex.check()
+    store = ObjectStore(ws.db_path, clock=clock)
+    metadata = MetadataStore(ws.db_path, clock=clock)
+    scheduler = Scheduler(store, ex, ws, images=cfg.images, clock=clock, capacity=capacity)
+    rt = Runtime(ws, store, metadata, scheduler, cfg, clock)
+    try:
+        yield rt
+    finally:
+        rt.close()
+
+
+@dataclass
+class Run:
+    """The result of :func:`run`.
+
+    - ``id`` (uuid), ``name`` (resource name, ``<pipeline>-<suffix>``), ``kind`` (``PipelineRun``,
+      ``PyTorchJob``, ...), ``state`` (SUCCEEDED, FAILED, CANCELED), ``error`` (message or None);
+    - ``tasks``: task path -> :class:`~localflow.controllers.pipelinerun.TaskRecord` (pipelines)
+      or replica Pod name -> record (training jobs);
+    - ``outputs``: the pipeline's outputs: parameter name -> value, artifact name -> artifact
+      dict (``uri``, ``metadata``, ``type``) or list of them;
+    - ``object``: the Kubernetes-shaped object of the run (``kubectl get -o yaml`` form);
+    - ``workspace``: where its logs and artifacts are.
+    """
+
+    id: str
+    name: str
+    kind: str
+    state: str
+    workspace: Workspace
+    tasks: dict = field(default_factory=dict)
+    outputs: dict = field(default_factory=dict)
+    error: str | None = None
+    object: dict | None = None
+    pods: list = field(default_factory=list)
+
+    @property
+    def succeeded(self) -> bool:
+        return self.state == "SUCCEEDED"
+
+    def raise_for_state(self) -> "Run":
+        """Raise :class:`RunFailed` unless the run succeeded; returns self."""
+        if not self.succeeded:
+            raise RunFailed(f"{self.kind} {self.name} {self.state.lower()}: {self.error or 'see localflow describe'}", run=self)
+        return self
+
+    def task(self, name: str):
+        """The task record by path or by display name (unique), else :class:`NotFound`."""
+        if name in self.tasks:
+            return self.tasks[name]
+        hits = [t for t in self.tasks.values() if getattr(t, "display_name", None) == name or getattr(t, "task", None) == name]
+        if len(hits) == 1:
+            return hits[0]
+        raise NotFound(f"run {self.name} has no task {name!r}" + (" (ambiguous)" if hits else ""),
+                       fix=f"tasks: {', '.join(self.tasks)}")
+
+    def logs(self, task: str, container: str = "main") -> str:
+        """The log text of a task's (latest) Pod or of a Pod by name."""
+        pod = getattr(self.tasks.get(task), "pod", None) if task in self.tasks else None
+        if pod is None:
+            try:
+                pod = self.task(task).pod
+            except NotFound:
+                pod = task
+        if pod is None:
+            raise NotFound(f"task {task!r} of run {self.name} ran no Pod")
+        return read_logs(self.workspace, pod, container)
+
+
+def read_logs(workspace: Workspace, pod: str, container: str | None = None, namespace: str = "default") -> str:
+    """Text of a container's log file (``logs/<ns>/<pod>/<container>.log``); NotFound names the
+    containers that exist."""
+    d = Path(workspace.logs_dir) / namespace / pod
+    if not d.is_dir():
+        raise NotFound(f"pod {pod!r} has no logs in {workspace.root}", fix="list pods with `localflow get pods`")
+    names = sorted(p.stem for p in d.glob("*.log"))
+    if container is None:
+        if len(names) != 1:
+            raise SpecError("-c", f"pod {pod} has containers {', '.join(names)}", fix="choose one with -c NAME")
+        container = names[0]
+    f = d / f"{container}.log"
+    if not f.exists():
+        raise NotFound(f"pod {pod} has no container {container!r}", fix=f"containers: {', '.join(names) or 'none'}")
+    return f.read_text(errors="replace")
+
+
+RunnerFn = Callable[..., Run]
+RUNNERS: dict[str, RunnerFn] = {}
+
+
+def register_runner(kind: str, fn: RunnerFn) -> None:
+    """Register the function that runs documents whose kind is ``kind``."""
+    RUNNERS[kind] = fn
+
+
+def load_spec(spec: Any) -> tuple[str, list[dict], str | None]:
+    """Normalise what :func:`run` accepts into ``(kind, documents, source path)``.
+
+    Accepts a path (str or PathLike), YAML text (a string containing a newline), a dict, a list
+    of dicts, or a kfp ``@dsl.pipeline`` function (compiled in memory with the real compiler).
+    """
+    source = None
+    if hasattr(spec, "pipeline_spec") or hasattr(spec, "component_spec"):
+        from localflow.specs.pipeline import compile_pipeline_func
+
+        docs = compile_pipeline_func(spec)
+        source = getattr(spec, "name", None) or "<pipeline function>"
+    elif isinstance(spec, dict):
+        docs = [spec]
+    elif isinstance(spec, list):
+        docs = list(spec)
+    elif isinstance(spec, (str, os.PathLike)) and (isinstance(spec, os.PathLike) or "\n" not in spec):
+        source = str(spec)
+        docs = load_documents(source)
+    elif isinstance(spec, str):
+        docs = load_documents("<text>", text=spec)
+        source = "<text>"
+    else:
+        raise SpecError("spec", f"cannot run a {type(spec).__name__}",
+                        fix="pass a YAML path, YAML text, a dict, or a kfp pipeline function")
+    if not docs:
+        raise SpecError(source or "spec", "the file holds no document")
+    kind = detect_kind(docs[0])
+    return kind, docs, source
+
+
+def run(spec: Any, params: dict | None = None, executor: str = "subprocess",
+        workspace: str | os.PathLike | Workspace | None = None, *, config: str | os.PathLike | Config | None = None,
+        cache: bool = True, namespace: str = "default", on_task: Callable | None = None,
+        clock: Clock = SYSTEM_CLOCK, runtime: Runtime | None = None, **options) -> Run:
+    """Run a spec to completion and return its :class:`Run`.
+
+    ``spec``: path, YAML text, dict(s) or a kfp pipeline function; ``params``: pipeline
+    parameters (Python values; strings are cast by the declared type); ``executor``:
+    ``subprocess`` (default) or ``docker``; ``workspace``: directory; ``cache``: use the KFP task
+    cache. Raises :class:`SpecError` (bad spec/params/config) before anything runs; a run that
+    fails returns a Run with ``state == "FAILED"`` (call :meth:`Run.raise_for_state`).
+    """
+    kind, docs, source = load_spec(spec)
+    runner = RUNNERS.get(kind)
+    if runner is None:
+        _load_builtin_runners()
+        runner = RUNNERS.get(kind)
+    if runner is None:
+        raise SpecError(f"{source or 'spec'}: kind", f"localflow cannot run kind {kind!r} yet",
+                        fix=f"runnable kinds: {', '.join(sorted(RUNNERS))}")
+    if runtime is not None:
+        return runner(docs, runtime, params=params, cache=cache, namespace=namespace, on_task=on_task,
+                      source=source, **options)
+    with open_runtime(workspace, executor, config=config, clock=clock) as rt:
+        return runner(docs, rt, params=params, cache=cache, namespace=namespace, on_task=on_task,
+                      source=source, **options)
+
+
+def _run_pipeline(docs: list[dict], rt: Runtime, *, params=None, cache=True, namespace="default", on_task=None,
+                  source=None, run_name=None, **_) -> Run:
+    from localflow.controllers.pipelinerun import PipelineRunController
+    from localflow.pipelines.values import parse_cli_value
+    from localflow.specs.pipeline import load_pipeline
+
+    doc = load_pipeline(docs, source or "pipeline.yaml")
+    given = dict(params or {})
+    defs = ((doc.spec.get("root") or {}).get("inputDefinitions") or {}).get("parameters") or {}
+    for k, v in list(given.items()):
+        if isinstance(v, str) and k in defs and defs[k].get("parameterType") != "STRING":
+            given[k] = parse_cli_value(v, defs[k].get("parameterType"), f"-p {k}")
+    ctl = PipelineRunController(doc, parameters=given, store=rt.store, scheduler=rt.scheduler, metadata=rt.metadata,
+                                workspace=rt.workspace, clock=rt.clock, cache=cache, namespace=namespace,
+                                run_name=run_name, spec_path=source, on_task=on_task)
+    try:
+        ctl.run()
+    finally:
+        rt.scheduler.wait_idle(timeout=30)
+    outputs: dict = dict(ctl.outputs.get("parameters") or {})
+    for k, arts in (ctl.outputs.get("artifacts") or {}).items():
+        clean = [{kk: vv for kk, vv in a.items()} for a in arts]
+        outputs[k] = clean[0] if len(clean) == 1 else clean
+    obj = rt.store.get("Run", ctl.run_name, namespace)
+    return Run(id=ctl.run_id, name=ctl.run_name, kind="PipelineRun", state=ctl.state, workspace=rt.workspace,
+               tasks=dict(ctl.tasks), outputs=outputs, error=ctl.error, object=obj,
+               pods=rt.store.list("Pod", namespace, label_selector={"localflow.dev/run-id": ctl.run_id}))
+
+
+def _load_builtin_runners() -> None:
+    """Import the controllers that register themselves (training kinds) on first use."""
+    for module in ("localflow.controllers.trainingjob", "localflow.controllers.trainjob"):
+        try:
+            __import__(module)
+        except ImportError:
+            pass
+
+
+register_runner("PipelineSpec", _run_pipeline)

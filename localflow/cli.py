@@ -1,0 +1,396 @@
+"""The ``localflow`` command: kubectl-shaped and thin.
+
+Each command calls one library function (:mod:`localflow.api`, the stores) and turns a
+:class:`~localflow.errors.LocalflowError` into one line on stderr and its exit code: 2 for a bad
+spec or bad input, 1 for a failed run or a missing object, 130 for Ctrl-C. No traceback reaches
+the user unless ``LOCALFLOW_DEBUG=1``.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+import time
+
+import click
+
+from localflow.errors import LocalflowError, NotFound, SpecError
+
+OUTPUTS = ("json", "yaml")
+METADATA_KINDS = {"runs": "runs", "run": "runs", "artifacts": "artifacts", "artifact": "artifacts",
+                  "executions": "executions", "execution": "executions"}
+
+
+def _err(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+
+
+def handle_errors(fn):
+    """Run a command body; map errors to one stderr line and an exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except LocalflowError as e:
+            _err(str(e))
+            sys.exit(e.exit_code)
+        except KeyboardInterrupt:
+            _err("interrupted: the run was canceled and recorded")
+            sys.exit(130)
+        except click.exceptions.Exit:
+            raise
+        except Exception as e:  # a bug: say so in one line, keep the traceback for debugging
+            if os.environ.get("LOCALFLOW_DEBUG"):
+                raise
+            _err(f"internal error: {type(e).__name__}: {e} (set LOCALFLOW_DEBUG=1 for the traceback)")
+            sys.exit(1)
+
+    return wrapper
+
+
+workspace_option = click.option("--workspace", "-w", envvar="LOCALFLOW_HOME", default=None,
+                                help="Workspace directory (default ./.localflow; env LOCALFLOW_HOME).")
+namespace_option = click.option("--namespace", "-n", default="default", show_default=True, help="Namespace.")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="localflow")
+def cli() -> None:
+    """localflow: Kubeflow on one machine. Run compiled KFP pipelines and Kubeflow training jobs
+    locally, with the cluster's semantics, and inspect them like kubectl."""
+
+
+def _parse_params(values: tuple[str, ...]) -> dict:
+    params = {}
+    for item in values:
+        if "=" not in item:
+            raise SpecError(f"-p {item}", "expected NAME=VALUE", fix="e.g. -p learning_rate=0.1")
+        k, v = item.split("=", 1)
+        params[k.strip()] = v
+    return params
+
+
+@cli.command()
+@click.argument("spec", type=click.Path(dir_okay=False))
+@click.option("-p", "--param", "params", multiple=True, metavar="NAME=VALUE",
+              help="Pipeline parameter (repeatable); JSON for LIST/STRUCT values.")
+@click.option("--executor", "-e", type=click.Choice(["subprocess", "docker"]), default="subprocess", show_default=True,
+              help="How Pods run: local processes or Docker containers.")
+@workspace_option
+@click.option("--config", "-c", "config", default=None, help="localflow.yaml with image mappings (default ./localflow.yaml).")
+@click.option("--no-cache", is_flag=True, help="Do not reuse cached task results.")
+@click.option("--name", default=None, help="Run name (default <pipeline>-<random>).")
+@namespace_option
+@click.option("-o", "--output", type=click.Choice(OUTPUTS), default=None, help="Print the resulting objects as a List.")
+@handle_errors
+def run(spec, params, executor, workspace, config, no_cache, name, namespace, output):
+    """Run SPEC (a compiled pipeline YAML or a training job YAML) to completion.
+
+    \b
+    Examples:
+      localflow run scenarios/pipelines/training_pipeline.yaml -p min_accuracy=0.9
+      localflow run scenarios/training/pytorchjob.yaml --config scenarios/training/localflow.yaml
+      localflow run pipeline.yaml --executor docker -o yaml
+    """
+    from localflow import api
+    from localflow.render import as_list, dump
+
+    progress = _Progress(enabled=output is None)
+    result = api.run(spec, _parse_params(params), executor, workspace, config=config, cache=not no_cache,
+                     namespace=namespace, on_task=progress, run_name=name)
+    if output:
+        items = [result.object] + list(result.pods) if result.object else list(result.pods)
+        click.echo(dump(as_list(items), output))
+    else:
+        progress.summary(result)
+    sys.exit(0 if result.succeeded else 1)
+
+
+class _Progress:
+    """Live progress on stderr: one line per task state change, coloured with rich."""
+
+    COLORS = {"RUNNING": "cyan", "SUCCEEDED": "green", "FAILED": "red", "SKIPPED": "yellow", "CANCELED": "magenta",
+              "PENDING": "white"}
+
+    def __init__(self, enabled: bool):
+        from rich.console import Console
+
+        self.enabled = enabled
+        self.console = Console(stderr=True, highlight=False)
+        self.t0 = time.monotonic()
+
+    def __call__(self, rec) -> None:
+        if not self.enabled:
+            return
+        state = rec.state
+        label = "CACHED" if getattr(rec, "cached", False) and state == "SUCCEEDED" else state
+        color = self.COLORS.get(state, "white")
+        extra = ""
+        if getattr(rec, "error", None) and state in ("FAILED", "SKIPPED"):
+            extra = f"  [dim]{rec.error}[/dim]"
+        elif getattr(rec, "pod", None) and state == "RUNNING":
+            extra = f"  [dim]pod/{rec.pod}[/dim]"
+        self.console.print(f"[dim]{time.monotonic() - self.t0:7.2f}s[/dim] [{color}]{label:<9}[/{color}] {rec.name}{extra}",
+                           markup=True)
+
+    def summary(self, result) -> None:
+        color = "green" if result.succeeded else "red"
+        self.console.print(f"[bold {color}]{result.kind} {result.name} {result.state}[/] "
+                           f"in {time.monotonic() - self.t0:.2f}s (workspace {result.workspace.root})")
+        if result.error and not result.succeeded:
+            self.console.print(f"[red]{result.error}[/red]")
+        for k, v in (result.outputs or {}).items():
+            shown = v.get("uri") if isinstance(v, dict) and "uri" in v else json.dumps(v, default=str)
+            self.console.print(f"  output {k} = {shown}")
+
+
+def _open_stores(workspace):
+    from localflow.fakes import ObjectStore
+    from localflow.metadata import MetadataStore
+    from localflow.workspace import resolve_workspace
+
+    ws = resolve_workspace(workspace)
+    if not ws.db_path.exists():
+        raise NotFound(f"no localflow workspace at {ws.root}", fix="run something first (`localflow run SPEC`) or pass --workspace")
+    return ws, ObjectStore(ws.db_path), MetadataStore(ws.db_path)
+
+
+@cli.command()
+@click.argument("kind")
+@click.argument("name", required=False)
+@click.option("-o", "--output", type=click.Choice(OUTPUTS + ("wide",)), default=None)
+@click.option("-l", "--selector", default=None, help="Label selector, e.g. pipeline/runid=<id>.")
+@click.option("--run", "run_name", default=None, help="Only what belongs to this run (name or id).")
+@namespace_option
+@click.option("-A", "--all-namespaces", is_flag=True)
+@workspace_option
+@handle_errors
+def get(kind, name, output, selector, run_name, namespace, all_namespaces, workspace):
+    """List objects of KIND (pods, events, runs, artifacts, executions, tfjobs, pytorchjobs, ...).
+
+    \b
+    Examples:
+      localflow get runs
+      localflow get pods -o wide
+      localflow get pods --run demo-pipeline-x7k2p
+      localflow get pytorchjobs my-job -o yaml
+      localflow get artifacts --run demo-pipeline-x7k2p -o json
+    """
+    from localflow import render
+    from localflow.fakes import resolve_kind
+
+    ws, store, md = _open_stores(workspace)
+    ns = None if all_namespaces else namespace
+    if kind.lower() in METADATA_KINDS:
+        rows = _metadata_rows(md, METADATA_KINDS[kind.lower()], name, run_name)
+        if output in OUTPUTS:
+            click.echo(render.dump(rows if name is None else rows[0], output))
+            return
+        click.echo(_metadata_table(METADATA_KINDS[kind.lower()], rows, output == "wide"))
+        return
+    info = resolve_kind(kind)
+    if name:
+        items = [store.get(info.kind, name, ns or "default")]
+    else:
+        sel = selector
+        if run_name:
+            run_id = md.get_run(run_name)["id"]
+            sel = f"localflow.dev/run-id={run_id}" + (f",{selector}" if selector else "")
+        items = store.list(info.kind, ns, label_selector=sel)
+    if output in OUTPUTS:
+        click.echo(render.dump(items[0] if name else render.as_list(items), output))
+        return
+    if not items:
+        click.echo(f"No resources found in {ns or 'any'} namespace.", err=True)
+        return
+    if info.kind == "Pod":
+        headers = ["NAME", "READY", "STATUS", "RESTARTS", "AGE"] + (["IP", "NODE"] if output == "wide" else [])
+        click.echo(render.table(headers, [render.pod_row(p, output == "wide") for p in items]))
+    elif info.kind == "Event":
+        click.echo(render.table(["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"], [render.event_row(e) for e in items]))
+    else:
+        click.echo(render.table(["NAME", "STATE", "AGE"], [render.object_row(o) for o in items]))
+
+
+def _metadata_rows(md, what: str, name: str | None, run_name: str | None) -> list[dict]:
+    run_id = md.get_run(run_name)["id"] if run_name else None
+    if what == "runs":
+        if name:
+            return [md.get_run(name)]
+        return md.list_runs()
+    if what == "artifacts":
+        if name:
+            return [md.get_artifact(int(name))]
+        return md.list_artifacts(run_id=run_id)
+    if name:
+        return [md.get_execution(int(name))]
+    return md.list_executions(run_id=run_id)
+
+
+def _metadata_table(what: str, rows: list[dict], wide: bool) -> str:
+    from localflow import render
+
+    if what == "runs":
+        return render.table(["NAME", "KIND", "STATE", "EXECUTOR", "AGE"] + (["ID", "SPEC"] if wide else []),
+                            [[r["name"], r["kind"], r["state"], r.get("executor"), render.age(r.get("created_at"))]
+                             + ([r["id"], r.get("spec_path")] if wide else []) for r in rows])
+    if what == "artifacts":
+        return render.table(["ID", "NAME", "TYPE", "URI"] + (["METADATA"] if wide else []),
+                            [[a["id"], a["name"], a.get("schema_title") or a.get("type"), a["uri"]]
+                             + ([json.dumps(a.get("metadata") or {})] if wide else []) for a in rows])
+    return render.table(["ID", "NAME", "TYPE", "STATE", "POD"] + (["FINGERPRINT"] if wide else []),
+                        [[e["id"], e["name"], e["type"], e["state"], e.get("pod_name") or ""]
+                         + ([(e.get("fingerprint") or "")[:16]] if wide else []) for e in rows])
+
+
+@cli.command()
+@click.argument("kind")
+@click.argument("name")
+@namespace_option
+@workspace_option
+@handle_errors
+def describe(kind, name, namespace, workspace):
+    """Show one object in detail with its Events.
+
+    \b
+    Examples:
+      localflow describe pod demo-pipeline-x7k2p-train-q2w4e
+      localflow describe run demo-pipeline-x7k2p
+      localflow describe pytorchjob my-job
+    """
+    from localflow import render
+    from localflow.fakes import resolve_kind
+
+    ws, store, md = _open_stores(workspace)
+    if kind.lower() in ("artifact", "artifacts", "execution", "executions"):
+        what = METADATA_KINDS[kind.lower()]
+        row = _metadata_rows(md, what, name, None)[0]
+        if what == "artifacts":
+            row = {**row, "lineage": md.lineage(row["id"])}
+        click.echo(render.dump(row, "yaml"))
+        return
+    info = resolve_kind(kind)
+    if info.kind == "Run" and not _exists(store, "Run", name, namespace):
+        name = md.get_run(name)["name"]
+    obj = store.get(info.kind, name, namespace)
+    click.echo(render.describe(obj, store.events_for(obj)))
+
+
+def _exists(store, kind, name, ns) -> bool:
+    try:
+        store.get(kind, name, ns)
+        return True
+    except NotFound:
+        return False
+
+
+@cli.command()
+@click.argument("pod")
+@click.option("-c", "--container", default=None, help="Container name (default: the only one, or main).")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing until the Pod ends.")
+@namespace_option
+@workspace_option
+@handle_errors
+def logs(pod, container, follow, namespace, workspace):
+    """Print the logs of a Pod's container.
+
+    \b
+    Examples:
+      localflow logs demo-pipeline-x7k2p-train-q2w4e
+      localflow logs my-job-worker-0 -c pytorch -f
+    """
+    from localflow.api import read_logs
+
+    ws, store, md = _open_stores(workspace)
+    store.get("Pod", pod, namespace)  # NotFound with a hint
+    if container is None:
+        d = ws.logs_dir / namespace / pod
+        names = sorted(p.stem for p in d.glob("*.log")) if d.is_dir() else []
+        container = names[0] if len(names) == 1 else ("main" if "main" in names else None)
+    if not follow:
+        click.echo(read_logs(ws, pod, container, namespace), nl=False)
+        return
+    path = ws.logs_dir / namespace / pod / f"{container}.log"
+    pos = 0
+    while True:
+        if path.exists():
+            with open(path, "rb") as f:
+                f.seek(pos)
+                chunk = f.read()
+                pos += len(chunk)
+            if chunk:
+                click.echo(chunk.decode(errors="replace"), nl=False)
+        phase = (store.get("Pod", pod, namespace).get("status") or {}).get("phase")
+        if phase in ("Succeeded", "Failed") and not chunk:
+            return
+        time.sleep(0.2)
+
+
+@cli.command()
+@click.argument("kind")
+@click.argument("name")
+@namespace_option
+@workspace_option
+@handle_errors
+def delete(kind, name, namespace, workspace):
+    """Delete an object and what it owns (ownerReferences cascade). Metadata history is kept.
+
+    \b
+    Example:
+      localflow delete run demo-pipeline-x7k2p
+    """
+    from localflow.fakes import resolve_kind
+
+    ws, store, md = _open_stores(workspace)
+    info = resolve_kind(kind)
+    store.delete(info.kind, name, namespace)
+    click.echo(f'{info.singular}.{info.group or "v1"} "{name}" deleted' if info.group else f'{info.singular} "{name}" deleted')
+
+
+@cli.command()
+@workspace_option
+@click.option("--dry-run", is_flag=True, help="Only list what would be removed.")
+@handle_errors
+def gc(workspace, dry_run):
+    """Remove Docker containers and networks left by runs that no longer run.
+
+    \b
+    Example:
+      localflow gc
+    """
+    from localflow.api import garbage_collect
+
+    removed = garbage_collect(workspace, dry_run=dry_run)
+    verb = "would remove" if dry_run else "removed"
+    click.echo(f"{verb} {len(removed['containers'])} container(s), {len(removed['networks'])} network(s)")
+
+
+@cli.group()
+def images() -> None:
+    """Local images for the docker executor (no registry needed)."""
+
+
+@images.command("build-base")
+@click.option("--tag", default="localflow/python:3.11", show_default=True)
+@handle_errors
+def build_base(tag):
+    """Build a Python base image with kfp from a Debian root filesystem (debootstrap + docker import).
+
+    \b
+    Example:
+      localflow images build-base
+    """
+    from localflow.images import build_base as _build
+
+    click.echo(_build(tag=tag))
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="localflow")
+
+
+if __name__ == "__main__":
+    main()

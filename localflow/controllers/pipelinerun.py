@@ -1,0 +1,1007 @@
+"""The pipeline run controller: executes a compiled KFP v2 PipelineSpec with the backend's semantics.
+
+One :class:`PipelineRunController` drives one run. It walks the root DAG and every nested DAG
+(condition groups, loops, exit handlers, nested pipelines) as the KFP v2 driver does
+(kubeflow/pipelines ``backend/src/v2/driver/driver.go``, ``resolve.go``): a task starts when its
+``dependentTasks`` are done and its ``triggerPolicy`` (strategy and CEL condition) allows it;
+executor tasks become Pods handed to the :class:`~localflow.scheduler.Scheduler`, so independent
+tasks run concurrently; outputs are collected as ``launcher_v2.go`` collects them (executor output
+file first, then output parameter files, then pre-assigned artifact URIs). Everything is recorded
+as ML Metadata executions, artifacts and events, and the run is mirrored as a
+``pipelines.kubeflow.org/v2beta1 Run`` object whose status lists task details.
+
+The controller is event-driven: it reacts to Pod watch events from the fake object store and to
+its own timers (retry backoff), on one thread, the caller's.
+
+Task states are those of the KFP v2beta1 Run API (``backend/api/v2beta1/run.proto`` RuntimeState):
+PENDING, RUNNING, SUCCEEDED, SKIPPED, FAILED, CANCELED. A cache hit is ``SUCCEEDED`` with
+``cached: true`` (MLMD state ``CACHED``). A task on a false branch, or downstream of a failure
+without ``ALL_UPSTREAM_TASKS_COMPLETED``, is ``SKIPPED``.
+"""
+from __future__ import annotations
+
+import heapq
+import itertools
+import json
+import os
+import re
+import secrets
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from localflow.clock import SYSTEM_CLOCK, Clock
+from localflow.errors import ExecutorError, LocalflowError, SpecError
+from localflow.pipelines import bootstrap, cel, placeholders
+from localflow.pipelines.cache import fingerprint
+from localflow.pipelines.values import cast_parameter, format_value, read_output_parameter, resolve_input_definitions
+from localflow.specs.pipeline import PipelineDocument
+
+RUN_API_VERSION = "pipelines.kubeflow.org/v2beta1"
+TERMINAL = frozenset({"SUCCEEDED", "SKIPPED", "FAILED", "CANCELED"})
+RUN_ID_LABEL = "pipeline/runid"
+LF_RUN_LABEL = "localflow.dev/run-id"
+_MLMD_STATE = {"SUCCEEDED": "COMPLETE", "FAILED": "FAILED", "CANCELED": "CANCELED", "SKIPPED": "COMPLETE"}
+
+
+@dataclass
+class TaskRecord:
+    """What a run reports about one task (one entry of ``Run.tasks``).
+
+    ``name`` is the task's path in the run: DAG keys joined by ``.``, loop iterations as
+    ``for-loop-2[0]`` (``condition-1.echo``, ``for-loop-2[1].square``). ``outputs`` is
+    ``{"parameters": {name: value}, "artifacts": {name: [RuntimeArtifact dict]}}``.
+    ``kind``: ``container``, ``importer``, ``dag``, ``loop`` or ``iteration``.
+    """
+
+    name: str
+    task: str
+    display_name: str
+    kind: str
+    state: str = "PENDING"
+    cached: bool = False
+    pod: str | None = None
+    execution_id: int | None = None
+    attempts: int = 0
+    inputs: dict = field(default_factory=dict)
+    outputs: dict = field(default_factory=lambda: {"parameters": {}, "artifacts": {}})
+    error: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in self.__dict__.items()}
+
+
+class _Node:
+    """One running instance of a DAG component (root, group, nested pipeline, loop iteration)."""
+
+    def __init__(self, component_name: str, component: dict, params: dict, artifacts: dict, prefix: str,
+                 owner: "_Task | None", execution_id: int | None):
+        self.component_name = component_name
+        self.component = component
+        self.params = params
+        self.artifacts = artifacts
+        self.prefix = prefix
+        self.owner = owner
+        self.execution_id = execution_id
+        dag = component.get("dag") or {}
+        self.tasks: dict[str, _Task] = {}
+        for key, spec in (dag.get("tasks") or {}).items():
+            self.tasks[key] = _Task(self, key, spec)
+        self.done = False
+        self.state = "RUNNING"
+        self.outputs: dict = {"parameters": {}, "artifacts": {}}
+
+
+class _Task:
+    """One task of a DAG instance and its runtime book-keeping."""
+
+    def __init__(self, node: _Node, key: str, spec: dict):
+        self.node = node
+        self.key = key
+        self.spec = spec
+        path = f"{node.prefix}.{key}" if node.prefix else key
+        self.path = path
+        display = (spec.get("taskInfo") or {}).get("name") or key
+        self.record = TaskRecord(name=path, task=key, display_name=display, kind="container")
+        self.params: dict = {}
+        self.artifacts: dict = {}
+        self.attempt = 0
+        self.child: _Node | None = None
+        self.iterations: list[_Node] = []
+        self.pending_items: list[tuple[int, Any]] = []
+        self.loop_running = 0
+        self.loop_limit = 0
+        self.exec_ctx: dict | None = None
+
+    @property
+    def state(self) -> str:
+        return self.record.state
+
+
+class PipelineRunController:
+    """Runs one pipeline to completion. Construct, then call :meth:`run`.
+
+    ``doc``: a loaded :class:`~localflow.specs.pipeline.PipelineDocument`; ``parameters``: pipeline
+    input values (Python values, or strings from ``-p`` already parsed); ``store``/``scheduler``/
+    ``metadata``/``workspace``: the runtime; ``cache``: honour ``cachingOptions`` (``--no-cache``
+    turns it off); ``on_task``: called with a :class:`TaskRecord` on every task state change
+    (progress display). Raises :class:`SpecError` from the constructor for bad parameters.
+    """
+
+    def __init__(self, doc: PipelineDocument, *, parameters: dict | None, store, scheduler, metadata, workspace,
+                 clock: Clock = SYSTEM_CLOCK, cache: bool = True, namespace: str = "default",
+                 run_name: str | None = None, spec_path: str | None = None,
+                 on_task: Callable[[TaskRecord], None] | None = None):
+        self.doc = doc
+        self.spec = doc.spec
+        self.platform = (doc.platform or {}).get("deploymentSpec", {}).get("executors", {}) if doc.platform else {}
+        self.store, self.scheduler, self.metadata, self.workspace = store, scheduler, metadata, workspace
+        self.clock = clock
+        self.cache = cache
+        self.namespace = namespace
+        self.on_task = on_task
+        self.components = self.spec.get("components") or {}
+        self.executors = (self.spec.get("deploymentSpec") or {}).get("executors") or {}
+        self.pipeline_name = doc.name
+        root = self.spec.get("root") or {}
+        self.params = resolve_input_definitions(root.get("inputDefinitions"), dict(parameters or {}),
+                                                "root.inputDefinitions")
+        self.run_id = str(uuid.uuid4())
+        self.run_name = run_name or f"{_k8s_name(self.pipeline_name, 57)}-{_suffix()}"
+        self.create_time = clock.rfc3339()
+        self.run_root = os.path.join(str(workspace.artifacts_dir), _k8s_name(self.pipeline_name, 100), self.run_id)
+        self.spec_path = spec_path
+        self.tasks: dict[str, TaskRecord] = {}
+        self._pods: dict[str, _Task] = {}
+        self._timers: list[tuple[float, int, Callable[[], None]]] = []
+        self._seq = itertools.count()
+        self._artifact_ids: dict[str, int] = {}
+        self.state = "PENDING"
+        self.error: str | None = None
+        self.outputs: dict = {"parameters": {}, "artifacts": {}}
+        self.run_object: dict | None = None
+
+    # ------------------------------------------------------------------ public
+    def run(self) -> str:
+        """Execute the run; returns its final state (SUCCEEDED, FAILED or CANCELED).
+
+        Ctrl-C (KeyboardInterrupt) cancels: running Pods are killed, the run ends CANCELED and the
+        interrupt is re-raised after everything is recorded.
+        """
+        md = self.metadata
+        md.create_run(self.run_id, self.run_name, "PipelineRun", pipeline_name=self.pipeline_name,
+                      spec_path=self.spec_path, parameters=self.params, executor=self.scheduler.executor.name,
+                      namespace=self.namespace)
+        self.pipeline_ctx = md.put_context("system.Pipeline", self.pipeline_name)
+        self.run_ctx = md.put_context("system.PipelineRun", self.run_name, {"run_id": self.run_id})
+        self.run_object = self.store.create({
+            "apiVersion": RUN_API_VERSION, "kind": "Run",
+            "metadata": {"name": self.run_name, "namespace": self.namespace,
+                         "labels": {RUN_ID_LABEL: self.run_id, "pipelines.kubeflow.org/pipeline": _k8s_name(self.pipeline_name, 63)}},
+            "spec": {"displayName": self.run_name, "pipelineName": self.pipeline_name,
+                     "runtimeConfig": {"parameters": self.params, "pipelineRoot": self.run_root},
+                     "specPath": self.spec_path},
+            "status": {"state": "PENDING", "runId": self.run_id, "createdAt": self.create_time}})
+        self.state = "RUNNING"
+        self._write_run_status()
+        watch = self.store.watch(kind="Pod", namespace=self.namespace, label_selector={LF_RUN_LABEL: self.run_id})
+        interrupted = None
+        try:
+            root_exec = md.create_execution(self.run_id, "system.DAGExecution", self.pipeline_name, state="RUNNING",
+                                            inputs={"parameters": self.params})
+            md.associate(self.run_ctx, root_exec)
+            md.update_execution(root_exec, started=True)
+            self.root = _Node("root", self.spec.get("root") or {}, dict(self.params), {}, "", None, root_exec)
+            self._advance(self.root)
+            while not self.root.done:
+                timeout = None
+                if self._timers:
+                    timeout = max(0.0, self._timers[0][0] - self.clock.monotonic())
+                ev = watch.get(timeout=timeout if timeout is not None else 1.0)
+                if ev is not None:
+                    self._on_pod_event(ev)
+                self._fire_timers()
+        except KeyboardInterrupt as e:
+            interrupted = e
+            self._cancel("CANCELED: interrupted")
+        except BaseException as e:
+            self._cancel(f"localflow failed: {e!r}")
+            raise
+        finally:
+            watch.close()
+        self._finish()
+        if interrupted is not None:
+            raise interrupted
+        return self.state
+
+    def cancel(self) -> None:
+        """Cancel from another thread: kill running Pods; the run ends CANCELED."""
+        self._cancel("CANCELED")
+
+    # ------------------------------------------------------------------ DAG walking
+    def _advance(self, node: _Node) -> None:
+        if node.done:
+            return
+        progressed = True
+        while progressed:
+            progressed = False
+            for t in node.tasks.values():
+                if t.state != "PENDING":
+                    continue
+                deps = [node.tasks[d] for d in t.spec.get("dependentTasks") or [] if d in node.tasks]
+                if any(d.state not in TERMINAL for d in deps):
+                    continue
+                strategy = (t.spec.get("triggerPolicy") or {}).get("strategy") or "ALL_UPSTREAM_TASKS_SUCCEEDED"
+                bad = [d for d in deps if d.state in ("FAILED", "CANCELED")]
+                if bad and strategy != "ALL_UPSTREAM_TASKS_COMPLETED":
+                    self._set_state(t, "SKIPPED", error=f"upstream task {bad[0].path} {bad[0].state.lower()}")
+                    progressed = True
+                    continue
+                self._start_task(t)
+                progressed = True
+        if all(t.state in TERMINAL for t in node.tasks.values()):
+            self._finish_node(node)
+
+    def _start_task(self, t: _Task) -> None:
+        spec = t.spec
+        comp_name = (spec.get("componentRef") or {}).get("name")
+        comp = self.components.get(comp_name) or {}
+        t.record.started_at = self.clock.rfc3339()
+        path = self._task_path(t)
+        try:
+            t.params, t.artifacts = self._resolve_inputs(t, comp, path)
+            cond = (spec.get("triggerPolicy") or {}).get("condition")
+            if cond and not cel.evaluate_condition(cond, t.params, f"{path}.triggerPolicy.condition"):
+                t.record.kind = "dag" if "dag" in comp else "container"
+                self._set_state(t, "SKIPPED", error="condition was false")
+                return
+            t.record.inputs = {"parameters": dict(t.params),
+                               "artifacts": {k: [a["uri"] for a in v] for k, v in t.artifacts.items()}}
+            if "parameterIterator" in spec or "artifactIterator" in spec:
+                self._start_loop(t, comp_name, comp, path)
+            elif "dag" in comp:
+                t.record.kind = "dag"
+                self._set_state(t, "RUNNING")
+                t.child = self._new_node(comp_name, comp, t.params, t.artifacts, t.path, t)
+                self._advance(t.child)
+            else:
+                label = comp.get("executorLabel")
+                executor = self.executors.get(label) or {}
+                if "importer" in executor:
+                    self._run_importer(t, comp, executor["importer"], path)
+                elif "container" in executor:
+                    self._start_container(t, comp, label, executor)
+                else:
+                    kind = next(iter(executor), "nothing")
+                    raise SpecError(f"deploymentSpec.executors['{label}']",
+                                    f"executor kind {kind!r} cannot run locally",
+                                    fix="localflow runs container and importer executors")
+        except LocalflowError as e:
+            self._fail(t, e.args[0] if e.args else str(e))
+
+    def _new_node(self, comp_name, comp, params, artifacts, prefix, owner) -> _Node:
+        exec_id = self.metadata.create_execution(self.run_id, "system.DAGExecution", prefix, state="RUNNING",
+                                                 inputs={"parameters": params}, parent_id=owner.node.execution_id if owner else None)
+        self.metadata.associate(self.run_ctx, exec_id)
+        self.metadata.update_execution(exec_id, started=True)
+        node = _Node(comp_name, comp, dict(params), dict(artifacts), prefix, owner, exec_id)
+        for task in node.tasks.values():
+            self.tasks[task.path] = task.record
+        return node
+
+    def _finish_node(self, node: _Node) -> None:
+        if node.done:
+            return
+        node.done = True
+        failed = [t for t in node.tasks.values() if t.state in ("FAILED", "CANCELED")]
+        node.state = "FAILED" if failed else "SUCCEEDED"
+        error = None
+        if failed:
+            first = failed[0]
+            error = f"task {first.path} {first.state.lower()}" + (f": {first.record.error}" if first.record.error else "")
+        else:
+            try:
+                node.outputs = self._dag_outputs(node)
+            except LocalflowError as e:
+                node.state, error = "FAILED", e.args[0]
+        self.metadata.update_execution(node.execution_id, state=_MLMD_STATE[node.state], outputs=node.outputs,
+                                       finished=True, error=error)
+        owner = node.owner
+        if owner is None:
+            self.state = node.state
+            self.error = error
+            self.outputs = node.outputs
+            return
+        if owner.record.kind == "loop":
+            self._iteration_done(owner, node, error)
+            return
+        owner.record.outputs = node.outputs
+        if node.state == "FAILED":
+            self._fail(owner, error)
+        else:
+            self._set_state(owner, "SUCCEEDED")
+
+    def _dag_outputs(self, node: _Node) -> dict:
+        dag_outputs = (node.component.get("dag") or {}).get("outputs") or {}
+        path = f"components['{node.component_name}'].dag.outputs"
+        out = {"parameters": {}, "artifacts": {}}
+        for key, sel in (dag_outputs.get("parameters") or {}).items():
+            if "valueFromParameter" in sel:
+                s = sel["valueFromParameter"]
+                producer = node.tasks.get(s["producerSubtask"])
+                if producer is not None and s["outputParameterKey"] in producer.record.outputs["parameters"]:
+                    out["parameters"][key] = producer.record.outputs["parameters"][s["outputParameterKey"]]
+            elif "valueFromOneof" in sel:
+                for s in sel["valueFromOneof"].get("parameterSelectors") or []:
+                    producer = node.tasks.get(s["producerSubtask"])
+                    if producer is not None and producer.state == "SUCCEEDED" and \
+                            s["outputParameterKey"] in producer.record.outputs["parameters"]:
+                        out["parameters"][key] = producer.record.outputs["parameters"][s["outputParameterKey"]]
+                        break
+                else:
+                    raise SpecError(f"{path}.parameters['{key}'].valueFromOneof",
+                                    "no branch of the dsl.OneOf ran, so the output has no value",
+                                    fix="make the conditions cover every case (add an Else branch)")
+        for key, sel in (dag_outputs.get("artifacts") or {}).items():
+            selectors = sel.get("artifactSelectors") or []
+            for s in selectors:
+                producer = node.tasks.get(s["producerSubtask"])
+                if producer is not None and producer.state == "SUCCEEDED" and \
+                        s["outputArtifactKey"] in producer.record.outputs["artifacts"]:
+                    out["artifacts"][key] = producer.record.outputs["artifacts"][s["outputArtifactKey"]]
+                    break
+            else:
+                if len(selectors) > 1:
+                    raise SpecError(f"{path}.artifacts['{key}'].artifactSelectors",
+                                    "no branch of the dsl.OneOf ran, so the output has no artifact",
+                                    fix="make the conditions cover every case (add an Else branch)")
+        return out
+
+    # ------------------------------------------------------------------ inputs
+    def _resolve_inputs(self, t: _Task, comp: dict, path: str) -> tuple[dict, dict]:
+        node = t.node
+        inputs = t.spec.get("inputs") or {}
+        params: dict = {}
+        constants = set()
+        for name, src in (inputs.get("parameters") or {}).items():
+            p = f"{path}.inputs.parameters['{name}']"
+            if "componentInputParameter" in src:
+                parent = src["componentInputParameter"]
+                if parent in node.params:
+                    params[name] = node.params[parent]
+            elif "taskOutputParameter" in src:
+                s = src["taskOutputParameter"]
+                producer = node.tasks.get(s["producerTask"])
+                if producer is None:
+                    raise SpecError(p, f"no task {s['producerTask']!r} in this DAG")
+                outs = producer.record.outputs["parameters"]
+                if s["outputParameterKey"] not in outs:
+                    raise SpecError(p, f"task {producer.path} ({producer.state}) produced no output parameter "
+                                       f"{s['outputParameterKey']!r}",
+                                    fix="consume outputs of conditional tasks through dsl.OneOf")
+                params[name] = outs[s["outputParameterKey"]]
+            elif "runtimeValue" in src:
+                params[name] = (src["runtimeValue"] or {}).get("constant")
+                constants.add(name)
+            elif "taskFinalStatus" in src:
+                producer = node.tasks.get(src["taskFinalStatus"]["producerTask"])
+                params[name] = self._final_status(producer)
+            sel = src.get("parameterExpressionSelector")
+            if sel and name in params:
+                params[name] = cel.apply_selector(sel, params[name], f"{p}.parameterExpressionSelector")
+        if constants:
+            ctx = self._job_ctx(t, {"inputs": {"parameterValues": params}})
+            params = placeholders.resolve_parameter_values(params, ctx, f"{path}.inputs.parameters",
+                                                           constants=constants)
+        # cast declared inputs, apply defaults
+        defs = (comp.get("inputDefinitions") or {}).get("parameters") or {}
+        for name, d in defs.items():
+            ptype = d.get("parameterType", "STRING")
+            p = f"{path}.inputs.parameters['{name}']"
+            if params.get(name) is not None:
+                params[name] = cast_parameter(params[name], ptype, p)
+            elif d.get("defaultValue") is not None:
+                params[name] = cast_parameter(d["defaultValue"], ptype, f"components['...'].inputDefinitions.parameters['{name}'].defaultValue")
+            elif not d.get("isOptional") and ptype != "TASK_FINAL_STATUS" and name not in params:
+                raise SpecError(p, "required input has no value")
+        artifacts: dict = {}
+        for name, src in (inputs.get("artifacts") or {}).items():
+            p = f"{path}.inputs.artifacts['{name}']"
+            if "taskOutputArtifact" in src:
+                s = src["taskOutputArtifact"]
+                producer = node.tasks.get(s["producerTask"])
+                if producer is None:
+                    raise SpecError(p, f"no task {s['producerTask']!r} in this DAG")
+                arts = producer.record.outputs["artifacts"].get(s["outputArtifactKey"])
+                if arts is None:
+                    raise SpecError(p, f"task {producer.path} ({producer.state}) produced no output artifact "
+                                       f"{s['outputArtifactKey']!r}")
+                artifacts[name] = arts
+            elif "componentInputArtifact" in src:
+                parent = src["componentInputArtifact"]
+                if parent in node.artifacts:
+                    artifacts[name] = node.artifacts[parent]
+        return params, artifacts
+
+    def _final_status(self, producer: _Task | None) -> dict:
+        if producer is None:
+            return {}
+        state = {"SUCCEEDED": "COMPLETE", "FAILED": "FAILED", "CANCELED": "CANCELED", "SKIPPED": "SKIPPED"}.get(
+            producer.state, producer.state)
+        err = {}
+        if producer.state in ("FAILED", "CANCELED") and producer.record.error:
+            err = {"code": 2 if producer.state == "FAILED" else 1, "message": producer.record.error}
+        return {"state": state, "error": err, "pipelineJobResourceName": self.run_name,
+                "pipelineTaskName": producer.key}
+
+    # ------------------------------------------------------------------ loops
+    def _start_loop(self, t: _Task, comp_name: str, comp: dict, path: str) -> None:
+        t.record.kind = "loop"
+        spec = t.spec
+        if "parameterIterator" in spec:
+            it = spec["parameterIterator"]
+            items_src = it.get("items") or {}
+            if "raw" in items_src:
+                try:
+                    items = json.loads(items_src["raw"])
+                except ValueError as e:
+                    raise SpecError(f"{path}.parameterIterator.items.raw", f"not a JSON list: {e}") from None
+            else:
+                name = items_src.get("inputParameter")
+                items = t.params.get(name)
+                if isinstance(items, str):
+                    try:
+                        items = json.loads(items)
+                    except ValueError:
+                        raise SpecError(f"{path}.parameterIterator.items.inputParameter",
+                                        f"input {name!r} is not a JSON list: {items[:60]!r}") from None
+            if not isinstance(items, list):
+                raise SpecError(f"{path}.parameterIterator.items", f"loop items must be a list (got {type(items).__name__})")
+            bind = [(it["itemInput"], "param", item) for item in items]
+        else:
+            it = spec["artifactIterator"]
+            arts = t.artifacts.get((it.get("items") or {}).get("inputArtifact"), [])
+            bind = [(it["itemInput"], "artifact", [a]) for a in arts]
+        t.pending_items = list(enumerate(bind))
+        t.loop_limit = int((spec.get("iteratorPolicy") or {}).get("parallelismLimit") or 0)
+        t.iterations = [None] * len(bind)  # type: ignore[list-item]
+        t.loop_component = (comp_name, comp)
+        self._set_state(t, "RUNNING")
+        if not bind:
+            t.record.outputs = self._loop_outputs(t)
+            self._set_state(t, "SUCCEEDED")
+            return
+        self._launch_iterations(t)
+
+    def _launch_iterations(self, t: _Task) -> None:
+        comp_name, comp = t.loop_component
+        while t.pending_items and (t.loop_limit == 0 or t.loop_running < t.loop_limit):
+            i, (item_input, kind, value) = t.pending_items.pop(0)
+            params, arts = dict(t.params), dict(t.artifacts)
+            if kind == "param":
+                params[item_input] = value
+            else:
+                arts[item_input] = value
+            child = self._new_node(comp_name, comp, params, arts, f"{t.path}[{i}]", t)
+            rec = TaskRecord(name=child.prefix, task=t.key, display_name=f"{t.record.display_name}[{i}]",
+                             kind="iteration", state="RUNNING", started_at=self.clock.rfc3339(),
+                             inputs={"parameters": {item_input: value} if kind == "param" else {},
+                                     "artifacts": {item_input: [a["uri"] for a in value]} if kind != "param" else {}})
+            self.tasks[child.prefix] = rec
+            child.iteration_record = rec
+            t.iterations[i] = child
+            t.loop_running += 1
+            self._notify(rec)
+            self._advance(child)
+
+    def _iteration_done(self, t: _Task, node: _Node, error: str | None) -> None:
+        rec = node.iteration_record
+        rec.state = node.state
+        rec.error = error
+        rec.outputs = node.outputs
+        rec.finished_at = self.clock.rfc3339()
+        self._notify(rec)
+        t.loop_running -= 1
+        if t.state == "RUNNING":
+            self._launch_iterations(t)
+        if t.loop_running == 0 and not t.pending_items:
+            failed = [n for n in t.iterations if n is not None and n.state == "FAILED"]
+            if failed or any(n is None for n in t.iterations):
+                bad = failed[0] if failed else None
+                self._fail(t, f"iteration {bad.prefix} failed: {bad.iteration_record.error}" if bad else "iterations canceled")
+            else:
+                t.record.outputs = self._loop_outputs(t)
+                self._set_state(t, "SUCCEEDED")
+
+    def _loop_outputs(self, t: _Task) -> dict:
+        comp_name, comp = t.loop_component
+        dag_outputs = (comp.get("dag") or {}).get("outputs") or {}
+        out = {"parameters": {}, "artifacts": {}}
+        for key in dag_outputs.get("parameters") or {}:
+            out["parameters"][key] = [n.outputs["parameters"].get(key) for n in t.iterations]
+        for key in dag_outputs.get("artifacts") or {}:
+            out["artifacts"][key] = [a for n in t.iterations for a in n.outputs["artifacts"].get(key, [])]
+        return out
+
+    # ------------------------------------------------------------------ executor tasks
+    def _task_path(self, t: _Task) -> str:
+        comp = t.node.component_name
+        prefix = "root.dag" if comp == "root" else f"components['{comp}'].dag"
+        return f"{prefix}.tasks['{t.key}']"
+
+    def _job_ctx(self, t: _Task, executor_input: dict, component: dict | None = None) -> placeholders.PlaceholderContext:
+        job = dict(pipeline_job_name=self.run_name, pipeline_job_resource_name=self.run_name,
+                   pipeline_job_uuid=self.run_id, pipeline_job_create_time_utc=self.create_time,
+                   pipeline_job_schedule_time_utc=self.create_time, pipeline_task_name=t.key,
+                   pipeline_task_uuid=str(t.record.execution_id or t.node.execution_id or ""),
+                   pipeline_root=self.run_root, workspace_path=self.run_root)
+        if component is not None:
+            return placeholders.PlaceholderContext.for_component(component, executor_input, **job)
+        return placeholders.PlaceholderContext(executor_input=executor_input, **job)
+
+    def _executor_input(self, t: _Task, comp: dict, task_root: str) -> dict:
+        outs = comp.get("outputDefinitions") or {}
+        out_params = {k: {"outputFile": os.path.join(task_root, "outputs", "parameters", k)}
+                      for k in outs.get("parameters") or {}}
+        out_arts = {}
+        for k, d in (outs.get("artifacts") or {}).items():
+            uri = os.path.join(task_root, k)
+            out_arts[k] = {"artifacts": [{"name": k, "type": d.get("artifactType") or {"schemaTitle": "system.Artifact"},
+                                          "uri": uri, "metadata": dict(d.get("metadata") or {})}]}
+        return {
+            "inputs": {"parameterValues": dict(t.params),
+                       "artifacts": {k: {"artifacts": [_public_artifact(a) for a in v]} for k, v in t.artifacts.items()}},
+            "outputs": {"parameters": out_params, "artifacts": out_arts,
+                        "outputFile": os.path.join(task_root, "executor_output.json")},
+        }
+
+    def _start_container(self, t: _Task, comp: dict, label: str, executor: dict, *, retry: bool = False) -> None:
+        t.record.kind = "container"
+        path = f"deploymentSpec.executors['{label}'].container"
+        container = executor["container"]
+        if not retry:
+            caching = t.spec.get("cachingOptions") or {}
+            fp = fingerprint(pipeline_name=self.pipeline_name, component=comp, executor=executor,
+                             parameter_values=t.params, input_artifacts=t.artifacts, cache_key=caching.get("cacheKey"))
+            t.fingerprint = fp
+            if self.cache and caching.get("enableCache"):
+                hit = self.metadata.find_cached(fp)
+                if hit is not None:
+                    self._use_cache(t, hit)
+                    return
+        t.attempt += 1
+        t.record.attempts = t.attempt
+        task_root = os.path.join(self.run_root, *t.path.replace("[", "/").replace("]", "").split("."), f"attempt-{t.attempt}")
+        os.makedirs(os.path.join(task_root, "outputs", "parameters"), exist_ok=True)
+        executor_input = self._executor_input(t, comp, task_root)
+        exec_id = self.metadata.create_execution(
+            self.run_id, "system.ContainerExecution", t.path, state="NEW", inputs=t.record.inputs,
+            attempt=t.attempt - 1, fingerprint=t.fingerprint, parent_id=t.node.execution_id,
+            properties={"task": t.key, "display_name": t.record.display_name, "image": container.get("image")})
+        self.metadata.associate(self.run_ctx, exec_id)
+        t.record.execution_id = exec_id
+        for k, arts in t.artifacts.items():
+            for i, a in enumerate(arts):
+                aid = self._artifact_ids.get(a["uri"])
+                if aid is not None:
+                    self.metadata.add_event(exec_id, aid, "INPUT", k, i)
+        ctx = self._job_ctx(t, executor_input, comp)
+        argv = placeholders.resolve_command((container.get("command") or []) + (container.get("args") or []), ctx, path)
+        image = container.get("image") or ""
+        if self.scheduler.executor.name == "subprocess":
+            argv = self._local_lightweight(container, ctx, path, image) or argv
+        pod = self._pod_manifest(t, label, container, argv, ctx, path)
+        t.exec_ctx = {"executor_input": executor_input, "task_root": task_root, "component": comp, "label": label,
+                      "executor": executor}
+        pod = self.scheduler.submit(pod)
+        t.record.pod = pod["metadata"]["name"]
+        self._pods[t.record.pod] = t
+        self.metadata.update_execution(exec_id, state="RUNNING", pod_name=t.record.pod, started=True)
+        self._set_state(t, "RUNNING")
+
+    def _local_lightweight(self, container: dict, ctx, path: str, image: str) -> list[str] | None:
+        """A lightweight component's argv without its pip bootstrap, when its requirements are
+        importable in the interpreter its image maps to (else ExecutorError listing them)."""
+        lw = bootstrap.parse_lightweight(container.get("command") or [], container.get("args") or [])
+        if lw is None:
+            return None
+        mapping = self.scheduler.images.resolve(image)
+        python = (mapping.python if mapping and mapping.python else None) or getattr(self.scheduler.executor, "python", None)
+        missing = bootstrap.missing_requirements(lw.requirements, python) if lw.requirements else []
+        if missing:
+            raise ExecutorError(
+                f"{path}: image {image!r} needs {', '.join(missing)}, which {python} cannot import, and localflow "
+                f"does not download packages", fix=f"run `{python} -m pip install {' '.join(repr(m) for m in missing)}` "
+                f"or map {image!r} to an interpreter that has them under images: in localflow.yaml")
+        args = placeholders.resolve_command(container.get("args") or [], ctx, f"{path}.args")
+        return bootstrap.local_argv(lw, python, args)
+
+    def _pod_manifest(self, t: _Task, label: str, container: dict, argv: list[str], ctx, path: str) -> dict:
+        name = f"{_k8s_name(self.run_name, 40)}-{_k8s_name(t.path.replace('.', '-').replace('[', '-').replace(']', ''), 15)}-{_suffix()}"
+        env = [{"name": e["name"], "value": placeholders.resolve_string(str(e.get("value", "")), ctx, f"{path}.env")}
+               for e in container.get("env") or []]
+        resources = self._resources(container.get("resources") or {}, ctx, f"{path}.resources")
+        labels = {RUN_ID_LABEL: self.run_id, LF_RUN_LABEL: self.run_id,
+                  "pipelines.kubeflow.org/v2_component": "true",
+                  "workflows.argoproj.io/workflow": self.run_name,
+                  "pipelines.kubeflow.org/task_name": _k8s_name(t.key, 63)}
+        annotations = {"pipelines.kubeflow.org/task_path": t.path, "pipelines.kubeflow.org/task_display_name": t.record.display_name}
+        root = str(self.workspace.artifacts_dir)
+        volumes = [{"name": "localflow-artifacts", "hostPath": {"path": root}}]
+        mounts = [{"name": "localflow-artifacts", "mountPath": root}]
+        spec: dict = {"restartPolicy": "Never"}
+        plat = self.platform.get(label) or {}
+        if plat:
+            self._apply_platform(plat, env, volumes, mounts, labels, annotations, spec, f"platforms.kubernetes.deploymentSpec.executors['{label}']")
+        main = {"name": "main", "image": container.get("image", ""), "command": argv[:1], "args": argv[1:],
+                "env": env, "resources": resources, "volumeMounts": mounts}
+        spec.update({"containers": [main], "volumes": volumes})
+        owner = self.run_object["metadata"]
+        return {"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": name, "namespace": self.namespace, "labels": labels, "annotations": annotations,
+                             "ownerReferences": [{"apiVersion": RUN_API_VERSION, "kind": "Run", "name": owner["name"],
+                                                  "uid": owner["uid"], "controller": True}]},
+                "spec": spec}
+
+    def _resources(self, res: dict, ctx, path: str) -> dict:
+        out: dict = {"requests": {}, "limits": {}}
+        for field_name, (kind, key) in {"resourceCpuRequest": ("requests", "cpu"), "resourceCpuLimit": ("limits", "cpu"),
+                                        "resourceMemoryRequest": ("requests", "memory"),
+                                        "resourceMemoryLimit": ("limits", "memory")}.items():
+            if res.get(field_name):
+                out[kind][key] = placeholders.resolve_string(str(res[field_name]), ctx, f"{path}.{field_name}")
+        for field_name, (kind, key, unit) in {"cpuRequest": ("requests", "cpu", ""), "cpuLimit": ("limits", "cpu", ""),
+                                              "memoryRequest": ("requests", "memory", "G"),
+                                              "memoryLimit": ("limits", "memory", "G")}.items():
+            if res.get(field_name) and key not in out[kind]:
+                out[kind][key] = f"{res[field_name]}{unit}"
+        acc = res.get("accelerator") or {}
+        count = acc.get("resourceCount") or acc.get("count")
+        if count and str(count) not in ("0", ""):
+            raise SpecError(f"{path}.accelerator", f"asks for {count} {acc.get('resourceType') or acc.get('type') or 'accelerator'} "
+                                                   "and this machine has none",
+                            fix="remove set_accelerator_limit/set_gpu_limit for local runs")
+        return {k: v for k, v in out.items() if v}
+
+    def _apply_platform(self, plat: dict, env, volumes, mounts, labels, annotations, spec, path) -> None:
+        """Map the kfp-kubernetes executor config onto the Pod (kubeflow/pipelines
+        ``kubernetes_platform/proto/kubernetes_executor_config.proto``)."""
+        for i, s in enumerate(plat.get("secretAsEnv") or []):
+            name = s.get("secretName") or ((s.get("secretNameParameter") or {}).get("runtimeValue") or {}).get("constant")
+            for k in s.get("keyToEnv") or []:
+                env.append({"name": k["envVar"], "valueFrom": {"secretKeyRef": {"name": name, "key": k["secretKey"],
+                                                                               "optional": bool(s.get("optional"))}}})
+        for s in plat.get("configMapAsEnv") or []:
+            name = s.get("configMapName") or ((s.get("configMapNameParameter") or {}).get("runtimeValue") or {}).get("constant")
+            for k in s.get("keyToEnv") or []:
+                env.append({"name": k["envVar"], "valueFrom": {"configMapKeyRef": {"name": name, "key": k["configMapKey"],
+                                                                                  "optional": bool(s.get("optional"))}}})
+        for s in plat.get("fieldPathAsEnv") or []:
+            env.append({"name": s["name"], "valueFrom": {"fieldRef": {"fieldPath": s["fieldPath"]}}})
+        for i, m in enumerate(plat.get("pvcMount") or []):
+            claim = m.get("constant") or m.get("pvcName") or ((m.get("pvcNameParameter") or {}).get("runtimeValue") or {}).get("constant")
+            if not claim:
+                raise SpecError(f"{path}.pvcMount[{i}]", "only PVCs named by a constant can be mounted locally",
+                                fix="use kubernetes.mount_pvc(task, pvc_name='name', ...)")
+            vname = f"pvc-{i}"
+            volumes.append({"name": vname, "persistentVolumeClaim": {"claimName": claim}})
+            mounts.append({"name": vname, "mountPath": m["mountPath"]})
+        for i, s in enumerate(plat.get("secretAsVolume") or []):
+            vname = f"secret-{i}"
+            volumes.append({"name": vname, "secret": {"secretName": s.get("secretName"), "optional": bool(s.get("optional"))}})
+            mounts.append({"name": vname, "mountPath": s["mountPath"]})
+        for i, s in enumerate(plat.get("configMapAsVolume") or []):
+            vname = f"configmap-{i}"
+            volumes.append({"name": vname, "configMap": {"name": s.get("configMapName"), "optional": bool(s.get("optional"))}})
+            mounts.append({"name": vname, "mountPath": s["mountPath"]})
+        for i, s in enumerate(plat.get("emptyDirMounts") or []):
+            vname = s.get("volumeName") or f"emptydir-{i}"
+            volumes.append({"name": vname, "emptyDir": {}})
+            mounts.append({"name": vname, "mountPath": s["mountPath"]})
+        meta = plat.get("podMetadata") or {}
+        labels.update(meta.get("labels") or {})
+        annotations.update(meta.get("annotations") or {})
+        if plat.get("activeDeadlineSeconds"):
+            spec["activeDeadlineSeconds"] = int(plat["activeDeadlineSeconds"])
+
+    def _on_pod_event(self, ev) -> None:
+        pod = ev.object
+        name = pod["metadata"]["name"]
+        t = self._pods.get(name)
+        if t is None:
+            return
+        phase = (pod.get("status") or {}).get("phase")
+        if ev.type == "DELETED" and phase not in ("Succeeded", "Failed"):
+            phase = "Failed"
+        if phase not in ("Succeeded", "Failed"):
+            return
+        del self._pods[name]
+        if t.state != "RUNNING":
+            return
+        if phase == "Succeeded":
+            try:
+                self._collect_outputs(t)
+            except LocalflowError as e:
+                self._container_failed(t, e.args[0], pod)
+                return
+            self.metadata.update_execution(t.record.execution_id, state="COMPLETE", outputs=self._outputs_for_md(t),
+                                           finished=True)
+            self._set_state(t, "SUCCEEDED")
+        else:
+            self._container_failed(t, _pod_failure(pod, self._log_tail(pod)), pod)
+
+    def _container_failed(self, t: _Task, message: str, pod: dict) -> None:
+        self.metadata.update_execution(t.record.execution_id, state="FAILED", finished=True, error=message)
+        policy = t.spec.get("retryPolicy") or {}
+        max_retries = int(policy.get("maxRetryCount") or 0)
+        reason = ((pod.get("status") or {}).get("reason") or "")
+        if t.attempt <= max_retries and reason != "Canceled" and self.state == "RUNNING":
+            n = t.attempt - 1
+            wait = _duration(policy.get("backoffDuration"), 0.0) * float(policy.get("backoffFactor") or 2.0) ** n
+            wait = min(wait, _duration(policy.get("backoffMaxDuration"), 3600.0))
+            t.record.error = f"attempt {t.attempt} failed: {message}; retrying in {wait:g}s"
+            self._notify(t.record)
+            ctx = t.exec_ctx
+            self._at(wait, lambda: self._retry(t, ctx))
+            return
+        self._fail(t, message)
+
+    def _retry(self, t: _Task, ctx: dict) -> None:
+        if t.state != "RUNNING" or self.state != "RUNNING":
+            return
+        try:
+            self._start_container(t, ctx["component"], ctx["label"], ctx["executor"], retry=True)
+        except LocalflowError as e:
+            self._fail(t, e.args[0])
+
+    def _collect_outputs(self, t: _Task) -> None:
+        """launcher_v2.go output rules: executor output JSON, then parameter files, then artifacts."""
+        ctx = t.exec_ctx
+        comp = ctx["component"]
+        ei = ctx["executor_input"]
+        out_file = ei["outputs"]["outputFile"]
+        path = f"task {t.path}"
+        executor_output: dict = {}
+        if os.path.exists(out_file):
+            try:
+                with open(out_file) as f:
+                    executor_output = json.load(f) or {}
+            except ValueError as e:
+                raise SpecError(f"{path}: {out_file}", f"executor output is not valid JSON: {e}") from None
+        defs = comp.get("outputDefinitions") or {}
+        params = {}
+        given = executor_output.get("parameterValues") or {}
+        for k, d in (defs.get("parameters") or {}).items():
+            ptype = d.get("parameterType", "STRING")
+            p = f"{path}: output parameter '{k}'"
+            if k in given:
+                params[k] = cast_parameter(given[k], ptype, p)
+                continue
+            fpath = ei["outputs"]["parameters"][k]["outputFile"]
+            if not os.path.exists(fpath):
+                raise SpecError(p, f"was not written (expected the file {fpath} or parameterValues['{k}'] in {out_file})",
+                                fix="write the value to the output file the command was given")
+            with open(fpath) as f:
+                params[k] = read_output_parameter(f.read(), ptype, p)
+        arts = {}
+        written = executor_output.get("artifacts") or {}
+        for k, d in (defs.get("artifacts") or {}).items():
+            base = ei["outputs"]["artifacts"][k]["artifacts"][0]
+            entries = (written.get(k) or {}).get("artifacts") or []
+            result = []
+            for e in entries or [{}]:
+                a = dict(base)
+                a["metadata"] = dict(base.get("metadata") or {})
+                if e.get("uri"):
+                    a["uri"] = e["uri"]
+                a["metadata"].update(e.get("metadata") or {})
+                if e.get("customPath"):
+                    a["customPath"] = e["customPath"]
+                if e.get("name") and len(entries) > 1:
+                    a["name"] = e["name"]
+                result.append(a)
+            for i, a in enumerate(result):
+                aid = self.metadata.create_artifact(a["uri"], (a.get("type") or {}).get("schemaTitle", "system.Artifact"),
+                                                    k, metadata=a["metadata"],
+                                                    schema_version=(a.get("type") or {}).get("schemaVersion", "0.0.1"),
+                                                    run_id=self.run_id)
+                self._artifact_ids[a["uri"]] = aid
+                self.metadata.add_event(t.record.execution_id, aid, "OUTPUT", k, i)
+                self.metadata.attribute(self.run_ctx, aid)
+                a["id"] = aid
+            arts[k] = result
+        t.record.outputs = {"parameters": params, "artifacts": arts}
+
+    def _outputs_for_md(self, t: _Task) -> dict:
+        return {"parameters": t.record.outputs["parameters"],
+                "artifacts": {k: [dict(a) for a in v] for k, v in t.record.outputs["artifacts"].items()}}
+
+    def _use_cache(self, t: _Task, hit: dict) -> None:
+        outputs = hit.get("outputs") or {"parameters": {}, "artifacts": {}}
+        exec_id = self.metadata.create_execution(
+            self.run_id, "system.ContainerExecution", t.path, state="CACHED", inputs=t.record.inputs,
+            fingerprint=t.fingerprint, parent_id=t.node.execution_id,
+            properties={"task": t.key, "display_name": t.record.display_name, "cached_from": hit["id"]})
+        self.metadata.associate(self.run_ctx, exec_id)
+        self.metadata.update_execution(exec_id, outputs=outputs, started=True, finished=True)
+        for k, arts in (outputs.get("artifacts") or {}).items():
+            for i, a in enumerate(arts):
+                if a.get("id") is not None:
+                    self._artifact_ids[a["uri"]] = a["id"]
+                    self.metadata.add_event(exec_id, a["id"], "OUTPUT", k, i)
+        t.record.execution_id = exec_id
+        t.record.cached = True
+        t.record.outputs = {"parameters": dict(outputs.get("parameters") or {}),
+                            "artifacts": {k: list(v) for k, v in (outputs.get("artifacts") or {}).items()}}
+        self._set_state(t, "SUCCEEDED")
+
+    def _run_importer(self, t: _Task, comp: dict, imp: dict, path: str) -> None:
+        """Importer semantics (kubeflow/pipelines ``backend/src/v2/component/importer_launcher.go``)."""
+        t.record.kind = "importer"
+        p = f"deploymentSpec.executors['{comp.get('executorLabel')}'].importer"
+        src = imp.get("artifactUri") or {}
+        if "constant" in src:
+            uri = src["constant"]
+        else:
+            name = src.get("runtimeParameter")
+            if name not in t.params:
+                raise SpecError(f"{p}.artifactUri.runtimeParameter", f"input {name!r} has no value")
+            uri = t.params[name]
+        if not isinstance(uri, str) or not uri:
+            raise SpecError(f"{p}.artifactUri", f"must be a non-empty string (got {uri!r})")
+        ctx = self._job_ctx(t, {"inputs": {"parameterValues": t.params}}, comp)
+        meta = placeholders.resolve_json_placeholders(imp.get("metadata") or {}, ctx, f"{p}.metadata")
+        type_schema = imp.get("typeSchema") or {"schemaTitle": "system.Artifact", "schemaVersion": "0.0.1"}
+        exec_id = self.metadata.create_execution(self.run_id, "system.ImporterExecution", t.path, state="RUNNING",
+                                                 inputs=t.record.inputs, parent_id=t.node.execution_id,
+                                                 properties={"task": t.key, "artifact_uri": uri})
+        self.metadata.associate(self.run_ctx, exec_id)
+        aid = None
+        if not imp.get("reimport"):
+            for a in self.metadata.list_artifacts(schema_title=type_schema.get("schemaTitle")):
+                if a.get("uri") == uri and (a.get("metadata") or {}) == meta:
+                    aid = a["id"]
+                    break
+        if aid is None:
+            aid = self.metadata.create_artifact(uri, type_schema.get("schemaTitle", "system.Artifact"), "artifact",
+                                                metadata=meta, schema_version=type_schema.get("schemaVersion", "0.0.1"),
+                                                run_id=self.run_id)
+        self.metadata.add_event(exec_id, aid, "OUTPUT", "artifact", 0)
+        self.metadata.attribute(self.run_ctx, aid)
+        self._artifact_ids[uri] = aid
+        art = {"name": "artifact", "type": type_schema, "uri": uri, "metadata": meta, "id": aid}
+        t.record.execution_id = exec_id
+        t.record.outputs = {"parameters": {}, "artifacts": {"artifact": [art]}}
+        self.metadata.update_execution(exec_id, state="COMPLETE", outputs=self._outputs_for_md(t), started=True, finished=True)
+        self._set_state(t, "SUCCEEDED")
+
+    # ------------------------------------------------------------------ states
+    def _set_state(self, t: _Task, state: str, error: str | None = None) -> None:
+        rec = t.record
+        rec.state = state
+        if error is not None:
+            rec.error = error
+        if state in TERMINAL:
+            rec.finished_at = self.clock.rfc3339()
+            if state == "SKIPPED" and rec.execution_id is None:
+                pass
+        self.tasks[rec.name] = rec
+        self._notify(rec)
+        if state in TERMINAL:
+            self._advance(t.node)
+
+    def _fail(self, t: _Task, message: str | None) -> None:
+        if t.state in TERMINAL:
+            return
+        if t.record.execution_id is not None and t.record.kind in ("container", "importer"):
+            self.metadata.update_execution(t.record.execution_id, state="FAILED", finished=True, error=message)
+        self._set_state(t, "FAILED", error=message)
+
+    def _notify(self, rec: TaskRecord) -> None:
+        self._write_run_status()
+        if self.on_task is not None:
+            self.on_task(rec)
+
+    def _write_run_status(self) -> None:
+        if self.run_object is None:
+            return
+        status = {"state": self.state, "runId": self.run_id, "createdAt": self.create_time,
+                  "runDetails": {"taskDetails": [
+                      {"taskId": r.name, "displayName": r.display_name, "state": r.state,
+                       **({"cached": True} if r.cached else {}), **({"podName": r.pod} if r.pod else {}),
+                       **({"error": {"message": r.error}} if r.error and r.state in ("FAILED", "SKIPPED") else {}),
+                       **({"startTime": r.started_at} if r.started_at else {}),
+                       **({"endTime": r.finished_at} if r.finished_at else {})}
+                      for r in self.tasks.values()]}}
+        if self.state in TERMINAL:
+            status["finishedAt"] = self.clock.rfc3339()
+            if self.error:
+                status["error"] = {"message": self.error}
+        self.store.update_status("Run", self.run_name, status, self.namespace)
+
+    def _cancel(self, message: str) -> None:
+        self.state = "CANCELED"
+        self.error = message
+        for name, t in list(self._pods.items()):
+            self.scheduler.kill_pod(name, self.namespace, "Canceled")
+        for rec in self.tasks.values():
+            if rec.state in ("PENDING", "RUNNING"):
+                rec.state = "CANCELED"
+                rec.finished_at = self.clock.rfc3339()
+                if rec.execution_id is not None:
+                    self.metadata.update_execution(rec.execution_id, state="CANCELED", finished=True)
+        self._pods.clear()
+        if hasattr(self, "root"):
+            self.root.done = True
+
+    def _finish(self) -> None:
+        if self.state == "CANCELED":
+            pass
+        elif self.root.state == "FAILED":
+            self.state = "FAILED"
+        self.metadata.update_run(self.run_id, state=self.state, error=self.error, outputs=self.outputs, finished=True)
+        self._write_run_status()
+
+    # ------------------------------------------------------------------ timers and logs
+    def _at(self, delay: float, fn: Callable[[], None]) -> None:
+        heapq.heappush(self._timers, (self.clock.monotonic() + delay, next(self._seq), fn))
+
+    def _fire_timers(self) -> None:
+        while self._timers and self._timers[0][0] <= self.clock.monotonic():
+            _, _, fn = heapq.heappop(self._timers)
+            fn()
+
+    def _log_tail(self, pod: dict) -> str:
+        path = os.path.join(str(self.workspace.logs_dir), pod["metadata"].get("namespace", "default"),
+                            pod["metadata"]["name"], "main.log")
+        try:
+            with open(path, "rb") as f:
+                f.seek(0, 2)
+                size = f.tell()
+                f.seek(max(0, size - 4096))
+                lines = [ln.strip() for ln in f.read().decode(errors="replace").splitlines() if ln.strip()]
+        except OSError:
+            return ""
+        return lines[-1] if lines else ""
+
+
+# ---------------------------------------------------------------------------------------------
+def _public_artifact(a: dict) -> dict:
+    return {k: v for k, v in a.items() if k != "id"}
+
+
+def _pod_failure(pod: dict, log_tail: str) -> str:
+    status = pod.get("status") or {}
+    msg = status.get("message") or status.get("reason") or "pod failed"
+    for cs in status.get("containerStatuses") or []:
+        term = (cs.get("state") or {}).get("terminated") or {}
+        if term and term.get("exitCode") not in (0, None):
+            msg = f"exit code {term['exitCode']} ({term.get('reason', 'Error')})"
+            if term.get("message"):
+                msg += f": {term['message']}"
+            break
+    if log_tail:
+        msg += f"; last log line: {log_tail[:300]}"
+    return msg
+
+
+def _duration(value, default: float) -> float:
+    """Parse a protobuf JSON Duration (``'1.5s'``) or a number of seconds."""
+    if value is None or value == "":
+        return default
+    if isinstance(value, (int, float)):
+        return float(value)
+    m = re.fullmatch(r"\s*([0-9.]+)\s*s?\s*", str(value))
+    return float(m.group(1)) if m else default
+
+
+def _k8s_name(text: str, limit: int) -> str:
+    s = re.sub(r"[^a-z0-9-]+", "-", str(text).lower()).strip("-")
+    return (s[:limit].rstrip("-")) or "x"
+
+
+def _suffix(n: int = 5) -> str:
+    alphabet = "bcdfghjklmnpqrstvwxz2456789"
+    return "".join(secrets.choice(alphabet) for _ in range(n))

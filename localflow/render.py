@@ -1,0 +1,120 @@
+"""kubectl-shaped output: tables, ``-o json|yaml`` Lists, ``describe`` text.
+
+Pure functions from objects/rows to text, so the CLI stays a thin layer and tests can check the
+shapes. Follows kubectl's printers (kubernetes/kubectl ``pkg/cmd/get``, ``pkg/describe``):
+``NAME READY STATUS RESTARTS AGE`` for Pods, ``kind: List`` with ``items`` for ``-o json|yaml``.
+"""
+from __future__ import annotations
+
+import calendar
+import json
+import time
+from typing import Any, Iterable
+
+import yaml
+
+
+def age(ts: str | None, now: float | None = None) -> str:
+    """kubectl's short age (``5s``, ``3m``, ``2h``, ``4d``) of an RFC 3339 timestamp."""
+    if not ts:
+        return "<unknown>"
+    try:
+        t = calendar.timegm(time.strptime(ts, "%Y-%m-%dT%H:%M:%SZ"))
+    except ValueError:
+        return ts
+    d = max(0, int((now if now is not None else time.time()) - t))
+    for unit, n in (("d", 86400), ("h", 3600), ("m", 60)):
+        if d >= n:
+            return f"{d // n}{unit}"
+    return f"{d}s"
+
+
+def as_list(items: Iterable[dict]) -> dict:
+    """Wrap objects as a kubectl ``List``."""
+    return {"apiVersion": "v1", "kind": "List", "items": list(items), "metadata": {"resourceVersion": ""}}
+
+
+def dump(obj: Any, fmt: str) -> str:
+    """``json`` (2-space indent, like kubectl) or ``yaml`` text of ``obj``."""
+    if fmt == "json":
+        return json.dumps(obj, indent=2, default=str)
+    return yaml.safe_dump(obj, sort_keys=False, default_flow_style=False)
+
+
+def table(headers: list[str], rows: list[list[Any]]) -> str:
+    """Left-aligned columns separated by three spaces, as kubectl prints."""
+    cells = [headers] + [["" if c is None else str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    return "\n".join("   ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells)
+
+
+def pod_row(pod: dict, wide: bool = False) -> list[Any]:
+    """``NAME READY STATUS RESTARTS AGE`` (+ ``IP NODE`` when wide) of a Pod."""
+    st = pod.get("status") or {}
+    cs = st.get("containerStatuses") or []
+    total = len((pod.get("spec") or {}).get("containers") or []) or len(cs)
+    ready = sum(1 for c in cs if c.get("ready"))
+    status = st.get("phase", "Pending")
+    for c in cs:
+        term = (c.get("state") or {}).get("terminated")
+        wait = (c.get("state") or {}).get("waiting")
+        if wait and wait.get("reason"):
+            status = wait["reason"]
+        elif term and status == "Failed":
+            status = term.get("reason") or "Error"
+    if status == "Succeeded":
+        status = "Completed"
+    if status == "Failed" and st.get("reason"):
+        status = st["reason"]
+    restarts = sum(int(c.get("restartCount") or 0) for c in cs)
+    row = [pod["metadata"]["name"], f"{ready}/{total}", status, restarts, age(pod["metadata"].get("creationTimestamp"))]
+    if wide:
+        row += [st.get("podIP") or "<none>", (pod.get("spec") or {}).get("nodeName") or "<none>"]
+    return row
+
+
+def object_row(obj: dict) -> list[Any]:
+    """``NAME STATE AGE`` of a custom resource: state from its last true condition or status.state."""
+    st = obj.get("status") or {}
+    state = st.get("state") or st.get("phase")
+    if not state:
+        conds = [c for c in st.get("conditions") or [] if c.get("status") == "True"]
+        state = conds[-1]["type"] if conds else ""
+    return [obj["metadata"]["name"], state, age(obj["metadata"].get("creationTimestamp"))]
+
+
+def event_row(ev: dict) -> list[Any]:
+    """``LAST SEEN TYPE REASON OBJECT MESSAGE`` of an Event."""
+    io = ev.get("involvedObject") or {}
+    count = ev.get("count") or 1
+    seen = age(ev.get("lastTimestamp"))
+    if count > 1:
+        seen += f" (x{count})"
+    return [seen, ev.get("type", ""), ev.get("reason", ""), f"{io.get('kind', '').lower()}/{io.get('name', '')}",
+            ev.get("message", "")]
+
+
+def describe(obj: dict, events: list[dict]) -> str:
+    """kubectl-describe-like text: the object as indented YAML fields, then its Events table."""
+    meta = obj.get("metadata") or {}
+    lines = [f"Name:         {meta.get('name')}", f"Namespace:    {meta.get('namespace', '')}",
+             f"Kind:         {obj.get('kind')}", f"API Version:  {obj.get('apiVersion')}",
+             f"Created:      {meta.get('creationTimestamp')}"]
+    if meta.get("labels"):
+        lines.append("Labels:       " + "\n              ".join(f"{k}={v}" for k, v in meta["labels"].items()))
+    if meta.get("ownerReferences"):
+        lines.append("Controlled By:  " + ", ".join(f"{o['kind']}/{o['name']}" for o in meta["ownerReferences"]))
+    for section in ("spec", "status"):
+        if obj.get(section):
+            lines.append(f"{section.capitalize()}:")
+            text = yaml.safe_dump(obj[section], sort_keys=False, default_flow_style=False)
+            lines.extend("  " + ln for ln in text.rstrip().splitlines())
+    lines.append("Events:")
+    if events:
+        body = table(["Type", "Reason", "Age", "From", "Message"],
+                     [[e.get("type"), e.get("reason"), age(e.get("lastTimestamp")) + (f" (x{e['count']})" if (e.get("count") or 1) > 1 else ""),
+                       (e.get("source") or {}).get("component", ""), e.get("message")] for e in events])
+        lines.extend("  " + ln for ln in body.splitlines())
+    else:
+        lines.append("  <none>")
+    return "\n".join(lines)

@@ -1,0 +1,646 @@
+"""kube-scheduler and kubelet for one node: admit Pods by their requests, run them, write their status.
+
+Controllers hand the :class:`Scheduler` plain Kubernetes Pod manifests. It creates the ``v1 Pod``
+object (phase ``Pending``), admits Pods in submission order whenever their cpu/memory requests fit
+what is left of the machine (like kube-scheduler's ``NodeResourcesFit`` filter, kubernetes/kubernetes
+``pkg/scheduler/framework/plugins/noderesources/fit.go``), resolves each admitted Pod into an
+:class:`~localflow.executors.base.PodSpec` (``$(VAR)`` expansion as in kubernetes
+``third_party/forked/golang/expansion``, volumes, image mapping, log files) and runs it on the
+executor, writing the status transitions kubelet would write (``pkg/kubelet/status``):
+``Pending → Running → Succeeded | Failed`` with ``containerStatuses``, conditions and Events.
+
+Pods that do not fit wait with ``PodScheduled=False/Unschedulable`` and an Event
+``0/1 nodes are available: Insufficient cpu.``; a Pod (or gang) that could never fit the whole
+machine is refused at once with :class:`~localflow.errors.Unschedulable`.
+"""
+from __future__ import annotations
+
+import os
+import re
+import socket
+import threading
+from dataclasses import dataclass
+from typing import Iterable
+
+import psutil
+
+from localflow.clock import SYSTEM_CLOCK, Clock
+from localflow.config import ImageMap
+from localflow.errors import LocalflowError, SpecError, Unschedulable
+from localflow.executors.base import ContainerResult, ContainerSpec, Executor, Mount, PodSpec, Resources, RunningPod
+from localflow.quantity import format_cpu, format_memory, parse_cpu, parse_memory
+
+NODE_NAME = "localflow"
+NETWORK_ANNOTATION = "localflow.dev/network"
+_BACKOFF_INITIAL_S = 10.0  # kubelet's container restart backoff: 10 s doubling to 5 min
+_BACKOFF_MAX_S = 300.0
+
+
+@dataclass
+class Capacity:
+    """Allocatable resources of this node: ``cpu`` in cores, ``memory`` in bytes."""
+
+    cpu: float
+    memory: int
+
+    @classmethod
+    def detect(cls) -> "Capacity":
+        """The machine's logical cpus and total memory (psutil)."""
+        return cls(cpu=float(psutil.cpu_count() or 1), memory=int(psutil.virtual_memory().total))
+
+
+def free_port() -> int:
+    """A TCP port that is free on 127.0.0.1 right now (the kernel picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pod_requests(pod: dict, path: str = "Pod.spec") -> tuple[float, int]:
+    """Effective (cpu cores, memory bytes) a Pod requests, as kube-scheduler computes it.
+
+    Sum over containers, max with every init container (kubernetes ``pkg/api/v1/resource/helpers.go``
+    ``PodRequests``). A container with a limit but no request requests its limit.
+    """
+    spec = pod.get("spec") or {}
+
+    def one(c: dict, p: str) -> tuple[float, int]:
+        res = c.get("resources") or {}
+        req = res.get("requests") or {}
+        lim = res.get("limits") or {}
+        cpu = req.get("cpu", lim.get("cpu"))
+        mem = req.get("memory", lim.get("memory"))
+        return (parse_cpu(cpu, f"{p}.resources.requests.cpu") if cpu is not None else 0.0,
+                parse_memory(mem, f"{p}.resources.requests.memory") if mem is not None else 0)
+
+    cpu, mem = 0.0, 0
+    for i, c in enumerate(spec.get("containers") or []):
+        a, b = one(c, f"{path}.containers[{i}]")
+        cpu, mem = cpu + a, mem + b
+    for i, c in enumerate(spec.get("initContainers") or []):
+        a, b = one(c, f"{path}.initContainers[{i}]")
+        cpu, mem = max(cpu, a), max(mem, b)
+    return cpu, mem
+
+
+_VAR_REF = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
+
+
+def expand_vars(value: str, env: dict[str, str]) -> str:
+    """Kubernetes ``$(VAR)`` expansion: known names are replaced, ``$$`` escapes a ``$``, unknown
+    references are left as they are (kubernetes ``third_party/forked/golang/expansion/expand.go``)."""
+
+    def sub(m: re.Match) -> str:
+        if m.group(0) == "$$":
+            return "$"
+        name = m.group(1)
+        return env[name] if name in env else m.group(0)
+
+    return _VAR_REF.sub(sub, value)
+
+
+class _Entry:
+    """Book-keeping of one Pod inside the scheduler."""
+
+    __slots__ = ("namespace", "name", "uid", "manifest", "cpu", "memory", "gang", "running", "thread",
+                 "kill_reason", "reported_unschedulable")
+
+    def __init__(self, obj: dict, cpu: float, memory: int, gang: str | None):
+        self.namespace = obj["metadata"].get("namespace", "default")
+        self.name = obj["metadata"]["name"]
+        self.uid = obj["metadata"]["uid"]
+        self.manifest = obj
+        self.cpu, self.memory, self.gang = cpu, memory, gang
+        self.running: RunningPod | None = None
+        self.thread: threading.Thread | None = None
+        self.kill_reason: str | None = None
+        self.reported_unschedulable = False
+
+
+class Scheduler:
+    """Admits, runs and reports Pods on this machine. Thread-safe.
+
+    ``store``: :class:`localflow.fakes.ObjectStore`; ``executor``: runs resolved Pods;
+    ``workspace``: where logs and volumes live; ``images``: image map from ``localflow.yaml``;
+    ``capacity``: allocatable cpu/memory (default: the whole machine).
+    ``addressing`` is ``"loopback"`` (every Pod is 127.0.0.1, controllers give replicas distinct
+    ports) or ``"dns"`` (Pods reach each other by hostname on a per-group network: docker).
+    """
+
+    def __init__(self, store, executor: Executor, workspace, images: ImageMap | None = None,
+                 clock: Clock = SYSTEM_CLOCK, capacity: Capacity | None = None):
+        self.store = store
+        self.executor = executor
+        self.workspace = workspace
+        self.images = images or ImageMap()
+        self.clock = clock
+        self.capacity = capacity or Capacity.detect()
+        self.addressing = "dns" if executor.name == "docker" else "loopback"
+        self._lock = threading.RLock()
+        self._pending: list[_Entry] = []
+        self._active: dict[tuple[str, str], _Entry] = {}
+        self._used_cpu = 0.0
+        self._used_mem = 0
+        self._idle = threading.Condition(self._lock)
+        self._closed = False
+
+    # -- public API ----------------------------------------------------------------------
+    def submit(self, pod: dict) -> dict:
+        """Create the Pod object (phase Pending) and queue it for admission; returns the stored Pod.
+
+        Raises :class:`Unschedulable` when its requests exceed the whole machine,
+        :class:`SpecError` for an invalid manifest.
+        """
+        return self.submit_gang([pod], gang=None)[0]
+
+    def submit_gang(self, pods: list[dict], gang: str | None) -> list[dict]:
+        """Create all ``pods`` and admit them together or not at all (gang scheduling, like
+        scheduler-plugins ``coscheduling`` used by the training operator). Raises
+        :class:`Unschedulable` before anything is created when the gang's total requests exceed
+        the machine."""
+        sized = []
+        for pod in pods:
+            _validate_pod(pod)
+            sized.append((pod, *pod_requests(pod, f"Pod({pod['metadata']['name']}).spec")))
+        total_cpu = sum(c for _, c, _ in sized)
+        total_mem = sum(m for _, _, m in sized)
+        if total_cpu > self.capacity.cpu + 1e-9 or total_mem > self.capacity.memory:
+            what = "Pod" if len(pods) == 1 else f"gang {gang!r} of {len(pods)} Pods"
+            short = "cpu" if total_cpu > self.capacity.cpu + 1e-9 else "memory"
+            raise Unschedulable(
+                f"Pod({pods[0]['metadata']['name']}).spec.containers[].resources.requests",
+                f"the {what} requests cpu {format_cpu(total_cpu)}, memory {format_memory(total_mem)} but this "
+                f"machine has cpu {format_cpu(self.capacity.cpu)}, memory {format_memory(self.capacity.memory)}: "
+                f"0/1 nodes are available: Insufficient {short}",
+                fix="lower the requests or the number of replicas")
+        created = []
+        with self._lock:
+            if self._closed:
+                raise LocalflowError("the scheduler is shut down")
+            for pod, cpu, mem in sized:
+                obj = _with_pending_status(pod, self.clock)
+                obj = self.store.create(obj)
+                entry = _Entry(obj, cpu, mem, gang)
+                self._pending.append(entry)
+                created.append(obj)
+            self._admit_locked()
+        return created
+
+    def kill_pod(self, name: str, namespace: str = "default", reason: str = "Killed") -> None:
+        """Kill a running Pod (its phase becomes Failed with ``reason``) or drop a pending one."""
+        with self._lock:
+            entry = self._active.get((namespace, name))
+            if entry is None:
+                for e in list(self._pending):
+                    if e.name == name and e.namespace == namespace:
+                        self._pending.remove(e)
+                        self._finish_unstarted(e, reason)
+                        self._idle.notify_all()
+                return
+            entry.kill_reason = entry.kill_reason or reason
+            running = entry.running
+        if running is not None:
+            self.store.record_event(entry.manifest, "Killing", f"Stopping container(s) of pod {name}: {reason}")
+            running.kill(reason)
+
+    def delete_pod(self, name: str, namespace: str = "default") -> None:
+        """Kill the Pod if it runs, then delete its object (cascading to what it owns)."""
+        with self._lock:
+            entry = self._active.get((namespace, name))
+        self.kill_pod(name, namespace, "Killed")
+        if entry is not None and entry.thread is not None:
+            entry.thread.join()
+        try:
+            self.store.delete("Pod", name, namespace)
+        except LocalflowError:
+            pass
+
+    def running_pod(self, name: str, namespace: str = "default") -> RunningPod | None:
+        """The executor's handle of a running Pod (for monitoring and port lookup), or None."""
+        with self._lock:
+            e = self._active.get((namespace, name))
+            return e.running if e else None
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Block until no Pod is pending or running; False on timeout."""
+        with self._lock:
+            return self._idle.wait_for(lambda: not self._pending and not self._active, timeout)
+
+    def shutdown(self, cancel: bool = True) -> None:
+        """Stop admitting; with ``cancel`` kill every running Pod and fail every pending one, then
+        wait for their threads so no process outlives the scheduler."""
+        with self._lock:
+            self._closed = True
+            pending, self._pending = self._pending, []
+            active = list(self._active.values())
+        for e in pending:
+            self._finish_unstarted(e, "Canceled")
+        if cancel:
+            for e in active:
+                self.kill_pod(e.name, e.namespace, "Canceled")
+        for e in active:
+            if e.thread is not None:
+                e.thread.join()
+        with self._lock:
+            self._idle.notify_all()
+
+    # -- admission -------------------------------------------------------------------------
+    def _admit_locked(self) -> None:
+        free_cpu = self.capacity.cpu - self._used_cpu
+        free_mem = self.capacity.memory - self._used_mem
+        i = 0
+        while i < len(self._pending):
+            entry = self._pending[i]
+            group = [e for e in self._pending if entry.gang is not None and e.gang == entry.gang] or [entry]
+            cpu = sum(e.cpu for e in group)
+            mem = sum(e.memory for e in group)
+            if cpu <= free_cpu + 1e-9 and mem <= free_mem:
+                for e in group:
+                    self._pending.remove(e)
+                    self._start_locked(e)
+                free_cpu -= cpu
+                free_mem -= mem
+                continue  # list shrank: same index is the next Pod
+            for e in group:
+                if not e.reported_unschedulable:
+                    e.reported_unschedulable = True
+                    short = []
+                    if cpu > free_cpu + 1e-9:
+                        short.append("Insufficient cpu")
+                    if mem > free_mem:
+                        short.append("Insufficient memory")
+                    msg = f"0/1 nodes are available: {', '.join(short)}."
+                    self.store.record_event(e.manifest, "FailedScheduling", msg, type="Warning",
+                                            component="default-scheduler")
+                    self._patch_status(e, {"conditions": [_cond("PodScheduled", "False", self.clock,
+                                                                 "Unschedulable", msg)]})
+            i += len(group) if entry.gang is not None else 1
+
+    def _start_locked(self, e: _Entry) -> None:
+        self._used_cpu += e.cpu
+        self._used_mem += e.memory
+        self._active[(e.namespace, e.name)] = e
+        e.thread = threading.Thread(target=self._kubelet, args=(e,), name=f"kubelet-{e.name}", daemon=True)
+        e.thread.start()
+
+    def _release(self, e: _Entry) -> None:
+        with self._lock:
+            self._active.pop((e.namespace, e.name), None)
+            self._used_cpu -= e.cpu
+            self._used_mem -= e.memory
+            if not self._closed:
+                self._admit_locked()
+            self._idle.notify_all()
+
+    # -- kubelet ---------------------------------------------------------------------------
+    def _kubelet(self, e: _Entry) -> None:
+        try:
+            self._run_pod(e)
+        except Exception as exc:  # a bug or an executor failure must still end the Pod
+            self._write_final(e, [], phase="Failed", reason="Error", message=f"localflow could not run the pod: {exc}")
+        finally:
+            self._release(e)
+
+    def _run_pod(self, e: _Entry) -> None:
+        clock = self.clock
+        manifest = e.manifest
+        self.store.record_event(manifest, "Scheduled", f"Successfully assigned {e.namespace}/{e.name} to {NODE_NAME}",
+                                component="default-scheduler")
+        start_time = clock.rfc3339()
+        self._patch_status(e, {"conditions": [_cond("PodScheduled", "True", clock)], "startTime": start_time,
+                               "hostIP": "127.0.0.1", "podIP": "127.0.0.1"})
+        try:
+            spec = self._resolve(manifest)
+        except LocalflowError as exc:
+            self._write_final(e, [], phase="Failed", reason="CreateContainerConfigError", message=exc.message)
+            return
+        restart_policy = (manifest.get("spec") or {}).get("restartPolicy") or "Always"
+        deadline_s = (manifest.get("spec") or {}).get("activeDeadlineSeconds")
+        deadline = clock.monotonic() + float(deadline_s) if deadline_s else None
+        restarts = 0
+        while True:
+            with self._lock:
+                if e.kill_reason:
+                    self._write_final(e, [], phase="Failed", reason=e.kill_reason, message="killed before start")
+                    return
+            try:
+                running = self.executor.start(spec)
+            except LocalflowError as exc:
+                self.store.record_event(manifest, "Failed", exc.message, type="Warning", component="kubelet")
+                self._write_final(e, [], phase="Failed", reason="ContainerCannotRun", message=exc.message)
+                return
+            with self._lock:
+                e.running = running
+                late_kill = e.kill_reason
+            if late_kill:
+                running.kill(late_kill)
+            for c in spec.containers:
+                self.store.record_event(manifest, "Started", f"Started container {c.name}", component="kubelet")
+            self._patch_status(e, {
+                "phase": "Running",
+                "conditions": [_cond(t, "True", clock) for t in ("Initialized", "ContainersReady", "Ready")],
+                "containerStatuses": [_container_running(c, restarts, clock) for c in spec.containers]})
+            results = self._wait(running, deadline, e)
+            with self._lock:
+                killed = e.kill_reason
+            failed = any(r.exit_code != 0 for r in results)
+            restart = not killed and (restart_policy == "Always" or (restart_policy == "OnFailure" and failed))
+            if not restart:
+                break
+            restarts += 1
+            backoff = min(_BACKOFF_INITIAL_S * 2 ** (restarts - 1), _BACKOFF_MAX_S)
+            self.store.record_event(manifest, "BackOff", f"Back-off {backoff:.0f}s restarting failed container",
+                                    type="Warning", component="kubelet")
+            self._patch_status(e, {"containerStatuses": [
+                _container_waiting(c, r, restarts, clock) for c, r in zip(spec.containers, results)]})
+            stop = threading.Event()
+            clock.wait(stop, backoff)
+        if killed == "DeadlineExceeded":
+            self._write_final(e, results, phase="Failed", reason="DeadlineExceeded",
+                              message="Pod was active on the node longer than the specified deadline", restarts=restarts)
+            return
+        phase = "Succeeded" if not failed and not killed else "Failed"
+        self._write_final(e, results, phase=phase, reason=killed if phase == "Failed" and killed else None,
+                          restarts=restarts)
+
+    def _wait(self, running: RunningPod, deadline: float | None, e: _Entry) -> list[ContainerResult]:
+        if deadline is None:
+            return running.wait()
+        while True:
+            left = deadline - self.clock.monotonic()
+            if left <= 0:
+                with self._lock:
+                    e.kill_reason = e.kill_reason or "DeadlineExceeded"
+                running.kill("DeadlineExceeded")
+                return running.wait()
+            results = running.wait(min(left, 0.5))
+            if results is not None:
+                return results
+
+    def _write_final(self, e: _Entry, results: list[ContainerResult], *, phase: str, reason: str | None = None,
+                     message: str | None = None, restarts: int = 0) -> None:
+        clock = self.clock
+        containers = (e.manifest.get("spec") or {}).get("containers") or []
+        by_name = {r.name: r for r in results}
+        statuses = []
+        for c in containers:
+            r = by_name.get(c["name"])
+            statuses.append(_container_terminated(c, r, restarts, clock, reason, message))
+        status = {"phase": phase, "containerStatuses": statuses,
+                  "conditions": [_cond(t, "False", clock, "PodCompleted" if phase == "Succeeded" else "PodFailed")
+                                 for t in ("ContainersReady", "Ready")]}
+        if phase == "Failed":
+            first_bad = next((r for r in results if r.exit_code != 0), None)
+            status["reason"] = reason or (first_bad.reason if first_bad else "Error")
+            status["message"] = message or (first_bad.message if first_bad and first_bad.message else
+                                            _failure_message(results))
+        self._patch_status(e, status)
+        if phase == "Failed":
+            self.store.record_event(e.manifest, status["reason"], status["message"], type="Warning", component="kubelet")
+
+    def _finish_unstarted(self, e: _Entry, reason: str) -> None:
+        try:
+            self._patch_status(e, {"phase": "Failed", "reason": reason,
+                                   "message": f"pod was never started: {reason}"})
+        except LocalflowError:
+            pass
+
+    def _patch_status(self, e: _Entry, status: dict) -> None:
+        """Merge ``status`` into the Pod's status; conditions are merged by type."""
+        conds = status.pop("conditions", None)
+        obj = self.store.get("Pod", e.name, e.namespace)
+        cur = obj.get("status") or {}
+        cur.update(status)
+        if conds:
+            existing = {c["type"]: c for c in cur.get("conditions") or []}
+            for c in conds:
+                old = existing.get(c["type"])
+                if old and old.get("status") == c["status"]:
+                    c["lastTransitionTime"] = old.get("lastTransitionTime", c["lastTransitionTime"])
+                existing[c["type"]] = c
+            cur["conditions"] = list(existing.values())
+        self.store.update_status("Pod", e.name, cur, e.namespace)
+
+    # -- Pod manifest -> PodSpec -------------------------------------------------------------
+    def _resolve(self, pod: dict) -> PodSpec:
+        meta = pod["metadata"]
+        spec = pod.get("spec") or {}
+        ns = meta.get("namespace", "default")
+        uid = meta["uid"]
+        pod_dir = self.workspace.pod_dir(uid)
+        os.makedirs(pod_dir, exist_ok=True)
+        volumes = self._volumes(spec, pod_dir, ns)
+        log_dir = os.path.join(self.workspace.logs_dir, ns, meta["name"])
+        os.makedirs(log_dir, exist_ok=True)
+        path = f"Pod({meta['name']}).spec"
+
+        def container(c: dict, kind: str, i: int) -> ContainerSpec:
+            p = f"{path}.{kind}[{i}]"
+            env = self._env(c, pod, f"{p}.env")
+            command = [expand_vars(str(a), env) for a in (c.get("command") or [])]
+            args = [expand_vars(str(a), env) for a in (c.get("args") or [])]
+            mounts = []
+            for j, vm in enumerate(c.get("volumeMounts") or []):
+                host = volumes.get(vm.get("name"))
+                if host is None:
+                    raise SpecError(f"{p}.volumeMounts[{j}].name", f"no volume named {vm.get('name')!r}",
+                                    fix=f"add it to {path}.volumes (known: {', '.join(sorted(volumes)) or 'none'})")
+                sub = vm.get("subPath")
+                mounts.append(Mount(os.path.join(host, sub) if sub else host, vm["mountPath"], bool(vm.get("readOnly"))))
+            res = c.get("resources") or {}
+            req, lim = res.get("requests") or {}, res.get("limits") or {}
+            resources = Resources(
+                cpu_request=parse_cpu(req.get("cpu", lim.get("cpu", 0)), f"{p}.resources.requests.cpu"),
+                memory_request=parse_memory(req.get("memory", lim.get("memory", 0)), f"{p}.resources.requests.memory"),
+                cpu_limit=parse_cpu(lim["cpu"], f"{p}.resources.limits.cpu") if "cpu" in lim else None,
+                memory_limit=parse_memory(lim["memory"], f"{p}.resources.limits.memory") if "memory" in lim else None)
+            image = c.get("image") or ""
+            return ContainerSpec(
+                name=c["name"], image=image, argv=command + args, env=env, working_dir=c.get("workingDir"),
+                mounts=mounts, resources=resources,
+                ports=[int(pp["containerPort"]) for pp in c.get("ports") or [] if "containerPort" in pp],
+                log_path=os.path.join(log_dir, f"{c['name']}.log"), mapping=self.images.resolve(image))
+
+        labels = dict(meta.get("labels") or {})
+        return PodSpec(
+            uid=uid, namespace=ns, name=meta["name"],
+            containers=[container(c, "containers", i) for i, c in enumerate(spec.get("containers") or [])],
+            init_containers=[container(c, "initContainers", i) for i, c in enumerate(spec.get("initContainers") or [])],
+            labels=labels, hostname=spec.get("hostname"),
+            network=(meta.get("annotations") or {}).get(NETWORK_ANNOTATION), workdir=pod_dir)
+
+    def _volumes(self, spec: dict, pod_dir: str, ns: str) -> dict[str, str]:
+        out = {}
+        for i, v in enumerate(spec.get("volumes") or []):
+            name = v.get("name")
+            p = f"Pod.spec.volumes[{i}]"
+            if "emptyDir" in v:
+                host = os.path.join(pod_dir, "volumes", name)
+            elif "hostPath" in v:
+                host = os.path.abspath(v["hostPath"]["path"])
+            elif "persistentVolumeClaim" in v:
+                host = self.workspace.pvc_dir(v["persistentVolumeClaim"]["claimName"])
+            elif "configMap" in v or "secret" in v:
+                host = os.path.join(pod_dir, "volumes", name)
+                self._project_keys(v, host, ns, f"{p}")
+            else:
+                raise SpecError(p, f"volume {name!r} has a source localflow cannot map",
+                                fix="use emptyDir, hostPath, persistentVolumeClaim, configMap or secret")
+            os.makedirs(host, exist_ok=True)
+            out[name] = host
+        return out
+
+    def _project_keys(self, v: dict, host: str, ns: str, path: str) -> None:
+        kind, key = ("ConfigMap", "configMap") if "configMap" in v else ("Secret", "secret")
+        ref = v[key]
+        name = ref.get("name") or ref.get("secretName")
+        try:
+            obj = self.store.get(kind, name, ns)
+        except LocalflowError:
+            if ref.get("optional"):
+                return
+            raise SpecError(f"{path}.{key}", f"{kind} {name!r} does not exist in namespace {ns!r}",
+                            fix=f"include the {kind} in the spec file or mark the volume optional")
+        os.makedirs(host, exist_ok=True)
+        data = dict(obj.get("data") or {})
+        if kind == "Secret":
+            import base64
+
+            data = {k: base64.b64decode(val).decode() for k, val in data.items()}
+            data.update(obj.get("stringData") or {})
+        for k, val in data.items():
+            with open(os.path.join(host, k), "w") as f:
+                f.write(str(val))
+
+    def _env(self, c: dict, pod: dict, path: str) -> dict[str, str]:
+        env: dict[str, str] = {}
+        meta = pod["metadata"]
+        ns = meta.get("namespace", "default")
+        for i, item in enumerate(c.get("env") or []):
+            name = item.get("name")
+            if "value" in item:
+                env[name] = expand_vars(str(item["value"]), env)
+            elif "valueFrom" in item:
+                env[name] = self._value_from(item["valueFrom"], pod, ns, f"{path}[{i}].valueFrom")
+            else:
+                env[name] = ""
+        return env
+
+    def _value_from(self, ref: dict, pod: dict, ns: str, path: str) -> str:
+        if "fieldRef" in ref:
+            field = ref["fieldRef"].get("fieldPath", "")
+            meta = pod["metadata"]
+            values = {"metadata.name": meta["name"], "metadata.namespace": ns, "metadata.uid": meta["uid"],
+                      "status.podIP": "127.0.0.1", "status.hostIP": "127.0.0.1", "spec.nodeName": NODE_NAME}
+            m = re.fullmatch(r"metadata\.(labels|annotations)\['(.+)'\]", field)
+            if m:
+                return str((meta.get(m.group(1)) or {}).get(m.group(2), ""))
+            if field not in values:
+                raise SpecError(f"{path}.fieldRef.fieldPath", f"unsupported field {field!r}",
+                                fix=f"use one of {', '.join(values)}")
+            return values[field]
+        for key, kind in (("configMapKeyRef", "ConfigMap"), ("secretKeyRef", "Secret")):
+            if key in ref:
+                r = ref[key]
+                try:
+                    obj = self.store.get(kind, r["name"], ns)
+                except LocalflowError:
+                    if r.get("optional"):
+                        return ""
+                    raise SpecError(f"{path}.{key}", f"{kind} {r['name']!r} does not exist in namespace {ns!r}",
+                                    fix=f"include the {kind} in the spec file") from None
+                data = dict(obj.get("data") or {})
+                if kind == "Secret":
+                    import base64
+
+                    data = {k: base64.b64decode(v).decode() for k, v in data.items()}
+                    data.update(obj.get("stringData") or {})
+                if r["key"] not in data:
+                    if r.get("optional"):
+                        return ""
+                    raise SpecError(f"{path}.{key}.key", f"{kind} {r['name']!r} has no key {r['key']!r}")
+                return str(data[r["key"]])
+        raise SpecError(path, "unsupported valueFrom", fix="use fieldRef, configMapKeyRef or secretKeyRef")
+
+
+# -- status helpers -------------------------------------------------------------------------------
+def _validate_pod(pod: dict) -> None:
+    meta = pod.get("metadata") or {}
+    if not meta.get("name"):
+        raise SpecError("Pod.metadata.name", "required")
+    containers = (pod.get("spec") or {}).get("containers")
+    if not containers:
+        raise SpecError(f"Pod({meta['name']}).spec.containers", "a Pod needs at least one container")
+    for i, c in enumerate(containers):
+        if not c.get("name"):
+            raise SpecError(f"Pod({meta['name']}).spec.containers[{i}].name", "required")
+
+
+def _with_pending_status(pod: dict, clock: Clock) -> dict:
+    obj = {"apiVersion": "v1", "kind": "Pod", **{k: v for k, v in pod.items() if k not in ("apiVersion", "kind")}}
+    obj["spec"] = dict(obj.get("spec") or {})
+    obj["spec"].setdefault("nodeName", NODE_NAME)
+    obj["status"] = {"phase": "Pending", "qosClass": _qos(obj)}
+    return obj
+
+
+def _qos(pod: dict) -> str:
+    cs = (pod.get("spec") or {}).get("containers") or []
+    reqs = [((c.get("resources") or {}).get("requests") or {}, (c.get("resources") or {}).get("limits") or {}) for c in cs]
+    if all(not r and not lim for r, lim in reqs):
+        return "BestEffort"
+    if all(lim.get("cpu") and lim.get("memory") and r.get("cpu", lim["cpu"]) == lim["cpu"]
+           and r.get("memory", lim["memory"]) == lim["memory"] for r, lim in reqs):
+        return "Guaranteed"
+    return "Burstable"
+
+
+def _cond(type_: str, status: str, clock: Clock, reason: str | None = None, message: str | None = None) -> dict:
+    now = clock.rfc3339()
+    c = {"type": type_, "status": status, "lastProbeTime": None, "lastTransitionTime": now}
+    if reason:
+        c["reason"] = reason
+    if message:
+        c["message"] = message
+    return c
+
+
+def _container_running(c: ContainerSpec, restarts: int, clock: Clock) -> dict:
+    return {"name": c.name, "image": c.image, "ready": True, "started": True, "restartCount": restarts,
+            "state": {"running": {"startedAt": clock.rfc3339()}}}
+
+
+def _container_waiting(c: ContainerSpec, r: ContainerResult, restarts: int, clock: Clock) -> dict:
+    return {"name": c.name, "image": c.image, "ready": False, "started": False, "restartCount": restarts,
+            "state": {"waiting": {"reason": "CrashLoopBackOff",
+                                  "message": f"back-off restarting failed container {c.name}"}},
+            "lastState": {"terminated": _terminated(r, clock)}}
+
+
+def _terminated(r: ContainerResult, clock: Clock) -> dict:
+    t = {"exitCode": r.exit_code, "reason": r.reason,
+         "startedAt": clock.rfc3339(r.started_at) if r.started_at else None,
+         "finishedAt": clock.rfc3339(r.finished_at) if r.finished_at else clock.rfc3339()}
+    if r.message:
+        t["message"] = r.message
+    return t
+
+
+def _container_terminated(c: dict, r: ContainerResult | None, restarts: int, clock: Clock,
+                          reason: str | None, message: str | None) -> dict:
+    if r is None:
+        term = {"exitCode": 137 if reason else 1, "reason": reason or "ContainerCannotRun",
+                "finishedAt": clock.rfc3339()}
+        if message:
+            term["message"] = message
+    else:
+        term = _terminated(r, clock)
+    return {"name": c["name"], "image": c.get("image", ""), "ready": False, "started": False,
+            "restartCount": restarts, "state": {"terminated": term}}
+
+
+def _failure_message(results: Iterable[ContainerResult]) -> str:
+    bad = [r for r in results if r.exit_code != 0]
+    if not bad:
+        return "pod failed"
+    return "; ".join(f"container {r.name} exited with code {r.exit_code} ({r.reason})" for r in bad)
