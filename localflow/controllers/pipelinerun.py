@@ -397,10 +397,16 @@ class PipelineRunController:
                                                            constants=constants)
         # cast declared inputs, apply defaults
         defs = (comp.get("inputDefinitions") or {}).get("parameters") or {}
+        iterator = t.spec.get("parameterIterator") or t.spec.get("artifactIterator") or {}
         for name, d in defs.items():
+            if name == iterator.get("itemInput"):
+                continue  # bound per iteration
             ptype = d.get("parameterType", "STRING")
             p = f"{path}.inputs.parameters['{name}']"
             if params.get(name) is not None:
+                if ptype == "STRING" and not isinstance(params[name], str):
+                    # a selector over a struct loop item yields a number: the backend passes its text
+                    params[name] = format_value(params[name])
                 params[name] = cast_parameter(params[name], ptype, p)
             elif d.get("defaultValue") is not None:
                 params[name] = cast_parameter(d["defaultValue"], ptype, f"components['...'].inputDefinitions.parameters['{name}'].defaultValue")
@@ -602,21 +608,15 @@ class PipelineRunController:
         self._set_state(t, "RUNNING")
 
     def _local_lightweight(self, container: dict, ctx, path: str, image: str) -> list[str] | None:
-        """A lightweight component's argv without its pip bootstrap, when its requirements are
-        importable in the interpreter its image maps to (else ExecutorError listing them)."""
-        lw = bootstrap.parse_lightweight(container.get("command") or [], container.get("args") or [])
+        """A lightweight component's argv without its pip bootstrap and shell, run by the interpreter
+        its image maps to; ExecutorError lists requirements that interpreter cannot import."""
+        args = placeholders.resolve_command(container.get("args") or [], ctx, f"{path}.args")
+        lw = bootstrap.parse_lightweight(container.get("command") or [], args)
         if lw is None:
             return None
         mapping = self.scheduler.images.resolve(image)
         python = (mapping.python if mapping and mapping.python else None) or getattr(self.scheduler.executor, "python", None)
-        missing = bootstrap.missing_requirements(lw.requirements, python) if lw.requirements else []
-        if missing:
-            raise ExecutorError(
-                f"{path}: image {image!r} needs {', '.join(missing)}, which {python} cannot import, and localflow "
-                f"does not download packages", fix=f"run `{python} -m pip install {' '.join(repr(m) for m in missing)}` "
-                f"or map {image!r} to an interpreter that has them under images: in localflow.yaml")
-        args = placeholders.resolve_command(container.get("args") or [], ctx, f"{path}.args")
-        return bootstrap.local_argv(lw, python, args)
+        return bootstrap.local_argv(lw, python, image=image)
 
     def _pod_manifest(self, t: _Task, label: str, container: dict, argv: list[str], ctx, path: str) -> dict:
         name = f"{_k8s_name(self.run_name, 40)}-{_k8s_name(t.path.replace('.', '-').replace('[', '-').replace(']', ''), 15)}-{_suffix()}"
