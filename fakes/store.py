@@ -21,6 +21,7 @@ import re
 import secrets
 import sqlite3
 import threading
+import time
 import uuid
 from contextlib import contextmanager
 
@@ -56,6 +57,41 @@ def merge_patch(target, patch):
     return result
 
 
+def _connect(db_path: str) -> sqlite3.Connection:
+    """An autocommit connection (transactions are explicit) in WAL mode with a 10 s busy timeout."""
+    conn = sqlite3.connect(db_path, timeout=10.0, check_same_thread=False, isolation_level=None)
+    conn.execute("PRAGMA busy_timeout = 10000")
+    _retry_locked(lambda: conn.execute("PRAGMA journal_mode = WAL"))
+    conn.execute("PRAGMA synchronous = NORMAL")
+    return conn
+
+
+def _retry_locked(fn, seconds: float = 10.0):
+    """Run ``fn``, retrying while SQLite reports a lock it did not wait for (switching a new file
+    to WAL, or creating the schema while another process does the same)."""
+    deadline = time.monotonic() + seconds
+    delay = 0.005
+    while True:
+        try:
+            return fn()
+        except sqlite3.OperationalError as err:
+            if ("locked" not in str(err) and "busy" not in str(err)) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
+
+
+@contextmanager
+def _immediate(conn: sqlite3.Connection):
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
 def _dumps(obj: dict, path: str) -> str:
     try:
         return json.dumps(obj, sort_keys=False, allow_nan=False)
@@ -78,18 +114,15 @@ class ObjectStore:
         self.clock = clock
         self._lock = threading.RLock()
         self._hub = WatchHub()
-        self._conn = sqlite3.connect(self.db_path, timeout=10.0, check_same_thread=False, isolation_level=None)
-        self._conn.execute("PRAGMA busy_timeout = 10000")
-        self._conn.execute("PRAGMA journal_mode = WAL")
-        self._conn.execute("PRAGMA synchronous = NORMAL")
+        self._conn = _connect(self.db_path)
         self._closed = False
-        self._create_schema()
+        _retry_locked(self._create_schema)
 
     # ------------------------------------------------------------------ setup
 
     def _create_schema(self) -> None:
         db = sqlite_utils.Database(self._conn)
-        with self._lock:
+        with self._lock, _immediate(self._conn):
             db["objects"].create(
                 {"uid": str, "grp": str, "kind": str, "namespace": str, "name": str, "rv": int, "seq": int, "body": str},
                 pk="uid",
@@ -253,6 +286,10 @@ class ObjectStore:
         meta["generation"] = 1
         with self._write() as events:
             ns = meta.get("namespace", "")
+            for _ in range(8):  # a generated name that is taken gets another suffix
+                if not meta.get("generateName") or self._row(info, meta["name"], ns) is None:
+                    break
+                meta["name"] = str(meta["generateName"]) + "".join(secrets.choice(_GEN_ALPHABET) for _ in range(5))
             if self._row(info, meta["name"], ns) is not None:
                 where = f' in namespace "{ns}"' if ns else ""
                 raise AlreadyExists(

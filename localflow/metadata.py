@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 from contextlib import contextmanager
 
 import sqlite_utils
@@ -34,6 +35,21 @@ EXECUTION_STATES = ("NEW", "RUNNING", "COMPLETE", "CACHED", "FAILED", "CANCELED"
 EVENT_TYPES = ("INPUT", "OUTPUT")
 
 _JSON_COLUMNS = {"parameters", "outputs", "properties", "inputs", "metadata"}
+
+
+def _retry_locked(fn, seconds: float = 10.0):
+    """Run ``fn``, retrying while SQLite reports a lock it did not wait for (switching a new file
+    to WAL, or creating the schema while another process does the same)."""
+    deadline = time.monotonic() + seconds
+    delay = 0.005
+    while True:
+        try:
+            return fn()
+        except sqlite3.OperationalError as err:
+            if ("locked" not in str(err) and "busy" not in str(err)) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
 
 
 def _dump(value, path: str):
@@ -57,19 +73,19 @@ class MetadataStore:
         self.clock = clock
         self._lock = threading.RLock()
         self._conn = sqlite3.connect(self.db_path, timeout=10.0, check_same_thread=False, isolation_level=None)
-        self._conn.row_factory = sqlite3.Row
         self._conn.execute("PRAGMA busy_timeout = 10000")
-        self._conn.execute("PRAGMA journal_mode = WAL")
+        _retry_locked(lambda: self._conn.execute("PRAGMA journal_mode = WAL"))
         self._conn.execute("PRAGMA synchronous = NORMAL")
         self._closed = False
-        self._create_schema()
+        _retry_locked(self._create_schema)
+        self._conn.row_factory = sqlite3.Row
 
     # ------------------------------------------------------------------ setup
 
     def _create_schema(self) -> None:
         db = sqlite_utils.Database(self._conn)
         ts = {"created_at": str, "created_ts": float}
-        with self._lock:
+        with self._write():
             db["runs"].create(
                 {"id": str, "name": str, "kind": str, "pipeline_name": str, "spec_path": str, "state": str,
                  "parameters": str, "outputs": str, "error": str, "executor": str, "namespace": str,
