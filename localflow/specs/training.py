@@ -53,13 +53,13 @@ def _name_errors(kind: str, meta, errs: list[SpecError]) -> None:
             fix="rename the job, e.g. " + repr(re.sub(r"[^a-z0-9-]", "-", str(name).lower()).strip("-")[:63] or "job")))
 
 
-def _gpu_errors(path: str, resources, gpus: int, errs: list[SpecError]) -> None:
+def _gpu_errors(path: str, resources, gpus: int, errs: list[SpecError], field: str = "resources") -> None:
     for res, n in gpu_resources(resources).items():
         if n > gpus:
             section = "limits" if res in ((resources or {}).get("limits") or {}) else "requests"
             have = "no GPU" if gpus == 0 else f"only {gpus} GPU(s)"
             errs.append(SpecError(
-                f"{path}.resources.{section}['{res}']",
+                f"{path}.{field}.{section}['{res}']",
                 f"requests {n} GPU(s) but this machine has {have}",
                 fix=f"remove the {res} {section[:-1]} to train on CPU, or run on a machine with {n} GPU(s)"))
 
@@ -399,7 +399,7 @@ def trainjob_errors(tj: dict, runtime: dict | None = None, *, gpus: int | None =
         errs.append(SpecError("TrainJob.spec.trainer.numProcPerNode",
                               f"must have an int value or [auto cpu gpu] (got {npn!r})"))
     gpus = detect_gpus() if gpus is None else gpus
-    _gpu_errors("TrainJob.spec.trainer", tr.get("resourcesPerNode"), gpus, errs)
+    _gpu_errors("TrainJob.spec.trainer", tr.get("resourcesPerNode"), gpus, errs, "resourcesPerNode")
     ml = ((runtime or {}).get("spec") or {}).get("mlPolicy") or {}
     env_names = [e.get("name") for e in tr.get("env") or [] if isinstance(e, dict)]
     if "torch" in ml:
