@@ -427,7 +427,7 @@ class Scheduler:
         spec = pod.get("spec") or {}
         ns = meta.get("namespace", "default")
         uid = meta["uid"]
-        pod_dir = self.workspace.pod_dir(uid)
+        pod_dir = str(self.workspace.pod_dir(uid))
         os.makedirs(pod_dir, exist_ok=True)
         volumes = self._volumes(spec, pod_dir, ns)
         log_dir = os.path.join(self.workspace.logs_dir, ns, meta["name"])
@@ -487,7 +487,7 @@ class Scheduler:
                 raise SpecError(p, f"volume {name!r} has a source localflow cannot map",
                                 fix="use emptyDir, hostPath, persistentVolumeClaim, configMap or secret")
             os.makedirs(host, exist_ok=True)
-            out[name] = host
+            out[name] = str(host)
         return out
 
     def _project_keys(self, v: dict, host: str, ns: str, path: str) -> None:
