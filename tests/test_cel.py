@@ -161,12 +161,12 @@ def selectors():
     from kfp import dsl
 
     @dsl.component(base_image="python:3.11")
-    def use(a: int, b: str) -> str:
+    def use(a: int, b: int) -> int:
         return b
 
     @dsl.pipeline(name="sel")
     def pipe():
-        with dsl.ParallelFor([{"a": 1, "b": "x"}, {"a": 2, "b": "y"}]) as item:
+        with dsl.ParallelFor([{"a": 1, "b": 10}, {"a": 2, "b": 20}]) as item:
             use(a=item.a, b=item.b)
 
     spec = compile_pipeline_func(pipe)[0]
@@ -183,7 +183,7 @@ def test_loop_item_selectors_pick_struct_fields(selectors):
     assert exprs == {"a": 'parseJson(string_value)["a"]', "b": 'parseJson(string_value)["b"]'}
     items = json.loads(raw)
     assert [apply_selector(exprs["a"], item, "s") for item in items] == [1, 2]
-    assert [apply_selector(exprs["b"], item, "s") for item in items] == ["x", "y"]
+    assert [apply_selector(exprs["b"], item, "s") for item in items] == [10, 20]
     # the item may also arrive as its JSON text
     assert apply_selector(exprs["a"], json.dumps(items[1]), "s") == 2
 
