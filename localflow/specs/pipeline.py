@@ -268,14 +268,17 @@ def _check_dag(spec: dict, comp_path: str, comp: dict) -> None:
     in_params, in_artifacts = inputs.get("parameters") or {}, inputs.get("artifacts") or {}
     graph = nx.DiGraph()
     graph.add_nodes_from(tasks)
-    for tname, task in tasks.items():
+    for tname, task in tasks.items():  # component refs first: later checks look through them
         tpath = f"{comp_path}.dag.tasks['{tname}']"
-        task = task or {}
-        ref = (task.get("componentRef") or {}).get("name")
+        ref = ((task or {}).get("componentRef") or {}).get("name")
         if not ref:
             raise SpecError(f"{tpath}.componentRef.name", "is missing", fix="every task names the component it runs")
         if ref not in components:
             raise SpecError(f"{tpath}.componentRef.name", f"no component '{ref}' (known: {_known(components)})")
+    for tname, task in tasks.items():
+        tpath = f"{comp_path}.dag.tasks['{tname}']"
+        task = task or {}
+        ref = task["componentRef"]["name"]
         for i, dep in enumerate(task.get("dependentTasks") or []):
             if dep not in tasks or dep == tname:
                 why = "a task cannot depend on itself" if dep == tname else f"no task '{dep}' in this DAG"
@@ -479,5 +482,6 @@ def compile_pipeline_func(func: Callable, *, pipeline_parameters: dict | None = 
         try:
             compiler.Compiler().compile(func, path, pipeline_parameters=pipeline_parameters)
         except Exception as exc:  # noqa: BLE001 - the compiler raises many unrelated types
-            raise SpecError(f"pipeline '{name}'", f"kfp compiler rejected it: {exc}") from None
+            raise SpecError(f"pipeline '{name}'", f"kfp compiler rejected it: {exc}",
+                            fix="decorate the function with @dsl.pipeline (or pass a component)") from None
         return load_documents(path)
