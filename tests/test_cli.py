@@ -1,0 +1,149 @@
+"""The ``localflow`` command, run as a real subprocess against a real workspace."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import pytest
+import yaml
+from kfp import compiler, dsl
+
+from localflow.cli import cli
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dsl.container_component
+def say(msg: str, out: dsl.OutputPath(str)):
+    return dsl.ContainerSpec(image="alpine:3.19", command=["sh", "-c", 'echo "$0"; mkdir -p "$(dirname "$1")"; printf %s "$0" > "$1"'],
+                             args=[msg, out])
+
+
+@dsl.container_component
+def fail(code: int):
+    return dsl.ContainerSpec(image="alpine:3.19", command=["sh", "-c", 'echo "about to fail"; exit "$0"'], args=[code])
+
+
+@dsl.pipeline(name="cli-hello")
+def hello(msg: str = "hi"):
+    say(msg=msg).set_caching_options(False)
+
+
+@dsl.pipeline(name="cli-fail")
+def failing():
+    fail(code=3)
+
+
+def lf(*args, cwd=None, check=None):
+    p = subprocess.run([sys.executable, "-m", "localflow", *map(str, args)], capture_output=True, text=True, cwd=cwd)
+    if check is not None:
+        assert p.returncode == check, (p.returncode, p.stdout, p.stderr)
+    assert "Traceback" not in p.stderr, p.stderr
+    return p
+
+
+@pytest.fixture(scope="module")
+def specs(tmp_path_factory):
+    d = tmp_path_factory.mktemp("specs")
+    compiler.Compiler().compile(hello, str(d / "hello.yaml"))
+    compiler.Compiler().compile(failing, str(d / "fail.yaml"))
+    return d
+
+
+@pytest.fixture(scope="module")
+def done(specs, tmp_path_factory):
+    """One successful run in a workspace, shared by the read-only command tests."""
+    ws = tmp_path_factory.mktemp("ws")
+    p = lf("run", specs / "hello.yaml", "-p", "msg=hello-cli", "-w", ws, "-o", "json", check=0)
+    return ws, json.loads(p.stdout)
+
+
+def test_run_prints_a_kubectl_list_with_the_run_and_its_pods(done):
+    ws, listing = done
+    assert listing["kind"] == "List"
+    kinds = [i["kind"] for i in listing["items"]]
+    assert kinds[0] == "Run" and "Pod" in kinds
+    run = listing["items"][0]
+    assert run["status"]["state"] == "SUCCEEDED"
+    pod = next(i for i in listing["items"] if i["kind"] == "Pod")
+    assert pod["status"]["phase"] == "Succeeded"
+    assert pod["metadata"]["ownerReferences"][0]["kind"] == "Run"
+
+
+def test_get_runs_pods_artifacts_executions_events(done):
+    ws, listing = done
+    run_name = listing["items"][0]["metadata"]["name"]
+    out = lf("get", "runs", "-w", ws, check=0).stdout
+    assert run_name in out and "SUCCEEDED" in out
+    pods = lf("get", "pods", "-w", ws, check=0).stdout
+    assert pods.splitlines()[0].split() == ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]
+    assert "Completed" in pods
+    ex = json.loads(lf("get", "executions", "--run", run_name, "-w", ws, "-o", "json", check=0).stdout)
+    assert {e["state"] for e in ex} == {"COMPLETE"}
+    assert "Scheduled" in lf("get", "events", "-w", ws, check=0).stdout
+    y = yaml.safe_load(lf("get", "pods", "--run", run_name, "-w", ws, "-o", "yaml", check=0).stdout)
+    assert y["kind"] == "List" and len(y["items"]) == 1
+
+
+def test_describe_and_logs_of_the_task_pod(done):
+    ws, listing = done
+    pod = next(i for i in listing["items"] if i["kind"] == "Pod")["metadata"]["name"]
+    d = lf("describe", "pod", pod, "-w", ws, check=0).stdout
+    assert f"Name:         {pod}" in d and "Events:" in d and "Started" in d
+    assert lf("logs", pod, "-w", ws, check=0).stdout == "hello-cli\n"
+    assert lf("logs", pod, "-f", "-w", ws, check=0).stdout == "hello-cli\n"
+    run_name = listing["items"][0]["metadata"]["name"]
+    assert "SUCCEEDED" in lf("describe", "run", run_name, "-w", ws, check=0).stdout
+
+
+def test_failed_run_exits_1_and_keeps_its_records(specs, tmp_path):
+    p = lf("run", specs / "fail.yaml", "-w", tmp_path, check=1)
+    assert "exit code 3" in p.stderr and "about to fail" in p.stderr
+    runs = json.loads(lf("get", "runs", "-w", tmp_path, "-o", "json", check=0).stdout)
+    assert runs[0]["state"] == "FAILED"
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("a: [unclosed", "bad.yaml:1:13"),
+    ("apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w}\n", "Widget"),
+])
+def test_bad_spec_exits_2_with_one_line(tmp_path, text, needle):
+    f = tmp_path / "bad.yaml"
+    f.write_text(text)
+    p = lf("run", f, "-w", tmp_path / "ws", check=2)
+    assert p.stderr.startswith("error: ") and needle.lower() in p.stderr.lower()
+
+
+def test_missing_required_parameter_names_it(specs, tmp_path):
+    p = lf("run", specs / "hello.yaml", "-p", "nope=1", "-w", tmp_path, check=2)
+    assert "nope" in p.stderr and "msg" in p.stderr
+
+
+def test_delete_run_cascades_to_its_pods(specs, tmp_path):
+    listing = json.loads(lf("run", specs / "hello.yaml", "-w", tmp_path, "-o", "json", check=0).stdout)
+    name = listing["items"][0]["metadata"]["name"]
+    lf("delete", "run", name, "-w", tmp_path, check=0)
+    assert "No resources found" in lf("get", "pods", "-w", tmp_path, check=0).stderr
+    assert name in lf("get", "runs", "-w", tmp_path, check=0).stdout  # metadata history stays
+
+
+def test_get_in_an_empty_directory_says_there_is_no_workspace(tmp_path):
+    p = lf("get", "pods", "-w", tmp_path / "nothing", check=1)
+    assert "no localflow workspace" in p.stderr
+
+
+def _commands(group: click.Group, prefix=()):
+    for name, cmd in group.commands.items():
+        if isinstance(cmd, click.Group):
+            yield from _commands(cmd, prefix + (name,))
+        else:
+            yield prefix + (name,), cmd
+
+
+@pytest.mark.parametrize("path,cmd", list(_commands(cli)), ids=lambda x: " ".join(x) if isinstance(x, tuple) else "")
+def test_every_command_has_help_and_is_in_the_readme(path, cmd):
+    assert cmd.help and len(cmd.help) > 20
+    readme = (ROOT / "README.md").read_text()
+    assert f"localflow {' '.join(path)}" in readme, f"README.md does not show `localflow {' '.join(path)}`"
