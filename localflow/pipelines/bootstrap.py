@@ -347,8 +347,10 @@ def local_argv(cmd: LightweightCommand, python: str, *, image: str | None = None
     forms (the launcher sets ``_KFP_RUNTIME=true`` itself; ``LOCAL_ENV`` lists it for callers
     that build the environment), and ``[python, "-m", <executor module>, *cmd.args]`` for a
     containerized component (its module is found through ``kfp_config.ini`` in the working
-    directory, as in the image). ``cmd.args`` are passed unchanged: resolve placeholders in the
-    returned list (or resolve the args before parsing).
+    directory, as in the image). ``cmd.args`` are passed unchanged, so resolve the container
+    args with :func:`~localflow.pipelines.placeholders.resolve_command` BEFORE calling
+    :func:`parse_lightweight` (resolving the returned list would also scan the module source,
+    where a literal ``{{$...}}`` in user code would be taken for a placeholder).
 
     With ``check`` the requirements (and ``kfp`` itself) are checked in ``python`` first, once
     per interpreter and requirement set. Raises ExecutorError listing exactly what is missing
