@@ -25,7 +25,8 @@ from localflow.scheduler import Capacity, Scheduler
 from localflow.specs.loader import detect_kind, load_documents
 from localflow.workspace import Workspace, resolve_workspace
 
-__all__ = ["run", "Run", "Runtime", "open_runtime", "register_runner", "RUNNERS", "load_spec"]
+__all__ = ["run", "Run", "Runtime", "open_runtime", "register_runner", "RUNNERS", "load_spec", "garbage_collect",
+           "read_logs"]
 
 
 @dataclass
@@ -246,13 +247,70 @@ def _run_pipeline(docs: list[dict], rt: Runtime, *, params=None, cache=True, nam
                pods=rt.store.list("Pod", namespace, label_selector={"localflow.dev/run-id": ctl.run_id}))
 
 
+ACTIVE_RUN_STATES = ("PENDING", "RUNNING")
+
+
+def garbage_collect(workspace: str | os.PathLike | Workspace | None = None, *, dry_run: bool = False) -> dict:
+    """Clean up after runs whose localflow process died (killed, crashed, machine rebooted).
+
+    Runs still PENDING/RUNNING in the metadata whose owning process is gone are marked FAILED
+    (their records stay), and Docker containers and networks labelled with a run id that is not
+    alive are removed (``executors/docker.py`` ``remove_leftovers``). Returns
+    ``{"runs": [names], "containers": [names], "networks": [names]}``. Without a Docker engine
+    there are no containers to remove and that part is skipped.
+    """
+    from localflow.controllers.ownership import OWNER_PID_ANNOTATION, owner_alive
+    from localflow.errors import ExecutorError
+
+    ws = workspace if isinstance(workspace, Workspace) else resolve_workspace(workspace)
+    result: dict = {"runs": [], "containers": [], "networks": []}
+    alive: set[str] = set()
+    if ws.db_path.exists():
+        store, md = ObjectStore(ws.db_path), MetadataStore(ws.db_path)
+        try:
+            owners = {}
+            for obj in store.list(None, None):
+                ann = (obj.get("metadata") or {}).get("annotations") or {}
+                run_id = ((obj.get("metadata") or {}).get("labels") or {}).get("localflow.dev/run-id") or \
+                    ((obj.get("status") or {}).get("runId"))
+                if run_id and OWNER_PID_ANNOTATION in ann:
+                    owners[run_id] = ann[OWNER_PID_ANNOTATION]
+            for r in md.list_runs():
+                if r["state"] not in ACTIVE_RUN_STATES:
+                    continue
+                if owner_alive(owners.get(r["id"])):
+                    alive.add(r["id"])
+                    continue
+                result["runs"].append(r["name"])
+                if not dry_run:
+                    md.update_run(r["id"], state="FAILED", error="the localflow process running it is gone (cleaned by gc)",
+                                  finished=True)
+        finally:
+            store.close()
+            md.close()
+    try:
+        from localflow.executors import docker as docker_executor
+
+        ex = docker_executor.DockerExecutor()
+        ex.check()
+    except (ExecutorError, ImportError):
+        return result
+    if dry_run:
+        containers, networks = docker_executor.find_leftovers(ex.client, alive)
+        result["containers"] = [c.name for c in containers]
+        result["networks"] = [n.name for n in networks]
+    else:
+        result["containers"], result["networks"] = docker_executor.remove_leftovers(ex.client, alive)
+    return result
+
+
 def _load_builtin_runners() -> None:
     """Import the controllers that register themselves (training kinds) on first use."""
+    import importlib.util
+
     for module in ("localflow.controllers.trainingjob", "localflow.controllers.trainjob"):
-        try:
-            __import__(module)
-        except ImportError:
-            pass
+        if importlib.util.find_spec(module) is not None:
+            importlib.import_module(module)
 
 
 register_runner("PipelineSpec", _run_pipeline)

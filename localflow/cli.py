@@ -118,7 +118,7 @@ class _Progress:
         from rich.console import Console
 
         self.enabled = enabled
-        self.console = Console(stderr=True, highlight=False)
+        self.console = Console(stderr=True, highlight=False, soft_wrap=True)
         self.t0 = time.monotonic()
 
     def __call__(self, rec) -> None:

@@ -629,7 +629,9 @@ def _terminated(r: ContainerResult, clock: Clock) -> dict:
 def _container_terminated(c: dict, r: ContainerResult | None, restarts: int, clock: Clock,
                           reason: str | None, message: str | None) -> dict:
     if r is None:
-        term = {"exitCode": 137 if reason else 1, "reason": reason or "ContainerCannotRun",
+        reason = reason or "ContainerCannotRun"
+        term = {"exitCode": 128 if reason in ("ContainerCannotRun", "CreateContainerConfigError", "Error") else 137,
+                "reason": reason,
                 "finishedAt": clock.rfc3339()}
         if message:
             term["message"] = message

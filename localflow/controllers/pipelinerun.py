@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from localflow.clock import SYSTEM_CLOCK, Clock
+from localflow.controllers.ownership import owner_annotations
 from localflow.errors import ExecutorError, LocalflowError, SpecError
 from localflow.pipelines import bootstrap, cel, placeholders
 from localflow.pipelines.cache import fingerprint
@@ -179,7 +180,9 @@ class PipelineRunController:
         self.run_object = self.store.create({
             "apiVersion": RUN_API_VERSION, "kind": "Run",
             "metadata": {"name": self.run_name, "namespace": self.namespace,
-                         "labels": {RUN_ID_LABEL: self.run_id, "pipelines.kubeflow.org/pipeline": _k8s_name(self.pipeline_name, 63)}},
+                         "labels": {RUN_ID_LABEL: self.run_id, LF_RUN_LABEL: self.run_id,
+                                    "pipelines.kubeflow.org/pipeline": _k8s_name(self.pipeline_name, 63)},
+                         "annotations": owner_annotations()},
             "spec": {"displayName": self.run_name, "pipelineName": self.pipeline_name,
                      "runtimeConfig": {"parameters": self.params, "pipelineRoot": self.run_root},
                      "specPath": self.spec_path},
@@ -604,7 +607,9 @@ class PipelineRunController:
         pod = self.scheduler.submit(pod)
         t.record.pod = pod["metadata"]["name"]
         self._pods[t.record.pod] = t
-        self.metadata.update_execution(exec_id, state="RUNNING", pod_name=t.record.pod, started=True)
+        # the execution stays NEW while its Pod waits for admission; RUNNING once the Pod runs
+        self.metadata.update_execution(exec_id, pod_name=t.record.pod)
+        t.exec_running = False
         self._set_state(t, "RUNNING")
 
     def _local_lightweight(self, container: dict, ctx, path: str, image: str) -> list[str] | None:
@@ -715,6 +720,10 @@ class PipelineRunController:
         phase = (pod.get("status") or {}).get("phase")
         if ev.type == "DELETED" and phase not in ("Succeeded", "Failed"):
             phase = "Failed"
+        if phase in ("Running", "Succeeded", "Failed") and not getattr(t, "exec_running", True) \
+                and t.record.execution_id is not None:
+            t.exec_running = True
+            self.metadata.update_execution(t.record.execution_id, state="RUNNING", started=True)
         if phase not in ("Succeeded", "Failed"):
             return
         del self._pods[name]
