@@ -191,6 +191,9 @@ def test_workspace_artifact_path_is_rebased_and_custom_path_wins():
     argv = resolve_command(["{{$.inputs.artifacts['w'].path}}", "{{$.inputs.artifacts['c'].path}}"],
                            PlaceholderContext(executor_input=ei), "args")
     assert argv == ["/kfp-workspace/.artifacts/ws/a/w", "/mnt/data/c"]
+    host = PlaceholderContext(executor_input=ei, workspace_path="/home/u/.localflow/workspace")
+    assert resolve_command(["{{$.inputs.artifacts['w'].path}}"], host, "args") == \
+        ["/home/u/.localflow/workspace/.artifacts/ws/a/w"]
 
 
 def test_runtime_constants_resolve_only_whole_placeholders_like_the_driver(ir):

@@ -67,6 +67,8 @@ class PlaceholderContext:
     undeclared and unknown one is an error. The job/task fields are strings (RFC 3339 UTC times
     ``2026-01-02T03:04:05Z``); ``None`` means "not available" and makes the placeholder an error,
     except ``pipeline_job_schedule_time_utc`` which falls back to the creation time.
+    ``workspace_path`` is also the mount that ``.path`` of a ``_kfp_workspace`` artifact is
+    rebased onto (``/kfp-workspace`` when None).
     """
 
     executor_input: dict = field(default_factory=dict)
@@ -242,7 +244,8 @@ def _artifact_text(ctx, io, name, attr, key, placeholder, path) -> str:
     if attr == ".uri":
         return first.get("uri", "")
     if attr == ".path":
-        return uri_to_path(first.get("uri", ""), metadata=metadata, custom_path=first.get("customPath"))
+        return uri_to_path(first.get("uri", ""), metadata=metadata, custom_path=first.get("customPath"),
+                           workspace_mount=ctx.workspace_path or WORKSPACE_MOUNT_PATH)
     if key is None:
         return json.dumps(metadata, separators=(",", ":"), ensure_ascii=False)
     if key not in metadata:
