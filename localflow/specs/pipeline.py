@@ -388,7 +388,6 @@ def _check_references(spec: dict) -> None:
     if not info.get("name"):
         raise SpecError("pipelineInfo.name", "is missing", fix="give the pipeline a name: @dsl.pipeline(name=...)")
     executors = (spec.get("deploymentSpec") or {}).get("executors") or {}
-    components = spec.get("components") or {}
     uses = nx.DiGraph()
     for comp_path, comp in _component_specs(spec):
         if "dag" in comp and "executorLabel" in comp:
