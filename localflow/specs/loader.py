@@ -13,6 +13,9 @@ import yaml
 
 from localflow.errors import NotFound, SpecError
 
+# libyaml's loader when PyYAML was built with it: same safe semantics, ~10x faster on compiled IR
+_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 __all__ = ["load_documents", "detect_kind", "unwrap_pipeline_job", "KNOWN_API_VERSIONS", "PIPELINE_SPEC"]
 
 #: The kind name :func:`detect_kind` returns for a compiled KFP pipeline (or a PipelineJob).
@@ -61,7 +64,7 @@ def load_documents(source: str | os.PathLike, *, text: str | None = None) -> lis
         except UnicodeDecodeError as exc:
             raise SpecError(name, f"is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     try:
-        raw = list(yaml.safe_load_all(text))
+        raw = list(yaml.load_all(text, Loader=_SafeLoader))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"{name}:{mark.line + 1}:{mark.column + 1}" if mark else name
