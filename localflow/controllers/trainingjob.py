@@ -1,0 +1,310 @@
+"""Controller for the kubeflow.org/v1 training kinds: TFJob, PyTorchJob, XGBoostJob, JAXJob, PaddleJob, MPIJob.
+
+One controller drives every v1 kind; what differs per kind is data (:mod:`localflow.training.kinds`)
+and plug-ins (env injection in :mod:`localflow.training.env`, success rules in
+:mod:`localflow.training.policy`). Like the operator's reconciler (kubeflow/training-operator
+``pkg/controller.v1/common/job.go``), it reads the job and its Pods, decides with the pure
+:func:`localflow.training.policy.reconcile`, and applies the decision: Pods through the
+scheduler (all replicas as one gang), status through the object store, Events on the job.
+"""
+from __future__ import annotations
+
+import copy
+import threading
+import time
+from dataclasses import dataclass, field
+
+from localflow.clock import SYSTEM_CLOCK, Clock
+from localflow.errors import LocalflowError, NotFound, Unschedulable
+from localflow.specs.training import job_warnings, load_job
+from localflow.training.conditions import is_failed, is_finished, reason, update_conditions
+from localflow.training.kinds import KINDS, LABEL_JOB_NAME, LABEL_OPERATOR_NAME, LABEL_REPLICA_INDEX, LABEL_REPLICA_TYPE
+from localflow.training.mpi import config_map
+from localflow.training.policy import Decision, created_condition, exit_code, reconcile
+from localflow.training.pods import replica_pods
+from localflow.training.ports import PortAllocator
+
+__all__ = ["TrainingJobController", "ReplicaRecord", "replica_records"]
+
+_POLL_S = 0.25  # how long to wait for a Pod event before re-checking clock-driven deadlines
+
+
+@dataclass
+class ReplicaRecord:
+    """One replica of a finished (or running) job, as ``Run.tasks`` reports it.
+
+    ``name``/``pod``: the Pod name; ``replica_type``/``index``; ``state``: the Pod phase;
+    ``exit_code`` of the kind's default container (None while running); ``restarts``: container
+    restarts; ``address``: ``host:port`` it listens on; ``volumes``: PVC mounts
+    ``[{claim, mountPath}]`` (where a model written by the replica lands: workspace ``pvc/<claim>``).
+    """
+
+    name: str
+    pod: str
+    replica_type: str
+    index: int
+    state: str
+    display_name: str = ""
+    task: str = ""
+    kind: str = "replica"
+    exit_code: int | None = None
+    restarts: int = 0
+    address: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    volumes: list = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def replica_records(job: dict, pods: list[dict]) -> dict[str, ReplicaRecord]:
+    """``{pod name: ReplicaRecord}`` for the job's current Pods (kind's default container for exit codes)."""
+    info = KINDS[job["kind"]]
+    out = {}
+    for p in sorted(pods, key=lambda p: p["metadata"]["name"]):
+        labels = p["metadata"].get("labels") or {}
+        st = p.get("status") or {}
+        code = exit_code(p, info.container)
+        finished = None
+        for cs in st.get("containerStatuses") or []:
+            term = (cs.get("state") or {}).get("terminated")
+            if term:
+                finished = max(finished or "", term.get("finishedAt") or "") or None
+        claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in p["spec"].get("volumes") or []
+                  if "persistentVolumeClaim" in v}
+        vols = [{"claim": claims[m["name"]], "mountPath": m["mountPath"]}
+                for c in p["spec"].get("containers") or [] for m in c.get("volumeMounts") or [] if m["name"] in claims]
+        name = p["metadata"]["name"]
+        rtype = info.canonical_type(labels.get(LABEL_REPLICA_TYPE, "")) or labels.get(LABEL_REPLICA_TYPE, "")
+        out[name] = ReplicaRecord(
+            name=name, pod=name, replica_type=rtype, index=int(labels.get(LABEL_REPLICA_INDEX, "0")),
+            state=st.get("phase", "Pending"), display_name=f"{rtype}-{labels.get(LABEL_REPLICA_INDEX, '0')}", task=name,
+            exit_code=None if code == 0xBEEF else code,
+            restarts=sum(int(cs.get("restartCount") or 0) for cs in st.get("containerStatuses") or []),
+            address=(p["metadata"].get("annotations") or {}).get("localflow.dev/address"),
+            started_at=st.get("startTime"), finished_at=finished, volumes=vols)
+    return out
+
+
+class TrainingJobController:
+    """Runs v1 training jobs on one machine with the operator's semantics. Thread-safe per job.
+
+    ``store``: :class:`localflow.fakes.ObjectStore`; ``scheduler``:
+    :class:`localflow.scheduler.Scheduler` (its ``addressing`` picks loopback or dns); ``clock``
+    drives deadlines and TTLs; ``ports``: allocator for loopback ports (default: free kernel ports);
+    ``gpus``: GPUs on this machine (default: detected).
+
+    Use :meth:`apply` then :meth:`run_until_done`; :meth:`suspend`/:meth:`resume` flip
+    ``runPolicy.suspend``; :meth:`reconcile` is one pass (tests drive time with a FakeClock).
+    """
+
+    def __init__(self, store, scheduler, clock: Clock = SYSTEM_CLOCK, *, ports: PortAllocator | None = None,
+                 gpus: int | None = None):
+        self.store, self.scheduler, self.clock = store, scheduler, clock
+        self.ports = ports or PortAllocator()
+        self.gpus = gpus
+        self._manifests: dict[tuple[str, str, str], dict[str, dict]] = {}
+        self._retries: dict[tuple[str, str, str], int] = {}
+        self._emitted: dict[tuple[str, str, str], set] = {}
+        self._lock = threading.RLock()
+
+    # ------------------------------------------------------------------ public API
+    def apply(self, job_dict: dict) -> dict:
+        """Validate and default ``job_dict``, create the job object (``Created`` condition) and,
+        unless suspended, all its replica Pods as one gang. Returns the stored job.
+
+        Raises :class:`~localflow.errors.SpecError` for an invalid spec (nothing is created) and
+        :class:`~localflow.errors.Unschedulable` when the replicas together can never fit this
+        machine (the job is then ``Failed`` with that reason and no Pod is created).
+        """
+        job = load_job(job_dict, gpus=self.gpus)
+        from localflow.controllers.ownership import owner_annotations
+
+        job["metadata"].setdefault("namespace", "default")
+        job["metadata"]["annotations"] = {**(job["metadata"].get("annotations") or {}), **owner_annotations()}
+        job["status"] = created_condition(job, self.clock.now())
+        obj = self.store.create(job)
+        key = self._key(obj)
+        self._emit(obj, "Normal", reason(obj["kind"], "Created"), f"{obj['kind']} {obj['metadata']['name']} is created.")
+        for w in job_warnings(obj):
+            if "overwritten" in w:
+                self._emit(obj, "Warning", "SetPodTemplateRestartPolicy",
+                           "Restart policy in pod template will be overwritten by restart policy in replica spec")
+        if obj["kind"] == "MPIJob":
+            self.store.create(config_map(obj))
+        manifests = replica_pods(obj, self.scheduler.addressing, self.ports)
+        with self._lock:
+            self._manifests[key] = {m["metadata"]["name"]: m for m in manifests}
+            self._retries[key] = 0
+        if (obj["spec"].get("runPolicy") or {}).get("suspend"):
+            return self.reconcile(obj["metadata"]["name"], obj["metadata"]["namespace"], kind=obj["kind"])[0]
+        try:
+            self._create_pods(obj, manifests)
+        except Unschedulable as exc:
+            self._fail(obj, f"{obj['kind']} {obj['metadata']['name']} cannot be scheduled: {exc.message}")
+            raise
+        return self.reconcile(obj["metadata"]["name"], obj["metadata"]["namespace"], kind=obj["kind"])[0]
+
+    def reconcile(self, name: str, namespace: str = "default", *, kind: str | None = None) -> tuple[dict | None, Decision | None]:
+        """One reconcile pass; returns ``(job after the pass or None if deleted, decision)``."""
+        job = self._get(name, namespace, kind)
+        if job is None:
+            return None, None
+        key = self._key(job)
+        pods = self._pods(job)
+        decision = reconcile(job, pods, self.clock.now(), self._retries.get(key, 0))
+        with self._lock:
+            self._retries[key] = self._retries.get(key, 0) + decision.restarts
+        for type_, reason_, message in decision.events:
+            self._emit(job, type_, reason_, message)
+        for pod_name in decision.delete:
+            self.scheduler.delete_pod(pod_name, namespace)
+            self._emit(job, "Normal", "SuccessfulDeletePod", f"Deleted pod: {pod_name}")
+        if decision.status != job.get("status"):
+            job = self.store.update_status(job["kind"], name, decision.status, namespace)
+        if decision.delete_job:
+            self._delete_job(job)
+            return None, decision
+        if decision.create and not is_finished(decision.status):
+            by_name = self._manifests.get(key) or {m["metadata"]["name"]: m for m in
+                                                   replica_pods(job, self.scheduler.addressing, self.ports)}
+            self._manifests[key] = by_name
+            wanted = [by_name[m] for m in by_name if self._replica_of(by_name[m]) in set(decision.create)]
+            try:
+                self._create_pods(job, wanted)
+            except Unschedulable as exc:
+                job = self._fail(job, f"{job['kind']} {name} cannot be scheduled: {exc.message}")
+        return job, decision
+
+    def run_until_done(self, name: str, namespace: str = "default", timeout: float | None = None,
+                       *, kind: str | None = None) -> dict:
+        """Reconcile on every Pod or job change until the job is finished and its cleanup is done.
+
+        Returns the final job dict (the last one seen if the TTL deleted it). Raises
+        ``TimeoutError`` after ``timeout`` wall-clock seconds, :class:`NotFound` if the job
+        does not exist.
+        """
+        job = self._get(name, namespace, kind)
+        if job is None:
+            raise NotFound(f"no training job {name!r} in namespace {namespace!r}")
+        kind = job["kind"]
+        selector = {LABEL_JOB_NAME: name, LABEL_OPERATOR_NAME: KINDS[kind].operator_name}
+        start = time.monotonic()  # a safety net in wall time; job deadlines use self.clock
+        with self.store.watch(kind="Pod", namespace=namespace, label_selector=selector) as pods_w, \
+                self.store.watch(kind=kind, namespace=namespace) as job_w:
+            last = job
+            while True:
+                current, decision = self.reconcile(name, namespace, kind=kind)
+                if current is None:
+                    return last
+                last = current
+                # finished, its cleanup applied (requeue_after == 0 means "clean up on the next pass")
+                if is_finished(current.get("status")) and decision is not None and not decision.delete \
+                        and decision.requeue_after != 0.0:
+                    return current
+                if timeout is not None and time.monotonic() - start > timeout:
+                    raise TimeoutError(f"{kind} {name} did not finish within {timeout}s")
+                wait = _POLL_S if decision is None or decision.requeue_after is None else min(_POLL_S, max(decision.requeue_after, 0.0))
+                if pods_w.get(timeout=wait) is not None or job_w.get(timeout=0) is not None:
+                    pods_w.drain()
+                    job_w.drain()
+
+    def suspend(self, name: str, namespace: str = "default", *, kind: str | None = None) -> dict:
+        """Set ``runPolicy.suspend: true`` (Pods are deleted, ``Suspended`` condition) and reconcile."""
+        return self._set_suspend(name, namespace, kind, True)
+
+    def resume(self, name: str, namespace: str = "default", *, kind: str | None = None) -> dict:
+        """Set ``runPolicy.suspend: false`` (``Resumed``, Pods recreated as a gang) and reconcile."""
+        return self._set_suspend(name, namespace, kind, False)
+
+    def delete(self, name: str, namespace: str = "default", *, kind: str | None = None) -> None:
+        """Delete the job and its Pods (processes killed first)."""
+        job = self._get(name, namespace, kind)
+        if job is not None:
+            self._delete_job(job)
+
+    def records(self, name: str, namespace: str = "default", *, kind: str | None = None) -> dict[str, ReplicaRecord]:
+        """Per-replica results of the job's current Pods (see :class:`ReplicaRecord`)."""
+        job = self._get(name, namespace, kind)
+        return {} if job is None else replica_records(job, self._pods(job))
+
+    # ------------------------------------------------------------------ internals
+    @staticmethod
+    def _key(job: dict) -> tuple[str, str, str]:
+        return job["kind"], job["metadata"].get("namespace") or "default", job["metadata"]["name"]
+
+    @staticmethod
+    def _replica_of(pod: dict) -> tuple[str, int]:
+        labels = pod["metadata"]["labels"]
+        info = next(k for k in KINDS.values() if k.operator_name == labels[LABEL_OPERATOR_NAME])
+        return info.canonical_type(labels[LABEL_REPLICA_TYPE]), int(labels[LABEL_REPLICA_INDEX])
+
+    def _get(self, name: str, namespace: str, kind: str | None) -> dict | None:
+        kinds = [kind] if kind else list(KINDS)
+        for k in kinds:
+            try:
+                return self.store.get(k, name, namespace)
+            except NotFound:
+                continue
+        return None
+
+    def _pods(self, job: dict) -> list[dict]:
+        sel = {LABEL_JOB_NAME: job["metadata"]["name"], LABEL_OPERATOR_NAME: KINDS[job["kind"]].operator_name}
+        return self.store.list("Pod", job["metadata"].get("namespace") or "default", label_selector=sel)
+
+    def _emit(self, job: dict, type_: str, reason_: str, message: str) -> None:
+        key = self._key(job)
+        with self._lock:
+            seen = self._emitted.setdefault(key, set())
+            if (type_, reason_, message) in seen and reason_ not in ("SuccessfulCreatePod", "SuccessfulDeletePod"):
+                return
+            seen.add((type_, reason_, message))
+        self.store.record_event(job, reason_, message, type=type_, component=KINDS[job["kind"]].operator_name)
+
+    def _create_pods(self, job: dict, manifests: list[dict]) -> None:
+        if not manifests:
+            return
+        ns, name = job["metadata"].get("namespace") or "default", job["metadata"]["name"]
+        clean = [copy.deepcopy(m) for m in manifests]
+        for m in clean:
+            m["metadata"]["ownerReferences"][0]["uid"] = job["metadata"]["uid"]
+        if len(clean) == 1:
+            self.scheduler.submit(clean[0])
+        else:
+            self.scheduler.submit_gang(clean, gang=f"{ns}/{job['kind']}/{name}")
+        for m in clean:
+            self._emit(job, "Normal", "SuccessfulCreatePod", f"Created pod: {m['metadata']['name']}")
+
+    def _fail(self, job: dict, message: str) -> dict:
+        status = copy.deepcopy(job.get("status") or {})
+        if not is_failed(status):
+            status["conditions"] = update_conditions(status.get("conditions"), "Failed", "True",
+                                                     reason(job["kind"], "Failed"), message, self.clock.rfc3339())
+            status.setdefault("completionTime", self.clock.rfc3339())
+        self._emit(job, "Warning", reason(job["kind"], "Failed"), message)
+        return self.store.update_status(job["kind"], job["metadata"]["name"], status, job["metadata"].get("namespace"))
+
+    def _set_suspend(self, name: str, namespace: str, kind: str | None, value: bool) -> dict:
+        job = self._get(name, namespace, kind)
+        if job is None:
+            raise NotFound(f"no training job {name!r} in namespace {namespace!r}")
+        self.store.patch(job["kind"], name, {"spec": {"runPolicy": {"suspend": value}}}, namespace)
+        out, _ = self.reconcile(name, namespace, kind=job["kind"])
+        return out
+
+    def _delete_job(self, job: dict) -> None:
+        ns = job["metadata"].get("namespace") or "default"
+        for p in self._pods(job):
+            self.scheduler.delete_pod(p["metadata"]["name"], ns)
+        try:
+            self.store.delete(job["kind"], job["metadata"]["name"], ns)
+        except LocalflowError:
+            pass
+        with self._lock:
+            key = self._key(job)
+            for m in (self._manifests.pop(key, None) or {}).values():
+                for c in m["spec"].get("containers") or []:
+                    for p in c.get("ports") or []:
+                        if self.scheduler.addressing == "loopback":
+                            self.ports.release(p.get("containerPort"))
