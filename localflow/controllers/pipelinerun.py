@@ -115,6 +115,7 @@ class _Task:
         self.loop_running = 0
         self.loop_limit = 0
         self.exec_ctx: dict | None = None
+        self.exec_running = True  # False while the execution is NEW (its Pod not yet running)
 
     @property
     def state(self) -> str:
@@ -720,8 +721,7 @@ class PipelineRunController:
         phase = (pod.get("status") or {}).get("phase")
         if ev.type == "DELETED" and phase not in ("Succeeded", "Failed"):
             phase = "Failed"
-        if phase in ("Running", "Succeeded", "Failed") and not getattr(t, "exec_running", True) \
-                and t.record.execution_id is not None:
+        if phase in ("Running", "Succeeded") and not t.exec_running and t.record.execution_id is not None:
             t.exec_running = True
             self.metadata.update_execution(t.record.execution_id, state="RUNNING", started=True)
         if phase not in ("Succeeded", "Failed"):
