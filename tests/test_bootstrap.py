@@ -196,3 +196,17 @@ def test_failing_component_exits_nonzero_with_its_traceback(executors, tmp_path)
     assert proc.returncode == 1
     assert "ValueError: bad x 7" in proc.stderr
     assert 'ephemeral_component.py", line' in proc.stderr
+
+
+@pytest.mark.parametrize("pin", ["kfp==2.0.0", "kfp==2.99.1"])
+def test_kfp_pin_of_another_2x_version_runs_on_the_installed_kfp(pin):
+    cmd = LightweightCommand(form="bootstrap", function_name="f", args=(), module_source="", requirements=(pin,))
+    argv = local_argv(cmd, sys.executable)
+    assert argv[:2] == [sys.executable, "-c"]
+
+
+def test_kfp_pin_of_another_major_version_is_missing():
+    cmd = LightweightCommand(form="bootstrap", function_name="f", args=(), module_source="", requirements=("kfp==1.8.22",))
+    with pytest.raises(ExecutorError) as e:
+        local_argv(cmd, sys.executable)
+    assert "kfp>=1,<2" in str(e.value)

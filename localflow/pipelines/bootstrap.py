@@ -357,7 +357,7 @@ def local_argv(cmd: LightweightCommand, python: str, *, image: str | None = None
     and the fix: ``<python> -m pip install '<spec>' ...`` or an ``images:`` mapping in
     ``localflow.yaml`` to an interpreter that has them.
     """
-    requirements = list(cmd.requirements)
+    requirements = [_relax_kfp_pin(r) for r in cmd.requirements]
     if check and not any(_req_name(r) == "kfp" for r in requirements):
         requirements.append("kfp")  # the runner needs kfp.dsl.executor_main in any form
     if check:
@@ -367,6 +367,17 @@ def local_argv(cmd: LightweightCommand, python: str, *, image: str | None = None
     if cmd.form == "containerized":
         return [python, "-m", cmd.executor_module, *cmd.args]
     return [python, "-c", LAUNCHER.format(module=cmd.executor_module), cmd.module_source or "", *cmd.args]
+
+
+def _relax_kfp_pin(spec: str) -> str:
+    """``kfp==2.16.0`` -> ``kfp>=2,<3``: the SDK pins the version it compiled with, but any kfp of
+    the same major version runs ``kfp.dsl.executor_main`` with the same ExecutorInput contract, and
+    offline there is no way to install the exact pin. Other requirements stay as written."""
+    m = re.fullmatch(r"\s*kfp\s*==\s*(\d+)(\.[0-9A-Za-z.]*)?\s*", spec)
+    if not m:
+        return spec
+    major = int(m.group(1))
+    return f"kfp>={major},<{major + 1}"
 
 
 def _req_name(spec: str) -> str:
