@@ -10,12 +10,14 @@ Tasks (names as compiled):
   and returns ``"<state> <pipelineTaskName>"``; it also prints the whole status.
 
 Expected, default (``fail=False``): run SUCCEEDED; work, after-work, final-status SUCCEEDED;
-after-work.Output == "after worked"; final-status sees state "SUCCEEDED" for task "exit-handler-1",
-so final-status.Output == "SUCCEEDED exit-handler-1" (KFP v2 API state names, as kfp.local and
-Vertex report them; the open-source backend writes the MLMD name "COMPLETE" instead).
+after-work.Output == "after worked"; final-status sees state "COMPLETE" for task "exit-handler-1",
+so final-status.Output == "COMPLETE exit-handler-1". The state is the MLMD execution state name, as the
+open-source backend fills it (pipelines-ir.md 8.3); kfp.local and Vertex report "SUCCEEDED" instead.
 
 ``fail=True``: run FAILED; work FAILED (exit code 3); after-work never runs (its upstream failed);
 final-status still runs and SUCCEEDED, with final-status.Output == "FAILED exit-handler-1".
+
+kfp.local (2.17.3) runs both cases; it gives "SUCCEEDED exit-handler-1" for the default case.
 """
 from kfp import dsl
 
@@ -62,7 +64,7 @@ EXPECTED = [
         "tasks": {"work": "SUCCEEDED", "after-work": "SUCCEEDED", "final-status": "SUCCEEDED"},
         "task_outputs": {
             "after-work": {"Output": "after worked"},
-            "final-status": {"Output": "SUCCEEDED exit-handler-1"},
+            "final-status": {"Output": "COMPLETE exit-handler-1"},
         },
     },
     {

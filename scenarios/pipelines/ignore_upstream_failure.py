@@ -16,11 +16,12 @@ Expected, default (fail=True): run FAILED; may-fail FAILED; cleanup SUCCEEDED wi
 "upstream failed"; report-status SUCCEEDED with Output "FAILED may-fail"; echo does not run (its
 upstream failed; never SUCCEEDED).
 ``fail=False``: run SUCCEEDED; every task SUCCEEDED; cleanup.Output == "upstream ok"; echo.Output ==
-"upstream ok"; report-status.Output == "SUCCEEDED may-fail".
+"upstream ok"; report-status.Output == "COMPLETE may-fail" (MLMD state name, as the open-source
+backend writes it; kfp.local says "SUCCEEDED may-fail").
 
 The default-value fallback is what the SDK requires: ``ignore_upstream_failure()`` refuses an input fed
 by an upstream task unless the input has a default. kfp.local (2.17.3) gives the ``fail=False`` results
-above, but with ``fail=True`` it stops after may-fail with ``ValueError: Tried to get output 'Output'
+above (with "SUCCEEDED" for "COMPLETE"), but with ``fail=True`` it stops after may-fail with ``ValueError: Tried to get output 'Output'
 from task 'may-fail', but task 'may-fail' not found.`` (no fallback to the default).
 """
 from kfp import dsl
@@ -83,7 +84,7 @@ EXPECTED = [
         "task_outputs": {
             "cleanup": {"Output": "upstream ok"},
             "echo": {"Output": "upstream ok"},
-            "report-status": {"Output": "SUCCEEDED may-fail"},
+            "report-status": {"Output": "COMPLETE may-fail"},
         },
     },
 ]

@@ -20,6 +20,9 @@ importer and summarize SUCCEEDED; the importer artifact's URI equals the given `
 metadata is {"source": "bundled", "format": "csv"}; summarize outputs rows == 3,
 source == "bundled", fmt == "csv". With ``source="lab"``: source == "lab". The imported file is read
 in place, never modified. Leaving out ``uri`` is a missing-required-parameter error.
+Each case assumes a fresh workspace: with ``reimport=False`` the backend may reuse the artifact
+recorded by an earlier import of the same URI (pipelines-ir.md section 13), metadata included, and
+``summarize`` would then be a cache hit returning the first run's ``source``.
 """
 from typing import NamedTuple
 
