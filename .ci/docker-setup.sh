@@ -41,7 +41,23 @@ wait_engine() {  # $1 = pid of the dockerd we started
     return 1
 }
 
+settle_previous() {  # a dockerd still starting or stopping owns /var/run/docker.pid: wait for it
+    local pidfile=/var/run/docker.pid old deadline=$(( $(date +%s) + wait_s ))
+    [ -f "$pidfile" ] || return 0
+    old="$(cat "$pidfile" 2>/dev/null || true)"
+    while [ -n "$old" ] && kill -0 "$old" 2>/dev/null; do
+        engine_up && return 0
+        if [ "$(date +%s)" -ge "$deadline" ]; then
+            echo "docker-setup: dockerd pid $old holds $pidfile but does not answer" >&2; exit 1
+        fi
+        sleep 0.5
+    done
+    rm -f "$pidfile"   # stale: its process is gone
+}
+
 start_dockerd() {
+    settle_previous
+    engine_up && return 0
     echo "docker-setup: starting dockerd $*" | tee -a "$log"
     nohup dockerd "$@" >>"$log" 2>&1 &
     local pid=$!
@@ -51,8 +67,8 @@ start_dockerd() {
         return 0
     fi
     kill "$pid" 2>/dev/null || true
-    for _ in $(seq 1 20); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
-    rm -f /var/run/docker.pid
+    for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+    [ "$(cat /var/run/docker.pid 2>/dev/null)" = "$pid" ] && rm -f /var/run/docker.pid
     return 1
 }
 
