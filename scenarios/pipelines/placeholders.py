@@ -14,9 +14,11 @@ Expected: run SUCCEEDED; both tasks SUCCEEDED; in each task's JSON output:
 - ``job_name`` is the run's display name (non-empty);
 - ``job_id`` is the run UUID (``uuid.UUID(job_id)`` parses);
 - ``create_time`` is the run creation time, RFC 3339 UTC with seconds, e.g. "2026-01-02T03:04:05Z";
-- ``task_id`` is a non-empty id of the task execution;
+- ``task_id`` is a non-empty execution id (the backend passes the MLMD id of the enclosing DAG
+  execution, pipelines-ir.md 7.4, so both tasks here may get the same value; kfp.local draws a random
+  id per task);
 - ``job_name``, ``job_resource_name``, ``job_id`` and ``create_time`` are equal in the two tasks;
-  ``task_name`` and ``task_id`` differ.
+  ``task_name`` differs.
 No placeholder text (``{{$.``) survives in any value.
 
 kfp.local (2.17.3) cannot run this pipeline: it has no substitution for
