@@ -21,8 +21,9 @@ backend writes it; kfp.local says "SUCCEEDED may-fail").
 
 The default-value fallback is what the SDK requires: ``ignore_upstream_failure()`` refuses an input fed
 by an upstream task unless the input has a default. kfp.local (2.17.3) gives the ``fail=False`` results
-above (with "SUCCEEDED" for "COMPLETE"), but with ``fail=True`` it stops after may-fail with ``ValueError: Tried to get output 'Output'
-from task 'may-fail', but task 'may-fail' not found.`` (no fallback to the default).
+above (with "SUCCEEDED" for "COMPLETE"), but with ``fail=True`` it stops after may-fail with
+``ValueError: Tried to get output 'Output' from task 'may-fail', but task 'may-fail' not found.`` (no
+fallback to the default).
 """
 from kfp import dsl
 

@@ -1,9 +1,9 @@
 """A pipeline used as a component inside another pipeline, with parameter and artifact outputs.
 
 ``add_and_describe`` (an inner ``@dsl.pipeline``; the compiler emits one DAG component per use,
-``comp-add-and-describe`` and ``comp-add-and-describe-2``) takes ``a`` and ``b``, runs ``add`` (returns a+b) and ``describe`` (writes
-``"<a>+<b>=<sum>"`` into Output[Artifact] ``text``), and outputs ``total`` (int, from add) and ``report``
-(Artifact, from describe) through its ``dag.outputs``.
+``comp-add-and-describe`` and ``comp-add-and-describe-2``) takes ``a`` and ``b``, runs ``add`` (returns
+a+b) and ``describe`` (writes ``"<a>+<b>=<sum>"`` into Output[Artifact] ``text``), and outputs
+``total`` (int, from add) and ``report`` (Artifact, from describe) through its ``dag.outputs``.
 
 Outer tasks (names as compiled): ``add-and-describe`` (a=x, b=y), ``add-and-describe-2``
 (a=add-and-describe.total, b=10), then ``read-report`` which reads ``add-and-describe-2.report`` and
