@@ -308,3 +308,58 @@ class TrainingJobController:
                     for p in c.get("ports") or []:
                         if self.scheduler.addressing == "loopback":
                             self.ports.release(p.get("containerPort"))
+
+
+def _create_side_objects(store, docs: list[dict], namespace: str) -> None:
+    """ConfigMaps and Secrets shipped in the same YAML as the job (volumes and env refer to them)."""
+    for d in docs:
+        if isinstance(d, dict) and d.get("kind") in ("ConfigMap", "Secret"):
+            obj = copy.deepcopy(d)
+            obj.setdefault("metadata", {}).setdefault("namespace", namespace)
+            try:
+                store.get(obj["kind"], obj["metadata"]["name"], obj["metadata"]["namespace"])
+            except NotFound:
+                store.create(obj)
+
+
+def run_training_job(docs: list[dict], rt, *, namespace: str = "default", on_task=None, timeout: float | None = None,
+                     **_) -> "object":
+    """Runner for ``localflow.api.run``: apply the first v1 training job in ``docs`` and wait for it.
+
+    Returns an ``api.Run`` whose ``tasks`` are :class:`ReplicaRecord` per replica Pod, ``state``
+    ``SUCCEEDED``/``FAILED`` and ``error`` the Failed condition's message. Metadata recording of the
+    job, replicas and models written to PVCs is left to the API layer (see ``ReplicaRecord.volumes``).
+    """
+    from localflow.api import Run
+
+    job = next((d for d in docs if isinstance(d, dict) and d.get("kind") in KINDS), None)
+    if job is None:
+        raise LocalflowError("no training job in the spec")
+    job = copy.deepcopy(job)
+    job.setdefault("metadata", {}).setdefault("namespace", namespace)
+    ns = job["metadata"]["namespace"]
+    _create_side_objects(rt.store, docs, ns)
+    ctl = TrainingJobController(rt.store, rt.scheduler, rt.clock)
+    obj = ctl.apply(job)
+    name = obj["metadata"]["name"]
+    final = ctl.run_until_done(name, ns, timeout=timeout, kind=obj["kind"])
+    records = ctl.records(name, ns, kind=obj["kind"])
+    if on_task is not None:
+        for r in records.values():
+            on_task(r)
+    failed = is_failed(final.get("status"))
+    error = next((c.get("message") for c in reversed(final["status"].get("conditions") or [])
+                  if c.get("type") == "Failed" and c.get("status") == "True"), None)
+    return Run(id=final["metadata"]["uid"], name=name, kind=final["kind"], state="FAILED" if failed else "SUCCEEDED",
+               workspace=rt.workspace, tasks=records, error=error, object=final,
+               pods=ctl._pods(final))
+
+
+def _register() -> None:
+    from localflow.api import register_runner
+
+    for kind in KINDS:
+        register_runner(kind, run_training_job)
+
+
+_register()

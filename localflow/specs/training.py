@@ -413,6 +413,9 @@ def trainjob_errors(tj: dict, runtime: dict | None = None, *, gpus: int | None =
                 errs.append(SpecError(f"TrainJob.spec.trainer.env[{i}]", f"{n} is reserved for the XGBoost runtime",
                                       fix="remove it: the runtime sets it"))
     if runtime is not None:
+        from localflow.training.runtimes import runtime_patch_errors
+
+        errs.extend(runtime_patch_errors(tj, runtime))
         jobs = {rj.get("name") for rj in (((runtime.get("spec") or {}).get("template") or {}).get("spec") or {}).get("replicatedJobs") or []
                 if isinstance(rj, dict)}
         init = spec.get("initializer") or {}

@@ -24,6 +24,7 @@ from localflow.training.gpus import gpu_resources
 from localflow.training.ports import PortAllocator
 
 __all__ = ["BUILTIN_RUNTIMES", "TRAINER_PORT", "ReplicatedJobPlan", "resolve_runtime", "trainjob_plan",
+           "apply_runtime_patches", "runtime_patch_errors",
            "framework", "num_nodes", "torch_nproc_per_node", "LABEL_JOBSET_NAME", "LABEL_REPLICATED_JOB",
            "LABEL_JOB_INDEX", "LABEL_COMPLETION_INDEX", "LABEL_ANCESTOR", "COMPLETION_INDEX_FIELD"]
 
@@ -130,6 +131,95 @@ def torch_nproc_per_node(tj: dict, runtime: dict) -> str:
     return value
 
 
+def _merge_by_name(base: list[dict], extra: list[dict]) -> list[dict]:
+    out = [dict(x) for x in base or []]
+    for item in extra or []:
+        for i, cur in enumerate(out):
+            if cur.get("name") == item.get("name"):
+                out[i] = {**cur, **item}
+                break
+        else:
+            out.append(dict(item))
+    return out
+
+
+def runtime_patch_errors(tj: dict, runtime: dict) -> list[SpecError]:
+    """Problems of ``spec.runtimePatches``: unknown replicated jobs or containers, env for the
+    ``node``/initializer containers (only the Trainer/Initializer APIs may set it)."""
+    errs = []
+    jobs = {rj.get("name"): rj for rj in ((runtime.get("spec") or {}).get("template") or {}).get("spec", {})
+            .get("replicatedJobs") or []}
+    for i, patch in enumerate((tj.get("spec") or {}).get("runtimePatches") or []):
+        base = f"TrainJob.spec.runtimePatches[{i}]"
+        if not isinstance(patch, dict) or not patch.get("manager"):
+            errs.append(SpecError(f"{base}.manager", "must be set", fix="name who owns the patch, e.g. example.io/team"))
+            continue
+        rjs = ((((patch.get("trainingRuntimeSpec") or {}).get("template") or {}).get("spec") or {})
+               .get("replicatedJobs") or [])
+        for j, rp in enumerate(rjs):
+            p = f"{base}.trainingRuntimeSpec.template.spec.replicatedJobs[{j}]"
+            rj = jobs.get(rp.get("name"))
+            if rj is None:
+                errs.append(SpecError(f"{p}.name", f"the runtime has no replicated job {rp.get('name')!r}",
+                                      fix="patch one of: " + ", ".join(str(n) for n in jobs)))
+                continue
+            pod = ((((rj.get("template") or {}).get("spec") or {}).get("template") or {}).get("spec") or {})
+            names = {c.get("name") for c in (pod.get("containers") or []) + (pod.get("initContainers") or [])}
+            pspec = (((rp.get("template") or {}).get("spec") or {}).get("template") or {}).get("spec") or {}
+            for field in ("containers", "initContainers"):
+                for k, c in enumerate(pspec.get(field) or []):
+                    cp = f"{p}.template.spec.template.spec.{field}[{k}]"
+                    if c.get("name") not in names:
+                        errs.append(SpecError(f"{cp}.name", f"the runtime job {rp.get('name')!r} has no container {c.get('name')!r}"))
+                    elif c.get("env") and c.get("name") in (_NODE, "dataset-initializer", "model-initializer"):
+                        errs.append(SpecError(f"{cp}.env", f"must not have envs for the {c.get('name')} container",
+                                              fix="set them with spec.trainer.env or spec.initializer"))
+    return errs
+
+
+def apply_runtime_patches(runtime: dict, tj: dict) -> dict:
+    """The runtime with the TrainJob's ``runtimePatches`` applied (a copy).
+
+    Applied: job/pod template labels and annotations, Pod ``volumes`` and containers'
+    ``volumeMounts`` and ``env`` (merged by name). Accepted without effect on one machine:
+    serviceAccountName, nodeSelector, affinity, tolerations, imagePullSecrets, securityContext,
+    schedulingGates.
+    """
+    rt = copy.deepcopy(runtime)
+    jobs = {rj.get("name"): rj for rj in ((rt.get("spec") or {}).get("template") or {}).get("spec", {})
+            .get("replicatedJobs") or []}
+    for patch in (tj.get("spec") or {}).get("runtimePatches") or []:
+        rjs = ((((patch.get("trainingRuntimeSpec") or {}).get("template") or {}).get("spec") or {})
+               .get("replicatedJobs") or [])
+        for rp in rjs:
+            rj = jobs.get(rp.get("name"))
+            if rj is None:
+                continue
+            jt = rj.setdefault("template", {})
+            jpatch = rp.get("template") or {}
+            jmeta = jt.setdefault("metadata", {})
+            for f in ("labels", "annotations"):
+                jmeta[f] = {**(jmeta.get(f) or {}), **((jpatch.get("metadata") or {}).get(f) or {})}
+            ptmpl = jt.setdefault("spec", {}).setdefault("template", {})
+            ppatch = (jpatch.get("spec") or {}).get("template") or {}
+            pmeta = ptmpl.setdefault("metadata", {})
+            for f in ("labels", "annotations"):
+                pmeta[f] = {**(pmeta.get(f) or {}), **((ppatch.get("metadata") or {}).get(f) or {})}
+            pspec = ptmpl.setdefault("spec", {})
+            pp = ppatch.get("spec") or {}
+            if pp.get("volumes"):
+                pspec["volumes"] = _merge_by_name(pspec.get("volumes") or [], pp["volumes"])
+            for field in ("containers", "initContainers"):
+                for cpatch in pp.get(field) or []:
+                    for c in pspec.get(field) or []:
+                        if c.get("name") == cpatch.get("name"):
+                            if cpatch.get("volumeMounts"):
+                                c["volumeMounts"] = _merge_by_name(c.get("volumeMounts") or [], cpatch["volumeMounts"])
+                            if cpatch.get("env"):
+                                c["env"] = _upsert_env(c.get("env") or [], cpatch["env"])
+    return rt
+
+
 @dataclass
 class ReplicatedJobPlan:
     """One replicated job of the rendered TrainJob.
@@ -188,6 +278,7 @@ def trainjob_plan(tj: dict, runtime: dict, addressing: str = "loopback",
     ``spec.initializer``. ``addressing`` as in :func:`localflow.training.pods.replica_pods`.
     Raises :class:`SpecError` for frameworks localflow cannot run (mpi, flux).
     """
+    runtime = apply_runtime_patches(runtime, tj)
     fw = framework(runtime)
     if fw in ("mpi", "flux"):
         raise SpecError(f"{runtime.get('kind')}.spec.mlPolicy.{fw}",

@@ -1,0 +1,94 @@
+"""Check that TF_CONFIG lets every task of a TFJob reach every other over TCP (no TensorFlow needed).
+
+Each task reads ``TF_CONFIG`` as the TFJob operator injects it, listens on its own address
+(``cluster[task.type][task.index]``), connects to every other task's address, exchanges a hello
+naming both tasks, and waits until every other task has greeted it too. It prints one JSON line
+``{"task": "worker:1", "reached": [...], "greeted_by": [...]}`` and exits 0, or exits 1 after
+``--timeout`` seconds naming the tasks it could not reach.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import sys
+import threading
+import time
+
+
+def addresses(cfg: dict) -> dict[str, tuple[str, int]]:
+    out = {}
+    for ttype, addrs in cfg["cluster"].items():
+        for i, addr in enumerate(addrs if isinstance(addrs, list) else [addrs[k] for k in sorted(addrs, key=int)]):
+            host, port = addr.rsplit(":", 1)
+            out[f"{ttype}:{i}"] = (host, int(port))
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--timeout", type=float, default=60.0)
+    args = ap.parse_args()
+    raw = os.environ.get("TF_CONFIG")
+    if not raw:
+        print("TF_CONFIG is not set (a single-replica TFJob gets none)", flush=True)
+        return 0
+    cfg = json.loads(raw)
+    me = f"{cfg['task']['type']}:{cfg['task']['index']}"
+    peers = addresses(cfg)
+    my_host, my_port = peers.pop(me)
+    greeted_by: set[str] = set()
+    lock = threading.Lock()
+
+    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("127.0.0.1" if my_host in ("127.0.0.1", "localhost") else "0.0.0.0", my_port))
+    srv.listen(16)
+    srv.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve():
+        while not stop.is_set():
+            try:
+                conn, _ = srv.accept()
+            except socket.timeout:
+                continue
+            with conn:
+                conn.settimeout(5)
+                who = conn.recv(256).decode().strip()
+                conn.sendall(f"hello {who} from {me}\n".encode())
+                with lock:
+                    greeted_by.add(who)
+
+    threading.Thread(target=serve, daemon=True).start()
+    deadline = time.monotonic() + args.timeout
+    reached: set[str] = set()
+    while time.monotonic() < deadline and (len(reached) < len(peers) or len(greeted_by) < len(peers)):
+        for name, (host, port) in peers.items():
+            if name in reached:
+                continue
+            try:
+                with socket.create_connection((host, port), timeout=1) as c:
+                    c.sendall(f"{me}\n".encode())
+                    if c.recv(256).decode().startswith(f"hello {me} from {name}"):
+                        reached.add(name)
+            except OSError:
+                pass
+        time.sleep(0.1)
+    # keep answering a little longer so slower peers can finish greeting us
+    linger = time.monotonic() + 2
+    while time.monotonic() < linger and len(greeted_by) < len(peers):
+        time.sleep(0.05)
+    stop.set()
+    report = {"task": me, "listen": f"{my_host}:{my_port}", "reached": sorted(reached), "greeted_by": sorted(greeted_by)}
+    print(json.dumps(report), flush=True)
+    missing = sorted(set(peers) - reached)
+    if missing:
+        print(f"could not reach: {', '.join(missing)}", file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
