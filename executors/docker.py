@@ -256,6 +256,7 @@ class DockerPod(RunningPod):
         self._results: list[ContainerResult] = []
         self._ports: dict[int, int] = {}
         self._ip: str | None = None
+        self._primary = None  # the first main container (carries the Pod's DNS names)
         self._token = uuid.uuid4().hex[:6]
         self._thread = threading.Thread(target=self._drive, name=f"docker-pod-{spec.name}", daemon=True)
 
@@ -312,12 +313,14 @@ class DockerPod(RunningPod):
         return out
 
     def address(self, timeout: float = _START_WAIT_S) -> str:
-        """The first main container's IP on its network (after it started), else ``127.0.0.1``.
+        """The first main container's IP on its network (once started), else ``127.0.0.1``.
 
         Pods on the same network reach it there or by hostname; from this machine the published
         ports (:meth:`port_map`) on 127.0.0.1 work everywhere, the IP on Linux engines only.
         """
         self._started.wait(timeout)
+        if self._ip is None and self._primary is not None:
+            self._read_network(self._primary, primary=True)
         return self._ip or "127.0.0.1"
 
     def port_map(self, timeout: float = _START_WAIT_S) -> dict[int, int]:
@@ -445,7 +448,9 @@ class DockerPod(RunningPod):
                                  name=f"docker-logs-{self.spec.name}-{c.name}", daemon=True)
             self._log_threads[c.name] = t
             t.start()
-        if primary or c.ports:
+        if primary:
+            self._primary = container
+        if c.ports:  # an inspect costs ~10-70 ms while a container starts: only when ports need reading
             self._read_network(container, primary)
         return container
 
