@@ -129,7 +129,9 @@ class _Progress:
         color = self.COLORS.get(state, "white")
         extra = ""
         if getattr(rec, "error", None) and state in ("FAILED", "SKIPPED"):
-            extra = f"  [dim]{rec.error}[/dim]"
+            from rich.markup import escape
+
+            extra = f"  [dim]{escape(rec.error)}[/dim]"
         elif getattr(rec, "pod", None) and state == "RUNNING":
             extra = f"  [dim]pod/{rec.pod}[/dim]"
         self.console.print(f"[dim]{time.monotonic() - self.t0:7.2f}s[/dim] [{color}]{label:<9}[/{color}] {rec.name}{extra}",
@@ -140,10 +142,12 @@ class _Progress:
         self.console.print(f"[bold {color}]{result.kind} {result.name} {result.state}[/] "
                            f"in {time.monotonic() - self.t0:.2f}s (workspace {result.workspace.root})")
         if result.error and not result.succeeded:
-            self.console.print(f"[red]{result.error}[/red]")
+            self.console.print(result.error, style="red", markup=False)
+        from rich.markup import escape
+
         for k, v in (result.outputs or {}).items():
             shown = v.get("uri") if isinstance(v, dict) and "uri" in v else json.dumps(v, default=str)
-            self.console.print(f"  output {k} = {shown}")
+            self.console.print(f"  output {escape(str(k))} = {escape(str(shown))}")
 
 
 def _open_stores(workspace):
