@@ -4,7 +4,9 @@ Each task reads ``TF_CONFIG`` as the TFJob operator injects it, listens on its o
 (``cluster[task.type][task.index]``), connects to every other task's address, exchanges a hello
 naming both tasks, and waits until every other task has greeted it too. It prints one JSON line
 ``{"task": "worker:1", "reached": [...], "greeted_by": [...]}`` and exits 0, or exits 1 after
-``--timeout`` seconds naming the tasks it could not reach.
+``--timeout`` seconds naming the tasks it could not reach. The chief (or master, else worker 0)
+exits last: every other task reports "done" to it first, so a chief-decides TFJob finishes only
+after every task has checked its peers.
 """
 from __future__ import annotations
 
@@ -39,6 +41,8 @@ def main() -> int:
     peers = addresses(cfg)
     my_host, my_port = peers.pop(me)
     greeted_by: set[str] = set()
+    done: set[str] = set()
+    head = next((f"{t}:0" for t in ("chief", "master") if t in cfg["cluster"]), "worker:0")
     lock = threading.Lock()
 
     srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -56,10 +60,15 @@ def main() -> int:
                 continue
             with conn:
                 conn.settimeout(5)
-                who = conn.recv(256).decode().strip()
-                conn.sendall(f"hello {who} from {me}\n".encode())
+                msg = conn.recv(256).decode().strip()
+                if msg.startswith("done "):
+                    with lock:
+                        done.add(msg[5:])
+                    conn.sendall(b"ok\n")
+                    continue
+                conn.sendall(f"hello {msg} from {me}\n".encode())
                 with lock:
-                    greeted_by.add(who)
+                    greeted_by.add(msg)
 
     threading.Thread(target=serve, daemon=True).start()
     deadline = time.monotonic() + args.timeout
@@ -76,13 +85,21 @@ def main() -> int:
             except OSError:
                 pass
         time.sleep(0.1)
-    # keep answering a little longer so slower peers can finish greeting us
-    linger = time.monotonic() + 2
-    while time.monotonic() < linger and len(greeted_by) < len(peers):
-        time.sleep(0.05)
-    stop.set()
     report = {"task": me, "listen": f"{my_host}:{my_port}", "reached": sorted(reached), "greeted_by": sorted(greeted_by)}
     print(json.dumps(report), flush=True)
+    if me == head:  # wait for every other task to finish its checks
+        while time.monotonic() < deadline and len(done) < len(peers):
+            time.sleep(0.05)
+    elif head in peers:
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(peers[head], timeout=1) as c:
+                    c.sendall(f"done {me}\n".encode())
+                    if c.recv(16):
+                        break
+            except OSError:
+                time.sleep(0.1)
+    stop.set()
     missing = sorted(set(peers) - reached)
     if missing:
         print(f"could not reach: {', '.join(missing)}", file=sys.stderr, flush=True)
