@@ -199,3 +199,19 @@ def test_tfjob_workers_without_chief_worker0_decides(rt, ctl):
     out = ctl.run_until_done("tf", timeout=60)
     assert out["status"]["conditions"][-1]["reason"] == "TFJobSucceeded"
     assert phases(rt, "tf") == {"tf-worker-0": "Succeeded"}
+
+
+def test_mpijob_launcher_sees_hostfile_and_kubexec_through_the_config_map(rt, ctl):
+    code = ("import os, subprocess; print(open(os.environ['OMPI_MCA_orte_default_hostfile']).read(), end='');"
+            " print(subprocess.run(['sh', os.environ['OMPI_MCA_plm_rsh_agent'], 'mpi-worker-0', 'echo', 'ran', 'here'],"
+            " capture_output=True, text=True).stdout, end='')")
+    job = {"apiVersion": "kubeflow.org/v1", "kind": "MPIJob", "metadata": {"name": "mpi"},
+           "spec": {"slotsPerWorker": 2, "runPolicy": {"cleanPodPolicy": "Running"},
+                    "mpiReplicaSpecs": {"Launcher": rs(code, container="mpi"), "Worker": rs(SLEEP, n=2, container="mpi")}}}
+    ctl.apply(job)
+    out = ctl.run_until_done("mpi", timeout=60)
+    assert out["status"]["conditions"][-1]["reason"] == "MPIJobSucceeded"
+    assert (rt.workspace.logs_dir / "default" / "mpi-launcher" / "mpi.log").read_text() == \
+        "mpi-worker-0 slots=2\nmpi-worker-1 slots=2\nran here\n"
+    assert phases(rt, "mpi") == {"mpi-launcher": "Succeeded"}  # workers cleaned (cleanPodPolicy Running)
+    assert rt.store.get("ConfigMap", "mpi-config")["data"]["hostfile"].startswith("mpi-worker-0 slots=2")
