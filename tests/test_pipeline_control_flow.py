@@ -361,3 +361,49 @@ def test_oneof_selects_the_artifact_of_the_branch_that_ran(localflow, n, rows):
     assert run.state == "SUCCEEDED", run.error
     assert run.outputs["Output"]["metadata"] == {"n": rows}
     assert open(run.outputs["Output"]["uri"]).read() == "row\n" * rows
+
+
+@dsl.component(base_image=BASE)
+def double(num: int) -> int:
+    return 2 * num
+
+
+@dsl.pipeline(name="conditional-collect")
+def conditional_collect(threshold: int = 2) -> int:
+    with dsl.ParallelFor([1, 2, 3]) as x:
+        with dsl.If(x >= threshold):
+            d = double(num=x)
+    return total(values=dsl.Collected(d.output)).output
+
+
+@pytest.mark.parametrize("threshold, expected", [(2, 10), (1, 12), (9, 0)])
+def test_collected_skips_iterations_whose_producer_did_not_run(localflow, threshold, expected):
+    run = localflow.run(conditional_collect, params={"threshold": threshold})
+    assert run.state == "SUCCEEDED", run.error
+    assert run.outputs["Output"] == expected
+    skipped = [t for t in run.tasks.values() if t.task.startswith("condition") and t.state == "SKIPPED"]
+    assert len(skipped) == sum(1 for x in (1, 2, 3) if x < threshold)
+
+
+@pytest.mark.parametrize("fail", [True, False])
+def test_tasks_downstream_of_a_skipped_task_are_skipped_too(localflow, fail):
+    @dsl.pipeline(name="skip-chain")
+    def skip_chain(fail: bool):
+        w = work(fail=fail)
+        a = echo(msg="a").after(w)
+        echo(msg="b").after(a)
+
+    run = localflow.run(skip_chain, params={"fail": fail})
+    if fail:
+        assert run.state == "FAILED"
+        assert run.task("echo").state == "SKIPPED" and run.task("echo-2").state == "SKIPPED"
+        assert run.task("echo-2").error == "upstream task echo skipped"
+    else:
+        assert run.state == "SUCCEEDED" and run.task("echo-2").state == "SUCCEEDED"
+
+
+def test_a_final_status_input_without_a_producer_gets_an_empty_status(localflow):
+    # a component compiled on its own (kubeflow/pipelines GH-12033): no exit handler feeds it
+    run = localflow.run(final_status)
+    assert run.state == "SUCCEEDED", run.error
+    assert run.task("final-status").outputs["parameters"]["Output"] == "None|None|None|None"

@@ -33,7 +33,8 @@ from typing import Any, Callable
 from localflow.clock import SYSTEM_CLOCK, Clock
 from localflow.controllers.ownership import owner_annotations
 from localflow.errors import ExecutorError, LocalflowError, SpecError
-from localflow.pipelines import bootstrap, cel, placeholders
+from localflow.pipelines import bootstrap, cel, placeholders, platform
+from localflow.pipelines.preflight import check_pipeline
 from localflow.pipelines.cache import fingerprint
 from localflow.pipelines.values import cast_parameter, format_value, read_output_parameter, resolve_input_definitions
 from localflow.specs.pipeline import PipelineDocument
@@ -52,7 +53,8 @@ class TaskRecord:
     ``name`` is the task's path in the run: DAG keys joined by ``.``, loop iterations as
     ``for-loop-2[0]`` (``condition-1.echo``, ``for-loop-2[1].square``). ``outputs`` is
     ``{"parameters": {name: value}, "artifacts": {name: [RuntimeArtifact dict]}}``.
-    ``kind``: ``container``, ``importer``, ``dag``, ``loop`` or ``iteration``.
+    ``kind``: ``container``, ``importer``, ``pvc`` (kfp-kubernetes CreatePVC/DeletePVC), ``dag``,
+    ``loop`` or ``iteration``.
     """
 
     name: str
@@ -129,7 +131,8 @@ class PipelineRunController:
     input values (Python values, or strings from ``-p`` already parsed); ``store``/``scheduler``/
     ``metadata``/``workspace``: the runtime; ``cache``: honour ``cachingOptions`` (``--no-cache``
     turns it off); ``on_task``: called with a :class:`TaskRecord` on every task state change
-    (progress display). Raises :class:`SpecError` from the constructor for bad parameters.
+    (progress display). Raises :class:`SpecError` from the constructor for bad parameters and for
+    conditions, selectors or placeholders that can never work (:mod:`localflow.pipelines.preflight`).
     """
 
     def __init__(self, doc: PipelineDocument, *, parameters: dict | None, store, scheduler, metadata, workspace,
@@ -148,6 +151,13 @@ class PipelineRunController:
         self.executors = (self.spec.get("deploymentSpec") or {}).get("executors") or {}
         self.pipeline_name = doc.name
         root = self.spec.get("root") or {}
+        check_pipeline(self.spec)
+        for name, d in ((root.get("inputDefinitions") or {}).get("artifacts") or {}).items():
+            if not (d or {}).get("isOptional"):
+                raise SpecError(f"root.inputDefinitions.artifacts['{name}']",
+                                "the pipeline needs an input artifact, and a run can only be given parameters",
+                                fix="import the file inside the pipeline with dsl.importer(artifact_uri=...) "
+                                    "or run the pipeline as a component of another one")
         self.params = resolve_input_definitions(root.get("inputDefinitions"), dict(parameters or {}),
                                                 "root.inputDefinitions")
         self.run_id = str(uuid.uuid4())
@@ -238,7 +248,9 @@ class PipelineRunController:
                 if any(d.state not in TERMINAL for d in deps):
                     continue
                 strategy = (t.spec.get("triggerPolicy") or {}).get("strategy") or "ALL_UPSTREAM_TASKS_SUCCEEDED"
-                bad = [d for d in deps if d.state in ("FAILED", "CANCELED")]
+                # the backend compiles dependencies to Argo `depends: <task>.Succeeded`
+                # (backend/src/v2/compiler/argocompiler/dag.go): a skipped upstream blocks too
+                bad = [d for d in deps if d.state in ("FAILED", "CANCELED", "SKIPPED")]
                 if bad and strategy != "ALL_UPSTREAM_TASKS_COMPLETED":
                     self._set_state(t, "SKIPPED", error=f"upstream task {bad[0].path} {bad[0].state.lower()}")
                     progressed = True
@@ -275,6 +287,8 @@ class PipelineRunController:
                 executor = self.executors.get(label) or {}
                 if "importer" in executor:
                     self._run_importer(t, comp, executor["importer"], path)
+                elif (executor.get("container") or {}).get("image") in platform.PVC_OPERATIONS:
+                    self._run_pvc_operation(t, comp, platform.PVC_OPERATIONS[executor["container"]["image"]], path)
                 elif "container" in executor:
                     self._start_container(t, comp, label, executor)
                 else:
@@ -366,6 +380,7 @@ class PipelineRunController:
     # ------------------------------------------------------------------ inputs
     def _resolve_inputs(self, t: _Task, comp: dict, path: str) -> tuple[dict, dict]:
         node = t.node
+        comp_path = f"components['{(t.spec.get('componentRef') or {}).get('name')}']"
         inputs = t.spec.get("inputs") or {}
         params: dict = {}
         constants = set()
@@ -413,9 +428,14 @@ class PipelineRunController:
                     params[name] = format_value(params[name])
                 params[name] = cast_parameter(params[name], ptype, p)
             elif d.get("defaultValue") is not None:
-                params[name] = cast_parameter(d["defaultValue"], ptype, f"components['...'].inputDefinitions.parameters['{name}'].defaultValue")
-            elif not d.get("isOptional") and ptype != "TASK_FINAL_STATUS" and name not in params:
-                raise SpecError(p, "required input has no value")
+                params[name] = cast_parameter(d["defaultValue"], ptype, f"{comp_path}.inputDefinitions.parameters['{name}'].defaultValue")
+            elif ptype in ("TASK_FINAL_STATUS", "TASK_CONFIG"):
+                # not wired to a producer (e.g. a component compiled on its own): an empty struct, so
+                # the SDK builds a status/config with every field None instead of crashing on null
+                params[name] = {}
+            elif not d.get("isOptional") and name not in params:
+                raise SpecError(p, "required input has no value", fix=f"wire it in the task's inputs or give "
+                                                                      f"{comp_path}.inputDefinitions.parameters['{name}'] a default")
         artifacts: dict = {}
         for name, src in (inputs.get("artifacts") or {}).items():
             p = f"{path}.inputs.artifacts['{name}']"
@@ -433,6 +453,12 @@ class PipelineRunController:
                 parent = src["componentInputArtifact"]
                 if parent in node.artifacts:
                     artifacts[name] = node.artifacts[parent]
+        for name, d in ((comp.get("inputDefinitions") or {}).get("artifacts") or {}).items():
+            if name == iterator.get("itemInput") or (d or {}).get("isOptional") or artifacts.get(name):
+                continue
+            raise SpecError(f"{path}.inputs.artifacts['{name}']", "required input artifact has no value",
+                            fix=f"wire an artifact to it or declare {comp_path}.inputDefinitions.artifacts['{name}'] "
+                                "optional (Optional[Input[...]] = None)")
         return params, artifacts
 
     def _final_status(self, producer: _Task | None) -> dict:
@@ -530,7 +556,9 @@ class PipelineRunController:
         dag_outputs = (comp.get("dag") or {}).get("outputs") or {}
         out = {"parameters": {}, "artifacts": {}}
         for key in dag_outputs.get("parameters") or {}:
-            out["parameters"][key] = [n.outputs["parameters"].get(key) for n in t.iterations]
+            # iterations whose producer did not run (a false condition inside the loop) add nothing
+            out["parameters"][key] = [n.outputs["parameters"][key] for n in t.iterations
+                                      if key in n.outputs["parameters"]]
         for key in dag_outputs.get("artifacts") or {}:
             out["artifacts"][key] = [a for n in t.iterations for a in n.outputs["artifacts"].get(key, [])]
         return out
@@ -598,7 +626,7 @@ class PipelineRunController:
                 if aid is not None:
                     self.metadata.add_event(exec_id, aid, "INPUT", k, i)
         ctx = self._job_ctx(t, executor_input, comp)
-        argv = placeholders.resolve_command((container.get("command") or []) + (container.get("args") or []), ctx, path)
+        argv = placeholders.resolve_container(container, ctx, path)
         image = container.get("image") or ""
         if self.scheduler.executor.name == "subprocess":
             argv = self._local_lightweight(container, ctx, path, image) or argv
@@ -640,7 +668,14 @@ class PipelineRunController:
         spec: dict = {"restartPolicy": "Never"}
         plat = self.platform.get(label) or {}
         if plat:
-            self._apply_platform(plat, env, volumes, mounts, labels, annotations, spec, f"platforms.kubernetes.deploymentSpec.executors['{label}']")
+            patch = platform.apply_executor_config(plat, lambda sp, p: self._platform_value(t, sp, p),
+                                                   f"platforms.kubernetes.deploymentSpec.executors['{label}']")
+            env.extend(patch.env)
+            volumes.extend(patch.volumes)
+            mounts.extend(patch.mounts)
+            labels.update(patch.labels)
+            annotations.update(patch.annotations)
+            spec.update(patch.spec)
         main = {"name": "main", "image": container.get("image", ""), "command": argv[:1], "args": argv[1:],
                 "env": env, "resources": resources, "volumeMounts": mounts}
         spec.update({"containers": [main], "volumes": volumes})
@@ -671,46 +706,73 @@ class PipelineRunController:
                             fix="remove set_accelerator_limit/set_gpu_limit for local runs")
         return {k: v for k, v in out.items() if v}
 
-    def _apply_platform(self, plat: dict, env, volumes, mounts, labels, annotations, spec, path) -> None:
-        """Map the kfp-kubernetes executor config onto the Pod (kubeflow/pipelines
-        ``kubernetes_platform/proto/kubernetes_executor_config.proto``)."""
-        for i, s in enumerate(plat.get("secretAsEnv") or []):
-            name = s.get("secretName") or ((s.get("secretNameParameter") or {}).get("runtimeValue") or {}).get("constant")
-            for k in s.get("keyToEnv") or []:
-                env.append({"name": k["envVar"], "valueFrom": {"secretKeyRef": {"name": name, "key": k["secretKey"],
-                                                                               "optional": bool(s.get("optional"))}}})
-        for s in plat.get("configMapAsEnv") or []:
-            name = s.get("configMapName") or ((s.get("configMapNameParameter") or {}).get("runtimeValue") or {}).get("constant")
-            for k in s.get("keyToEnv") or []:
-                env.append({"name": k["envVar"], "valueFrom": {"configMapKeyRef": {"name": name, "key": k["configMapKey"],
-                                                                                  "optional": bool(s.get("optional"))}}})
-        for s in plat.get("fieldPathAsEnv") or []:
-            env.append({"name": s["name"], "valueFrom": {"fieldRef": {"fieldPath": s["fieldPath"]}}})
-        for i, m in enumerate(plat.get("pvcMount") or []):
-            claim = m.get("constant") or m.get("pvcName") or ((m.get("pvcNameParameter") or {}).get("runtimeValue") or {}).get("constant")
-            if not claim:
-                raise SpecError(f"{path}.pvcMount[{i}]", "only PVCs named by a constant can be mounted locally",
-                                fix="use kubernetes.mount_pvc(task, pvc_name='name', ...)")
-            vname = f"pvc-{i}"
-            volumes.append({"name": vname, "persistentVolumeClaim": {"claimName": claim}})
-            mounts.append({"name": vname, "mountPath": m["mountPath"]})
-        for i, s in enumerate(plat.get("secretAsVolume") or []):
-            vname = f"secret-{i}"
-            volumes.append({"name": vname, "secret": {"secretName": s.get("secretName"), "optional": bool(s.get("optional"))}})
-            mounts.append({"name": vname, "mountPath": s["mountPath"]})
-        for i, s in enumerate(plat.get("configMapAsVolume") or []):
-            vname = f"configmap-{i}"
-            volumes.append({"name": vname, "configMap": {"name": s.get("configMapName"), "optional": bool(s.get("optional"))}})
-            mounts.append({"name": vname, "mountPath": s["mountPath"]})
-        for i, s in enumerate(plat.get("emptyDirMounts") or []):
-            vname = s.get("volumeName") or f"emptydir-{i}"
-            volumes.append({"name": vname, "emptyDir": {}})
-            mounts.append({"name": vname, "mountPath": s["mountPath"]})
-        meta = plat.get("podMetadata") or {}
-        labels.update(meta.get("labels") or {})
-        annotations.update(meta.get("annotations") or {})
-        if plat.get("activeDeadlineSeconds"):
-            spec["activeDeadlineSeconds"] = int(plat["activeDeadlineSeconds"])
+    def _platform_value(self, t: _Task, spec: dict, path: str):
+        """Value of a TaskInputParameterSpec used by the platform config (a Secret, ConfigMap or
+        PVC name) in the task's DAG: a constant, a DAG input or an upstream task's output."""
+        if "runtimeValue" in spec:
+            return (spec["runtimeValue"] or {}).get("constant")
+        if "componentInputParameter" in spec:
+            name = spec["componentInputParameter"]
+            for values in (t.node.params, t.params):
+                if values.get(name) is not None:
+                    return values[name]
+            raise SpecError(f"{path}.componentInputParameter", f"input {name!r} has no value in this DAG",
+                            fix="pass the parameter to the pipeline (-p NAME=VALUE)")
+        if "taskOutputParameter" in spec:
+            s = spec["taskOutputParameter"]
+            producer = t.node.tasks.get(s.get("producerTask"))
+            outs = producer.record.outputs["parameters"] if producer is not None else {}
+            if s.get("outputParameterKey") not in outs:
+                raise SpecError(f"{path}.taskOutputParameter",
+                                f"task {s.get('producerTask')!r} has no output {s.get('outputParameterKey')!r} "
+                                f"(state {producer.state if producer else 'missing'})")
+            return outs[s["outputParameterKey"]]
+        raise SpecError(path, f"cannot resolve {spec!r}", fix="use a constant, a pipeline input or a task output")
+
+    def _run_pvc_operation(self, t: _Task, comp: dict, op: str, path: str) -> None:
+        """kfp-kubernetes CreatePVC / DeletePVC, done by the engine as the backend driver does
+        (``backend/src/v2/driver/k8s.go`` ``createPVC``/``deletePVC``): the claim is a
+        ``PersistentVolumeClaim`` object plus the workspace directory ``pvc/<name>``. Never cached."""
+        import shutil
+
+        t.record.kind = "pvc"
+        exec_id = self.metadata.create_execution(self.run_id, "system.ContainerExecution", t.path, state="RUNNING",
+                                                 inputs=t.record.inputs, parent_id=t.node.execution_id,
+                                                 properties={"task": t.key, "operation": f"{op}pvc"})
+        self.metadata.associate(self.run_ctx, exec_id)
+        self.metadata.update_execution(exec_id, started=True)
+        t.record.execution_id = exec_id
+        if op == "create":
+            name = platform.pvc_name(t.params, f"{path}.inputs.parameters")
+            if self._exists("PersistentVolumeClaim", name):
+                raise SpecError(f"{path}.inputs.parameters['pvc_name']", f"PersistentVolumeClaim {name!r} already exists",
+                                fix=f"delete it first (localflow delete pvc {name}) or use pvc_name_suffix")
+            self.store.create({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                               "metadata": {"name": name, "namespace": self.namespace,
+                                            "annotations": {str(k): str(v) for k, v in (t.params.get("annotations") or {}).items()},
+                                            "labels": {RUN_ID_LABEL: self.run_id}},
+                               "spec": {"accessModes": list(t.params.get("access_modes") or []),
+                                        "resources": {"requests": {"storage": str(t.params.get("size") or "")}},
+                                        "storageClassName": t.params.get("storage_class_name") or "standard"},
+                               "status": {"phase": "Bound"}})
+            os.makedirs(self.workspace.pvc_dir(name), exist_ok=True)
+            t.record.outputs = {"parameters": {"name": name}, "artifacts": {}}
+        else:
+            name = t.params.get("pvc_name")
+            if not name:
+                raise SpecError(f"{path}.inputs.parameters['pvc_name']", "DeletePVC needs the name of a PVC")
+            if self._exists("PersistentVolumeClaim", name):
+                self.store.delete("PersistentVolumeClaim", name, self.namespace)
+            shutil.rmtree(self.workspace.pvc_dir(name), ignore_errors=True)
+        self.metadata.update_execution(exec_id, state="COMPLETE", outputs=self._outputs_for_md(t), finished=True)
+        self._set_state(t, "SUCCEEDED")
+
+    def _exists(self, kind: str, name: str) -> bool:
+        try:
+            self.store.get(kind, name, self.namespace)
+            return True
+        except LocalflowError:
+            return False
 
     def _on_pod_event(self, ev) -> None:
         pod = ev.object
@@ -973,7 +1035,9 @@ class PipelineRunController:
                 lines = [ln.strip() for ln in f.read().decode(errors="replace").splitlines() if ln.strip()]
         except OSError:
             return ""
-        return lines[-1] if lines else ""
+        if not lines or not re.search(r"[A-Za-z0-9]", lines[-1]):
+            return ""  # ends with the closing brace of the executor input kfp printed: nothing to show
+        return lines[-1]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -993,6 +1057,8 @@ def _pod_failure(pod: dict, log_tail: str) -> str:
             break
     if log_tail:
         msg += f"; last log line: {log_tail[:300]}"
+    else:
+        msg += f" (see `localflow logs {pod['metadata']['name']}`)"
     return msg
 
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from localflow.errors import SpecError
 
-__all__ = ["evaluate_condition", "apply_selector", "to_cel", "from_cel"]
+__all__ = ["evaluate_condition", "apply_selector", "check_syntax", "to_cel", "from_cel"]
 
 _lock = threading.Lock()
 
@@ -167,6 +167,13 @@ def _reason(err) -> str:
         detail = args[2][0] if isinstance(args[2], tuple) else args[2]
         return f"{args[0]} ({detail})"
     return str(args[0]) if args else repr(err)
+
+
+def check_syntax(expr: str, path: str, what: str = "condition") -> None:
+    """Compile ``expr`` without evaluating it (pre-flight check of a spec): raises SpecError at
+    ``path`` for an empty expression or a CEL syntax error. ``parseJson`` is allowed when
+    ``what`` is ``"selector"``."""
+    _compile(expr, what == "selector", path, what)
 
 
 def evaluate_condition(expr: str, parameter_values: dict, path: str) -> bool:
