@@ -47,6 +47,8 @@ class ImageMapping:
     - ``paths``: container path -> host path (e.g. ``/opt/app: ./scenarios/training``).
     - ``env``: extra environment.
     - ``docker_image``: local image tag the docker executor runs instead of ``image``.
+    - ``command`` / ``args``: the image's ENTRYPOINT / CMD, used when a container sets no
+      ``command`` / ``args`` (as a container runtime falls back to the image's).
     """
 
     image: str
@@ -55,6 +57,8 @@ class ImageMapping:
     paths: dict[str, str] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
     docker_image: str | None = None
+    command: list[str] | None = None
+    args: list[str] | None = None
 
 
 @dataclass

@@ -10,6 +10,8 @@ Shape (every key optional)::
         paths: {/opt/app: scenarios/training}  # container path -> host path (relative to this file)
         env: {OMP_NUM_THREADS: "1"}
         docker: localflow/python:3.11       # local image tag for the docker executor
+        command: [python, /opt/app/train.py] # the image's ENTRYPOINT, for containers that set no command
+        args: [--epochs, "1"]               # the image's CMD, for containers that set no args
 
 Image keys are exact references or shell-style patterns (``fnmatch``); the first exact match
 wins, then the longest matching pattern. An image with no entry runs its command on the host as
@@ -29,7 +31,7 @@ from localflow.errors import SpecError
 from localflow.executors.base import ImageMapping
 
 DEFAULT_CONFIG_NAME = "localflow.yaml"
-_MAPPING_KEYS = {"python", "workdir", "paths", "env", "docker"}
+_MAPPING_KEYS = {"python", "workdir", "paths", "env", "docker", "command", "args"}
 
 
 @dataclass
@@ -49,7 +51,9 @@ class ImageMap:
             return None
         m = best[1]
         return ImageMapping(image=image, python=m.python, workdir=m.workdir, paths=dict(m.paths),
-                            env=dict(m.env), docker_image=m.docker_image)
+                            env=dict(m.env), docker_image=m.docker_image,
+                            command=list(m.command) if m.command is not None else None,
+                            args=list(m.args) if m.args is not None else None)
 
 
 @dataclass
@@ -107,10 +111,16 @@ def parse_config(doc: dict, *, source: str = DEFAULT_CONFIG_NAME, base_dir: str 
         if not isinstance(env, dict):
             raise SpecError(f"{path}.env", "must map names to values")
         host_paths = {str(k): str((Path(base_dir) / os.path.expanduser(str(v))).resolve()) for k, v in paths.items()}
+        argv = {}
+        for key in ("command", "args"):
+            value = settings.get(key)
+            if value is not None and (not isinstance(value, list) or not all(isinstance(a, (str, int, float)) for a in value)):
+                raise SpecError(f"{path}.{key}", "must be a list of strings", fix=f'e.g. {key}: ["python", "/opt/app/main.py"]')
+            argv[key] = [str(a) for a in value] if value is not None else None
         python = settings.get("python")
         if python and os.sep in str(python):
             python = str((Path(base_dir) / os.path.expanduser(str(python))).absolute())
         entries[str(ref)] = ImageMapping(image=str(ref), python=python, workdir=settings.get("workdir"),
                                          paths=host_paths, env={str(k): str(v) for k, v in env.items()},
-                                         docker_image=settings.get("docker"))
+                                         docker_image=settings.get("docker"), **argv)
     return Config(images=ImageMap(entries), path=source)

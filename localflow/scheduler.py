@@ -312,7 +312,7 @@ class Scheduler:
         try:
             spec = self._resolve(manifest)
         except LocalflowError as exc:
-            self._write_final(e, [], phase="Failed", reason="CreateContainerConfigError", message=exc.message)
+            self._write_final(e, [], phase="Failed", reason="CreateContainerConfigError", message=str(exc))
             return
         restart_policy = (manifest.get("spec") or {}).get("restartPolicy") or "Always"
         deadline_s = (manifest.get("spec") or {}).get("activeDeadlineSeconds")
@@ -327,7 +327,7 @@ class Scheduler:
                 running = self.executor.start(spec)
             except LocalflowError as exc:
                 self.store.record_event(manifest, "Failed", exc.message, type="Warning", component="kubelet")
-                self._write_final(e, [], phase="Failed", reason="ContainerCannotRun", message=exc.message)
+                self._write_final(e, [], phase="Failed", reason="ContainerCannotRun", message=str(exc))
                 return
             with self._lock:
                 e.running = running
@@ -437,8 +437,19 @@ class Scheduler:
         def container(c: dict, kind: str, i: int) -> ContainerSpec:
             p = f"{path}.{kind}[{i}]"
             env = self._env(c, pod, f"{p}.env")
-            command = [expand_vars(str(a), env) for a in (c.get("command") or [])]
-            args = [expand_vars(str(a), env) for a in (c.get("args") or [])]
+            image = c.get("image") or ""
+            mapping = self.images.resolve(image)
+            command, args = c.get("command"), c.get("args")
+            if not command and mapping is not None and mapping.command:
+                command = mapping.command  # the image's ENTRYPOINT
+                if not args and mapping.args:
+                    args = mapping.args  # the image's CMD
+            if not command and not args:
+                raise SpecError(f"{p}.command", f"container {c.get('name')!r} sets no command and image {image!r} "
+                                                "has no known entrypoint",
+                                fix=f"set command, or add command: [...] for {image!r} under images: in localflow.yaml")
+            command = [expand_vars(str(a), env) for a in (command or [])]
+            args = [expand_vars(str(a), env) for a in (args or [])]
             mounts = []
             for j, vm in enumerate(c.get("volumeMounts") or []):
                 host = volumes.get(vm.get("name"))
@@ -454,12 +465,11 @@ class Scheduler:
                 memory_request=parse_memory(req.get("memory", lim.get("memory", 0)), f"{p}.resources.requests.memory"),
                 cpu_limit=parse_cpu(lim["cpu"], f"{p}.resources.limits.cpu") if "cpu" in lim else None,
                 memory_limit=parse_memory(lim["memory"], f"{p}.resources.limits.memory") if "memory" in lim else None)
-            image = c.get("image") or ""
             return ContainerSpec(
                 name=c["name"], image=image, argv=command + args, env=env, working_dir=c.get("workingDir"),
                 mounts=mounts, resources=resources,
                 ports=[int(pp["containerPort"]) for pp in c.get("ports") or [] if "containerPort" in pp],
-                log_path=os.path.join(log_dir, f"{c['name']}.log"), mapping=self.images.resolve(image))
+                log_path=os.path.join(log_dir, f"{c['name']}.log"), mapping=mapping)
 
         labels = dict(meta.get("labels") or {})
         return PodSpec(
@@ -508,9 +518,24 @@ class Scheduler:
 
             data = {k: base64.b64decode(val).decode() for k, val in data.items()}
             data.update(obj.get("stringData") or {})
-        for k, val in data.items():
-            with open(os.path.join(host, k), "w") as f:
+        items = ref.get("items")
+        default_mode = ref.get("defaultMode", 0o644)
+        if items:
+            chosen = []
+            for j, it in enumerate(items):
+                if it.get("key") not in data:
+                    if ref.get("optional"):
+                        continue
+                    raise SpecError(f"{path}.{key}.items[{j}].key", f"{kind} {name!r} has no key {it.get('key')!r}")
+                chosen.append((it["path"], data[it["key"]], it.get("mode", default_mode)))
+        else:
+            chosen = [(k, val, default_mode) for k, val in data.items()]
+        for rel, val, mode in chosen:
+            target = os.path.join(host, rel)
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            with open(target, "w") as f:
                 f.write(str(val))
+            os.chmod(target, int(mode))
 
     def _env(self, c: dict, pod: dict, path: str) -> dict[str, str]:
         env: dict[str, str] = {}
@@ -530,8 +555,11 @@ class Scheduler:
         if "fieldRef" in ref:
             field = ref["fieldRef"].get("fieldPath", "")
             meta = pod["metadata"]
+            # Under dns addressing (docker) the Pod's IP is assigned when its container starts, after
+            # its env is fixed: its hostname, which resolves to that IP on the Pod's network, stands in.
+            pod_ip = "127.0.0.1" if self.addressing == "loopback" else ((pod.get("spec") or {}).get("hostname") or meta["name"])
             values = {"metadata.name": meta["name"], "metadata.namespace": ns, "metadata.uid": meta["uid"],
-                      "status.podIP": "127.0.0.1", "status.hostIP": "127.0.0.1", "spec.nodeName": NODE_NAME}
+                      "status.podIP": pod_ip, "status.hostIP": "127.0.0.1", "spec.nodeName": NODE_NAME}
             m = re.fullmatch(r"metadata\.(labels|annotations)\['(.+)'\]", field)
             if m:
                 return str((meta.get(m.group(1)) or {}).get(m.group(2), ""))

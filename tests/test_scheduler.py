@@ -229,3 +229,41 @@ def test_pod_requests_sum_containers_and_max_init_containers():
     cpu, mem = pod_requests(p)
     assert cpu == 2.0
     assert mem == (1 << 30) + (512 << 20)
+
+
+def test_configmap_volume_items_paths_and_modes(rt):
+    rt.store.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cfg"},
+                     "data": {"run.sh": "echo from-configmap", "other": "x"}})
+    spec = pod("cm", ["/etc/cfg/bin/run.sh"], image="busybox",
+               container={"volumeMounts": [{"name": "c", "mountPath": "/etc/cfg"}]},
+               volumes=[{"name": "c", "configMap": {"name": "cfg", "items": [{"key": "run.sh", "path": "bin/run.sh", "mode": 0o555}]}}])
+    spec["spec"]["containers"][0]["command"] = ["sh", "-c", 'test ! -e "$0/../other" && exec "$0"', "/etc/cfg/bin/run.sh"]
+    rt.scheduler.submit(spec)
+    p = wait_phase(rt.store, "cm")
+    assert p["status"]["phase"] == "Succeeded", terminated(p)
+    assert (rt.workspace.logs_dir / "default" / "cm" / "main.log").read_text() == "from-configmap\n"
+
+
+def test_image_entrypoint_from_the_image_map_when_the_container_sets_no_command(tmp_path):
+    cfg = parse_config({"images": {"example/trainer:1": {"command": [PY, "-c", "import sys; print(sys.argv[1:])"],
+                                                         "args": ["--default"]}}})
+    with open_runtime(tmp_path / "ws", config=cfg, capacity=Capacity(cpu=2, memory=8 << 30)) as rt:
+        for name, args in (("cmd-default", None), ("cmd-args", ["--epochs", "2"])):
+            spec = pod(name, [], image="example/trainer:1")
+            spec["spec"]["containers"][0].pop("command")
+            spec["spec"]["containers"][0]["args"] = args or []
+            rt.scheduler.submit(spec)
+        assert wait_phase(rt.store, "cmd-default")["status"]["phase"] == "Succeeded"
+        assert (rt.workspace.logs_dir / "default" / "cmd-default" / "main.log").read_text() == "['--default']\n"
+        wait_phase(rt.store, "cmd-args")
+        assert (rt.workspace.logs_dir / "default" / "cmd-args" / "main.log").read_text() == "['--epochs', '2']\n"
+
+
+def test_container_without_command_and_unknown_image_fails_with_the_config_fix(rt):
+    spec = pod("nocmd", [], image="example/unknown:1")
+    spec["spec"]["containers"][0].pop("command")
+    rt.scheduler.submit(spec)
+    p = wait_phase(rt.store, "nocmd")
+    assert p["status"]["phase"] == "Failed"
+    assert p["status"]["reason"] == "CreateContainerConfigError"
+    assert "localflow.yaml" in p["status"]["message"] and "example/unknown:1" in p["status"]["message"]
