@@ -203,10 +203,9 @@ def run(spec: Any, params: dict | None = None, executor: str = "subprocess",
     fails returns a Run with ``state == "FAILED"`` (call :meth:`Run.raise_for_state`).
     """
     kind, docs, source = load_spec(spec)
+    from localflow import runners  # noqa: F401  (registers the built-in kinds)
+
     runner = RUNNERS.get(kind)
-    if runner is None:
-        _load_builtin_runners()
-        runner = RUNNERS.get(kind)
     if runner is None:
         raise SpecError(f"{source or 'spec'}: kind", f"localflow cannot run kind {kind!r} yet",
                         fix=f"runnable kinds: {', '.join(sorted(RUNNERS))}")
@@ -216,35 +215,6 @@ def run(spec: Any, params: dict | None = None, executor: str = "subprocess",
     with open_runtime(workspace, executor, config=config, clock=clock) as rt:
         return runner(docs, rt, params=params, cache=cache, namespace=namespace, on_task=on_task,
                       source=source, **options)
-
-
-def _run_pipeline(docs: list[dict], rt: Runtime, *, params=None, cache=True, namespace="default", on_task=None,
-                  source=None, run_name=None, **_) -> Run:
-    from localflow.controllers.pipelinerun import PipelineRunController
-    from localflow.pipelines.values import parse_cli_value
-    from localflow.specs.pipeline import load_pipeline
-
-    doc = load_pipeline(docs, source or "pipeline.yaml")
-    given = dict(params or {})
-    defs = ((doc.spec.get("root") or {}).get("inputDefinitions") or {}).get("parameters") or {}
-    for k, v in list(given.items()):
-        if isinstance(v, str) and k in defs and defs[k].get("parameterType") != "STRING":
-            given[k] = parse_cli_value(v, defs[k].get("parameterType"), f"-p {k}")
-    ctl = PipelineRunController(doc, parameters=given, store=rt.store, scheduler=rt.scheduler, metadata=rt.metadata,
-                                workspace=rt.workspace, clock=rt.clock, cache=cache, namespace=namespace,
-                                run_name=run_name, spec_path=source, on_task=on_task)
-    try:
-        ctl.run()
-    finally:
-        rt.scheduler.wait_idle(timeout=30)
-    outputs: dict = dict(ctl.outputs.get("parameters") or {})
-    for k, arts in (ctl.outputs.get("artifacts") or {}).items():
-        clean = [{kk: vv for kk, vv in a.items()} for a in arts]
-        outputs[k] = clean[0] if len(clean) == 1 else clean
-    obj = rt.store.get("Run", ctl.run_name, namespace)
-    return Run(id=ctl.run_id, name=ctl.run_name, kind="PipelineRun", state=ctl.state, workspace=rt.workspace,
-               tasks=dict(ctl.tasks), outputs=outputs, error=ctl.error, object=obj,
-               pods=rt.store.list("Pod", namespace, label_selector={"localflow.dev/run-id": ctl.run_id}))
 
 
 ACTIVE_RUN_STATES = ("PENDING", "RUNNING")
@@ -304,13 +274,3 @@ def garbage_collect(workspace: str | os.PathLike | Workspace | None = None, *, d
     return result
 
 
-def _load_builtin_runners() -> None:
-    """Import the controllers that register themselves (training kinds) on first use."""
-    import importlib.util
-
-    for module in ("localflow.controllers.trainingjob", "localflow.controllers.trainjob"):
-        if importlib.util.find_spec(module) is not None:
-            importlib.import_module(module)
-
-
-register_runner("PipelineSpec", _run_pipeline)
