@@ -9,7 +9,9 @@
 #    then also `--iptables=false --ip-masq=false` for sandboxes without netfilter;
 # 3. waits (bounded, $DOCKERD_WAIT seconds, default 60) until `docker info` answers;
 # 4. builds localflow/debian:bookworm, localflow/python:3.11 and localflow/busybox:latest when
-#    missing (python -m localflow.images build-base; idempotent).
+#    missing (python -m localflow.images build-base; idempotent), and, when torch is installed
+#    here and LOCALFLOW_TRAINING_IMAGE is not 0, localflow/training-python:latest (this machine's
+#    torch, scikit-learn, numpy) for the training scenarios.
 # Needs root. Run it after `pip install -e .[test]` so the image gets the host's kfp version.
 set -euo pipefail
 
@@ -86,6 +88,12 @@ fi
 "$docker_cli" info --format 'engine {{.ServerVersion}} storage={{.Driver}} cgroup={{.CgroupDriver}}/{{.CgroupVersion}}' || true
 t1=$(date +%s)
 
-PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" "$py" -m localflow.images build-base
+export PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}"
+"$py" -m localflow.images build-base
+if [ "${LOCALFLOW_TRAINING_IMAGE:-1}" != 0 ] && "$py" -c "import importlib.util as u, sys; sys.exit(not all(map(u.find_spec, ('torch', 'sklearn', 'numpy'))))"; then
+    "$py" -m localflow.images build-base --training
+else
+    echo "docker-setup: skipping localflow/training-python (torch/scikit-learn not installed here or LOCALFLOW_TRAINING_IMAGE=0)"
+fi
 t2=$(date +%s)
 echo "docker-setup: engine ready in $((t1 - t0))s, images in $((t2 - t1))s, total $((t2 - t0))s"
