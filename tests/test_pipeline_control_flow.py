@@ -65,6 +65,19 @@ def test_if_elif_else_runs_one_branch_skips_the_others_and_oneof_picks_its_outpu
     assert all(e["state"] == "COMPLETE" for e in container_executions(localflow, run))
 
 
+def test_tasks_inside_a_false_branch_are_recorded_skipped_without_executions(localflow):
+    run = localflow.run(branches, params={"n": -1})
+    skipped = {name: t for name, t in run.tasks.items() if t.state == "SKIPPED" and t.kind == "container"}
+    # big (with huge nested inside) and small were false: their three echo tasks never started
+    assert len(skipped) == 3
+    for name, t in skipped.items():
+        assert t.pod is None and t.execution_id is None and t.error.startswith("in skipped group ")
+    nested = [t for t in skipped.values() if t.name.count(".") == 3]  # branches.big.huge.echo
+    assert len(nested) == 1 and nested[0].error == f"in skipped group {nested[0].name.rsplit('.', 2)[0]}"
+    details = {d["taskId"]: d["state"] for d in run.object["status"]["runDetails"]["taskDetails"]}
+    assert all(details[name] == "SKIPPED" for name in skipped)
+
+
 @dsl.component(base_image=BASE)
 def stamp(name: str, out_dir: str, seconds: float) -> str:
     import json
@@ -285,10 +298,16 @@ def cleanup(note: str) -> str:
     return "cleaned " + note
 
 
+@dsl.component(base_image=BASE)
+def fallback(message: str = "upstream failed") -> str:
+    return message
+
+
 @dsl.pipeline(name="ignore-failure")
 def ignore_failure(fail: bool = True):
     w = work(fail=fail)
     cleanup(note="x").after(w).ignore_upstream_failure()
+    fallback(message=w.output).ignore_upstream_failure()
     echo(msg="after").after(w)
 
 
@@ -300,8 +319,11 @@ def test_ignore_upstream_failure_runs_the_task_while_plain_dependents_are_skippe
     assert run.task("cleanup").outputs["parameters"]["Output"] == "cleaned x"
     assert run.task("echo").state == "SKIPPED"
     assert "upstream" in run.task("echo").error
+    # the failed upstream produced no output: the input's default applies
+    assert run.task("fallback").outputs["parameters"]["Output"] == "upstream failed"
     ok = localflow.run(ignore_failure, params={"fail": False})
     assert ok.state == "SUCCEEDED" and ok.task("cleanup").state == "SUCCEEDED" and ok.task("echo").state == "SUCCEEDED"
+    assert ok.task("fallback").outputs["parameters"]["Output"] == "worked"
 
 
 @dsl.component(base_image=BASE)

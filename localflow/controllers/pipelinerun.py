@@ -252,7 +252,7 @@ class PipelineRunController:
                 # (backend/src/v2/compiler/argocompiler/dag.go): a skipped upstream blocks too
                 bad = [d for d in deps if d.state in ("FAILED", "CANCELED", "SKIPPED")]
                 if bad and strategy != "ALL_UPSTREAM_TASKS_COMPLETED":
-                    self._set_state(t, "SKIPPED", error=f"upstream task {bad[0].path} {bad[0].state.lower()}")
+                    self._skip(t, f"upstream task {bad[0].path} {bad[0].state.lower()}")
                     progressed = True
                     continue
                 self._start_task(t)
@@ -270,8 +270,7 @@ class PipelineRunController:
             t.params, t.artifacts = self._resolve_inputs(t, comp, path)
             cond = (spec.get("triggerPolicy") or {}).get("condition")
             if cond and not cel.evaluate_condition(cond, t.params, f"{path}.triggerPolicy.condition"):
-                t.record.kind = "dag" if "dag" in comp else "container"
-                self._set_state(t, "SKIPPED", error="condition was false")
+                self._skip(t, "condition was false")
                 return
             t.record.inputs = {"parameters": dict(t.params),
                                "artifacts": {k: [a["uri"] for a in v] for k, v in t.artifacts.items()}}
@@ -298,6 +297,35 @@ class PipelineRunController:
                                     fix="localflow runs container and importer executors")
         except LocalflowError as e:
             self._fail(t, e.args[0] if e.args else str(e))
+
+    def _skip(self, t: _Task, error: str) -> None:
+        """End a task SKIPPED; a skipped group's tasks are recorded SKIPPED too (they never start)."""
+        spec = t.spec
+        comp = self.components.get((spec.get("componentRef") or {}).get("name")) or {}
+        if "parameterIterator" in spec or "artifactIterator" in spec:
+            t.record.kind = "loop"  # its items were never resolved: no iterations to list
+        elif "dag" in comp:
+            t.record.kind = "dag"
+            self._record_skipped_dag(comp, t.path, f"in skipped group {t.path}")
+        else:
+            label = comp.get("executorLabel")
+            t.record.kind = "importer" if "importer" in (self.executors.get(label) or {}) else "container"
+        self._set_state(t, "SKIPPED", error=error)
+
+    def _record_skipped_dag(self, comp: dict, prefix: str, error: str) -> None:
+        now = self.clock.rfc3339()
+        for key, spec in ((comp.get("dag") or {}).get("tasks") or {}).items():
+            sub = self.components.get((spec.get("componentRef") or {}).get("name")) or {}
+            looped = "parameterIterator" in spec or "artifactIterator" in spec
+            kind = "loop" if looped else "dag" if "dag" in sub else \
+                "importer" if "importer" in (self.executors.get(sub.get("executorLabel")) or {}) else "container"
+            rec = TaskRecord(name=f"{prefix}.{key}", task=key, display_name=(spec.get("taskInfo") or {}).get("name") or key,
+                             kind=kind, state="SKIPPED", error=error, finished_at=now)
+            self.tasks[rec.name] = rec
+            if self.on_task is not None:
+                self.on_task(rec)
+            if kind == "dag":
+                self._record_skipped_dag(sub, rec.name, error)
 
     def _new_node(self, comp_name, comp, params, artifacts, prefix, owner) -> _Node:
         exec_id = self.metadata.create_execution(self.run_id, "system.DAGExecution", prefix, state="RUNNING",
@@ -381,6 +409,7 @@ class PipelineRunController:
     def _resolve_inputs(self, t: _Task, comp: dict, path: str) -> tuple[dict, dict]:
         node = t.node
         comp_path = f"components['{(t.spec.get('componentRef') or {}).get('name')}']"
+        completed_strategy = (t.spec.get("triggerPolicy") or {}).get("strategy") == "ALL_UPSTREAM_TASKS_COMPLETED"
         inputs = t.spec.get("inputs") or {}
         params: dict = {}
         constants = set()
@@ -396,6 +425,8 @@ class PipelineRunController:
                 if producer is None:
                     raise SpecError(p, f"no task {s['producerTask']!r} in this DAG")
                 outs = producer.record.outputs["parameters"]
+                if s["outputParameterKey"] not in outs and completed_strategy and producer.state != "SUCCEEDED":
+                    continue  # ignore_upstream_failure(): the upstream failed, the input's default applies
                 if s["outputParameterKey"] not in outs:
                     raise SpecError(p, f"task {producer.path} ({producer.state}) produced no output parameter "
                                        f"{s['outputParameterKey']!r}",
@@ -445,6 +476,8 @@ class PipelineRunController:
                 if producer is None:
                     raise SpecError(p, f"no task {s['producerTask']!r} in this DAG")
                 arts = producer.record.outputs["artifacts"].get(s["outputArtifactKey"])
+                if arts is None and completed_strategy and producer.state != "SUCCEEDED":
+                    continue
                 if arts is None:
                     raise SpecError(p, f"task {producer.path} ({producer.state}) produced no output artifact "
                                        f"{s['outputArtifactKey']!r}")
