@@ -429,3 +429,19 @@ def test_a_final_status_input_without_a_producer_gets_an_empty_status(localflow)
     run = localflow.run(final_status)
     assert run.state == "SUCCEEDED", run.error
     assert run.task("final-status").outputs["parameters"]["Output"] == "None|None|None|None"
+
+
+@dsl.pipeline(name="implicit-deps")
+def implicit_deps() -> str:
+    slow = stamp(name="slow", out_dir="/tmp", seconds=0.5).set_caching_options(False)
+    return echo(msg=slow.output).output
+
+
+def test_a_task_waits_for_producers_it_reads_even_when_dependent_tasks_omits_them(localflow):
+    from localflow.specs.pipeline import compile_pipeline_func
+
+    spec = compile_pipeline_func(implicit_deps)[0]
+    del spec["root"]["dag"]["tasks"]["echo"]["dependentTasks"]  # as some compiled pipelines ship
+    run = localflow.run(spec)
+    assert run.state == "SUCCEEDED", run.error
+    assert run.outputs["Output"] == "slow"

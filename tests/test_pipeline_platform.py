@@ -234,3 +234,22 @@ def test_a_requirement_that_is_not_installed_fails_the_task_listing_it(localflow
     assert "definitely-not-installed-pkg-xyz==1.2.3 (not installed)" in t.error
     assert "pyyaml" not in t.error.split("(run")[0]  # only what is missing is listed
     assert "pip install" in t.error and "localflow.yaml" in t.error
+
+
+@dsl.component(base_image=BASE)
+def on_gpu() -> str:
+    return "ran"
+
+
+@dsl.pipeline(name="gpu")
+def gpu_pipeline(count: str = "1"):
+    on_gpu().set_accelerator_type("NVIDIA_TESLA_T4").set_accelerator_limit(count).set_caching_options(False)
+
+
+@pytest.mark.parametrize("gpus, count, state", [("0", "1", "FAILED"), ("1", "1", "SUCCEEDED"), ("0", "0", "SUCCEEDED")])
+def test_accelerator_requests_run_only_when_the_machine_has_the_gpus(localflow, monkeypatch, gpus, count, state):
+    monkeypatch.setenv("LOCALFLOW_GPUS", gpus)
+    run = localflow.run(gpu_pipeline, params={"count": count})
+    assert run.state == state, run.error
+    if state == "FAILED":
+        assert "asks for 1 NVIDIA_TESLA_T4 and this machine has 0 GPUs" in run.task("on-gpu").error

@@ -38,6 +38,7 @@ from localflow.pipelines.preflight import check_pipeline
 from localflow.pipelines.cache import fingerprint
 from localflow.pipelines.values import cast_parameter, format_value, read_output_parameter, resolve_input_definitions
 from localflow.specs.pipeline import PipelineDocument
+from localflow.training.gpus import detect_gpus
 
 RUN_API_VERSION = "pipelines.kubeflow.org/v2beta1"
 TERMINAL = frozenset({"SUCCEEDED", "SKIPPED", "FAILED", "CANCELED"})
@@ -118,6 +119,19 @@ class _Task:
         self.loop_limit = 0
         self.exec_ctx: dict | None = None
         self.exec_running = True  # False while the execution is NEW (its Pod not yet running)
+        # dependentTasks plus every producer this task reads an output of: the backend adds those
+        # implicitly (backend/src/v2/compiler/argocompiler/dag.go addImplicitDependencies)
+        deps = list(spec.get("dependentTasks") or [])
+        inputs = spec.get("inputs") or {}
+        for src in (inputs.get("parameters") or {}).values():
+            producer = ((src or {}).get("taskOutputParameter") or {}).get("producerTask")
+            if producer and producer not in deps:
+                deps.append(producer)
+        for src in (inputs.get("artifacts") or {}).values():
+            producer = ((src or {}).get("taskOutputArtifact") or {}).get("producerTask")
+            if producer and producer not in deps:
+                deps.append(producer)
+        self.deps = deps
 
     @property
     def state(self) -> str:
@@ -244,7 +258,7 @@ class PipelineRunController:
             for t in node.tasks.values():
                 if t.state != "PENDING":
                     continue
-                deps = [node.tasks[d] for d in t.spec.get("dependentTasks") or [] if d in node.tasks]
+                deps = [node.tasks[d] for d in t.deps if d in node.tasks]
                 if any(d.state not in TERMINAL for d in deps):
                     continue
                 strategy = (t.spec.get("triggerPolicy") or {}).get("strategy") or "ALL_UPSTREAM_TASKS_SUCCEEDED"
@@ -732,11 +746,20 @@ class PipelineRunController:
             if res.get(field_name) and key not in out[kind]:
                 out[kind][key] = f"{res[field_name]}{unit}"
         acc = res.get("accelerator") or {}
-        count = acc.get("resourceCount") or acc.get("count")
-        if count and str(count) not in ("0", ""):
-            raise SpecError(f"{path}.accelerator", f"asks for {count} {acc.get('resourceType') or acc.get('type') or 'accelerator'} "
-                                                   "and this machine has none",
-                            fix="remove set_accelerator_limit/set_gpu_limit for local runs")
+        count = placeholders.resolve_string(str(acc.get("resourceCount") or acc.get("count") or ""), ctx,
+                                            f"{path}.accelerator.resourceCount").strip()
+        kind = placeholders.resolve_string(str(acc.get("resourceType") or acc.get("type") or "accelerator"), ctx,
+                                           f"{path}.accelerator.resourceType")
+        if count not in ("0", "0.0", ""):
+            try:
+                wanted = int(float(count))
+            except ValueError:
+                raise SpecError(f"{path}.accelerator.resourceCount", f"must be a whole number (got {count!r})") from None
+            have = detect_gpus()
+            if wanted > have:
+                raise SpecError(f"{path}.accelerator", f"asks for {count} {kind} and this machine has {have} GPUs",
+                                fix="remove set_accelerator_limit/set_gpu_limit for local runs "
+                                    "(or set LOCALFLOW_GPUS when detection misses a GPU)")
         return {k: v for k, v in out.items() if v}
 
     def _platform_value(self, t: _Task, spec: dict, path: str):
