@@ -9,6 +9,13 @@ so no grandchild survives. A memory limit is enforced like the cgroup OOM killer
 the process tree is sampled and the group is killed with reason ``OOMKilled`` / exit 137 when it
 goes over. CPU limits are not enforced (requests still count for admission in the scheduler).
 
+Warm path: a container that is ``python -c ...`` / ``python -m ...`` with the interpreter
+``python`` maps to is forked from a zygote of that interpreter (:mod:`localflow.executors.warm`)
+instead of started cold: ~3 ms instead of ~40-70 ms (``site`` plus, for KFP components,
+``kfp.dsl.executor_main`` are imported once). It is a process group like any other (kill, memory
+limit, logs, exit codes unchanged); anything the zygote cannot start exactly runs with ``Popen``.
+Off with ``SubprocessExecutor(warm=False)`` or ``LOCALFLOW_WARM=0``.
+
 Kubernetes semantics followed: kubelet container status reasons (kubernetes/kubernetes
 ``pkg/kubelet/kuberuntime/kuberuntime_container.go``); 137 = 128 + SIGKILL.
 """
@@ -24,6 +31,7 @@ import time
 
 import psutil
 
+from . import warm as _warm
 from .base import ContainerResult, ContainerSpec, Executor, PodSpec, RunningPod
 
 _BASE_ENV_KEYS = ("LANG", "LC_ALL", "TZ", "TMPDIR", "VIRTUAL_ENV", "LD_LIBRARY_PATH", "SSL_CERT_FILE",
@@ -36,15 +44,18 @@ class SubprocessExecutor(Executor):
 
     ``python``: interpreter that ``python``/``python3`` mean inside containers whose image has no
     mapping with its own ``python`` (default: the interpreter running localflow, ``sys.executable``).
+    ``warm``: fork Python containers from a zygote when that is exact (see the module doc); the
+    environment variable ``LOCALFLOW_WARM=0`` (or false/no/off) turns it off too.
     """
 
     name = "subprocess"
 
-    def __init__(self, python: str | None = None):
+    def __init__(self, python: str | None = None, warm: bool = True):
         self.python = python or sys.executable
+        self.warm = bool(warm) and os.environ.get("LOCALFLOW_WARM", "1").strip().lower() not in ("0", "false", "no", "off")
 
     def start(self, pod: PodSpec) -> "SubprocessPod":
-        running = SubprocessPod(pod, self.python)
+        running = SubprocessPod(pod, self.python, self.warm)
         running._thread.start()
         return running
 
@@ -52,11 +63,12 @@ class SubprocessExecutor(Executor):
 class SubprocessPod(RunningPod):
     """A Pod whose containers are process groups; driven by one thread."""
 
-    def __init__(self, spec: PodSpec, default_python: str):
+    def __init__(self, spec: PodSpec, default_python: str, warm: bool = False):
         self.spec = spec
         self._default_python = default_python
+        self._warm = warm
         self._lock = threading.Lock()
-        self._procs: dict[str, subprocess.Popen] = {}
+        self._procs: dict[str, subprocess.Popen | _warm.WarmProcess] = {}
         self._killed: str | None = None
         self._done = threading.Event()
         self._results: list[ContainerResult] = []
@@ -113,7 +125,7 @@ class SubprocessPod(RunningPod):
 
     def _spawn(self, c: ContainerSpec):
         started = time.time()
-        argv, env, cwd = self._resolve(c)
+        argv, env, cwd, python = self._resolve(c)
         log = open(c.log_path, "ab", buffering=0) if c.log_path else subprocess.DEVNULL
         try:
             exe = argv[0] if argv else ""
@@ -124,14 +136,17 @@ class SubprocessPod(RunningPod):
                 return ContainerResult(c.name, 127, "ContainerCannotRun",
                                        f"working directory {cwd!r} does not exist on this machine (image {c.image!r}); "
                                        f"set images['{c.image}'].workdir or paths in localflow.yaml", started, time.time())
+            plan = _warm_plan(argv, env, cwd, python) if self._warm else None
             with self._lock:
                 if self._killed:
                     return ContainerResult(c.name, 137, self._killed, "killed before start", started, time.time())
-                try:
-                    p = subprocess.Popen(argv, env=env, cwd=cwd or None, stdin=subprocess.DEVNULL,
-                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-                except OSError as e:
-                    return ContainerResult(c.name, 127, "ContainerCannotRun", f"{exe}: {e.strerror}", started, time.time())
+                p = plan.spawn(log.fileno() if log is not subprocess.DEVNULL else None) if plan else None
+                if p is None:
+                    try:
+                        p = subprocess.Popen(argv, env=env, cwd=cwd or None, stdin=subprocess.DEVNULL,
+                                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                    except OSError as e:
+                        return ContainerResult(c.name, 127, "ContainerCannotRun", f"{exe}: {e.strerror}", started, time.time())
                 self._procs[c.name] = p
             p._lf_started = started  # type: ignore[attr-defined]
             return p
@@ -165,10 +180,13 @@ class SubprocessPod(RunningPod):
                                    p._lf_started, finished)
         if self._killed and code != 0:
             return ContainerResult(c.name, code, self._killed, "", p._lf_started, finished)
+        if getattr(p, "lost", None):  # a warm container whose zygote died (see executors/warm.py)
+            return ContainerResult(c.name, code, "Error", p.lost, p._lf_started, finished)
         return ContainerResult(c.name, code, "Completed" if code == 0 else "Error", "", p._lf_started, finished)
 
     def _resolve(self, c: ContainerSpec):
-        """argv, env and cwd as this machine sees them: container paths rewritten to host paths."""
+        """argv, env, cwd and the interpreter ``python`` means, as this machine sees them: container
+        paths rewritten to host paths."""
         mapping = c.mapping
         path_map = {m.container_path: m.host_path for m in c.mounts if m.container_path != m.host_path}
         if mapping:
@@ -185,7 +203,8 @@ class SubprocessPod(RunningPod):
                     s = s.replace(marker, "=" + hpath)
             return s
 
-        shim = self._python_shim(mapping.python if mapping and mapping.python else self._default_python)
+        python = mapping.python if mapping and mapping.python else self._default_python
+        shim = self._python_shim(python)
         env = {k: os.environ[k] for k in _BASE_ENV_KEYS if k in os.environ}
         env["PATH"] = shim + os.pathsep + os.environ.get("PATH", os.defpath)
         env["HOME"] = os.environ.get("HOME", "/root")
@@ -197,7 +216,7 @@ class SubprocessPod(RunningPod):
         argv = [rewrite(a) for a in c.argv]
         workdir = c.working_dir or (mapping.workdir if mapping else None)
         cwd = rewrite(workdir) if workdir else None
-        return argv, env, cwd
+        return argv, env, cwd, python
 
     def _python_shim(self, python: str) -> str:
         """A directory whose ``python``/``python3`` run ``python`` (kept per Pod in its workdir)."""
@@ -212,13 +231,21 @@ class SubprocessPod(RunningPod):
         return shim
 
 
+def _warm_plan(argv: list[str], env: dict[str, str], cwd: str | None, python: str):
+    """A warm start for this container, or None (start it cold)."""
+    try:
+        return _warm.plan(argv, env, cwd or os.getcwd(), python)
+    except OSError:  # cwd gone, unreadable shim link, ...: the cold path reports it properly
+        return None
+
+
 def _missing_exe_message(exe: str, c: ContainerSpec) -> str:
     return (f"executable {exe!r} not found on this machine (image {c.image!r}); "
             f"add an entry for {c.image!r} under images: in localflow.yaml (python:, paths:) "
             f"or run with --executor docker")
 
 
-def _signal_group(p: subprocess.Popen, sig: int) -> None:
+def _signal_group(p, sig: int) -> None:
     try:
         os.killpg(p.pid, sig)
     except (ProcessLookupError, PermissionError):
