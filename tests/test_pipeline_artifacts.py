@@ -227,3 +227,27 @@ def test_importer_produces_an_artifact_for_an_existing_file_without_running_a_co
     assert run2.task("importer").outputs["artifacts"]["artifact"][0]["id"] == art["id"]
     with metadata_of(localflow) as md:
         assert len([a for a in md.list_artifacts() if a["uri"] == str(src)]) == 1
+
+
+@dsl.container_component
+def list_uris(parts: Input[List[Dataset]], out: OutputPath(str)):
+    # '{{$.inputs.artifacts['parts']}}': the whole artifact list as JSON
+    return dsl.ContainerSpec(image="python:3.11", command=["python3", "-c", (
+        "import json, os, sys\n"
+        "arts = json.loads(sys.argv[1])\n"
+        "os.makedirs(os.path.dirname(sys.argv[2]), exist_ok=True)\n"
+        "open(sys.argv[2], 'w').write(','.join(open(a['uri']).read() for a in arts))\n")],
+        args=[parts, out])
+
+
+@dsl.pipeline(name="container-artifact-list")
+def container_artifact_list() -> str:
+    with dsl.ParallelFor([0, 1, 2]) as i:
+        s = shard(i=i)
+    return list_uris(parts=dsl.Collected(s.outputs["part"])).outputs["out"]
+
+
+def test_a_container_component_receives_a_collected_artifact_list_as_json(localflow):
+    run = localflow.run(container_artifact_list)
+    assert run.state == "SUCCEEDED", run.error
+    assert run.outputs["Output"] == "shard 0,shard 1,shard 2"

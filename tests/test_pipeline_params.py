@@ -140,3 +140,24 @@ def test_container_command_lines_format_values_like_the_backend(localflow):
     # ints without ".0", whole floats too (driver/util.go pbValueToString), booleans lower case,
     # lists and structs as compact JSON
     assert run.outputs["Output"] == '5 2 false [1,"a"] {"k":1.5}'
+
+
+def test_cli_p_flags_parse_by_declared_type_and_o_json_prints_a_list(tmp_path):
+    import subprocess
+    import sys
+
+    from kfp import compiler
+
+    spec = tmp_path / "params.yaml"
+    compiler.Compiler().compile(param_types, str(spec))
+    proc = subprocess.run([sys.executable, "-m", "localflow", "run", str(spec), "-p", "i=9", "-p", "b=false",
+                           "-p", 'l=[3, "y"]', "-p", 'd={"a": {"b": 1}}', "-p", "s=12", "-o", "json",
+                           "--workspace", str(tmp_path / "ws")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    listed = json.loads(proc.stdout)
+    assert listed["kind"] == "List"
+    [run_obj] = [o for o in listed["items"] if o["kind"] == "Run"]
+    assert run_obj["status"]["state"] == "SUCCEEDED"
+    assert run_obj["spec"]["runtimeConfig"]["parameters"] == {"i": 9, "f": 0.5, "s": "12", "b": False,
+                                                             "l": [3, "y"], "d": {"a": {"b": 1}}}
+    assert [o["kind"] for o in listed["items"]].count("Pod") == 1
