@@ -251,3 +251,31 @@ def test_a_container_component_receives_a_collected_artifact_list_as_json(localf
     run = localflow.run(container_artifact_list)
     assert run.state == "SUCCEEDED", run.error
     assert run.outputs["Output"] == "shard 0,shard 1,shard 2"
+
+
+@dsl.component(base_image=BASE)
+def write_custom(where: str, out: Output[Dataset]):
+    out.set_path(where)  # kfp custom path: the engine uploads from here to the artifact's URI
+    with open(out.path, "w") as f:
+        f.write("custom content")
+
+
+@dsl.component(base_image=BASE)
+def read_back(data: Input[Dataset]) -> str:
+    with open(data.path) as f:
+        return f.read()
+
+
+@dsl.pipeline(name="custom-path")
+def custom_path(where: str) -> str:
+    w = write_custom(where=where)
+    return read_back(data=w.outputs["out"]).output
+
+
+def test_an_artifact_written_to_a_custom_path_reaches_consumers_through_its_uri(localflow, tmp_path):
+    where = tmp_path / "elsewhere.txt"
+    run = localflow.run(custom_path, params={"where": str(where)})
+    assert run.state == "SUCCEEDED", run.error
+    assert run.outputs["Output"] == "custom content"
+    uri = run.task("write-custom").outputs["artifacts"]["out"][0]["uri"]
+    assert uri != str(where) and Path(uri).read_text() == "custom content"

@@ -758,8 +758,8 @@ class PipelineRunController:
             have = detect_gpus()
             if wanted > have:
                 raise SpecError(f"{path}.accelerator", f"asks for {count} {kind} and this machine has {have} GPUs",
-                                fix="remove set_accelerator_limit/set_gpu_limit for local runs "
-                                    "(or set LOCALFLOW_GPUS when detection misses a GPU)")
+                                fix="remove set_accelerator_limit/set_gpu_limit for local runs, "
+                                    "or set LOCALFLOW_GPUS when detection misses a GPU")
         return {k: v for k, v in out.items() if v}
 
     def _platform_value(self, t: _Task, spec: dict, path: str):
@@ -924,8 +924,11 @@ class PipelineRunController:
                 if e.get("uri"):
                     a["uri"] = e["uri"]
                 a["metadata"].update(e.get("metadata") or {})
-                if e.get("customPath"):
-                    a["customPath"] = e["customPath"]
+                custom = e.get("customPath") or e.get("custom_path")
+                if custom:
+                    # the launcher uploads what the task left at its custom path to the artifact's URI
+                    # (launcher_v2.go retrieveArtifactPath); consumers then read it from the URI
+                    _copy_content(custom, placeholders.uri_to_path(a["uri"]), f"{path}: output artifact '{k}'")
                 if e.get("name") and len(entries) > 1:
                     a["name"] = e["name"]
                 result.append(a)
@@ -1099,6 +1102,23 @@ class PipelineRunController:
 # ---------------------------------------------------------------------------------------------
 def _public_artifact(a: dict) -> dict:
     return {k: v for k, v in a.items() if k != "id"}
+
+
+def _copy_content(src: str, dst: str, where: str) -> None:
+    """Copy a file or directory tree from ``src`` to ``dst`` (nothing when they are the same or
+    ``src`` is missing: an artifact with no content is allowed)."""
+    import shutil
+
+    if not os.path.exists(src) or os.path.abspath(src) == os.path.abspath(dst):
+        return
+    try:
+        os.makedirs(os.path.dirname(dst) or ".", exist_ok=True)
+        if os.path.isdir(src):
+            shutil.copytree(src, dst, dirs_exist_ok=True)
+        else:
+            shutil.copy2(src, dst)
+    except OSError as e:
+        raise ExecutorError(f"{where}: could not copy {src} to {dst}: {e}") from None
 
 
 def _pod_failure(pod: dict, log_tail: str) -> str:
