@@ -188,7 +188,7 @@ def test_replicas_on_one_network_reach_each_other_by_hostname(docker_executor, p
     client = py("client", """
         import socket, time
         deadline = time.time() + 30
-        for name in ('job-master-0', 'job-master-0.default.svc'):
+        for name in ('job-master-0', 'job-master-0.default.svc', 'job-master-0.job'):
             socket.gethostbyname(name)
         while True:
             try:
@@ -198,7 +198,9 @@ def test_replicas_on_one_network_reach_each_other_by_hostname(docker_executor, p
                 time.sleep(0.1)
         print(c.recv(100).decode())
         """, python_image, tmp_path)
-    master = docker_executor.start(pod("job-master-0", server, hostname="job-master-0", network="job-net-test"))
+    master_spec = pod("job-master-0", server, hostname="job-master-0", network="job-net-test")
+    master_spec.subdomain = "job"  # spec.subdomain (JobSet/TrainJob names: <hostname>.<subdomain>)
+    master = docker_executor.start(master_spec)
     worker = docker_executor.start(pod("job-worker-0", client, hostname="job-worker-0", network="job-net-test"))
     (w,) = worker.wait(60)
     assert w.reason == "Completed", open(client.log_path).read()
