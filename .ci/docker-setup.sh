@@ -89,6 +89,10 @@ fi
 t1=$(date +%s)
 
 export PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}"
+if ! "$py" -c "import docker, kfp" 2>/dev/null; then
+    echo "docker-setup: $py lacks the docker SDK or kfp; run \`pip install -e .[test]\` first" >&2
+    exit 1
+fi
 "$py" -m localflow.images build-base
 if [ "${LOCALFLOW_TRAINING_IMAGE:-1}" != 0 ] && "$py" -c "import importlib.util as u, sys; sys.exit(not all(map(u.find_spec, ('torch', 'sklearn', 'numpy'))))"; then
     "$py" -m localflow.images build-base --training
