@@ -14,29 +14,45 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from typing import Callable
+
 from localflow.clock import SYSTEM_CLOCK, Clock
+from localflow.controllers.ownership import owner_annotations
+from localflow.controllers.sideobjects import RUN_ID_LABEL
 from localflow.errors import LocalflowError, NotFound, Unschedulable
 from localflow.specs.training import job_warnings, load_job
 from localflow.training.conditions import is_failed, is_finished, reason, update_conditions
 from localflow.training.kinds import KINDS, LABEL_JOB_NAME, LABEL_OPERATOR_NAME, LABEL_REPLICA_INDEX, LABEL_REPLICA_TYPE
 from localflow.training.mpi import config_map
-from localflow.training.policy import Decision, created_condition, exit_code, reconcile
+from localflow.training.policy import MAGIC_EXIT_CODE, Decision, created_condition, exit_code, reconcile
 from localflow.training.pods import replica_pods
 from localflow.training.ports import PortAllocator
 
-__all__ = ["TrainingJobController", "ReplicaRecord", "replica_records"]
+__all__ = ["TrainingJobController", "ReplicaRecord", "replica_record", "replica_records", "pod_record", "PodChange"]
+
+# ``on_change(event_type, pod)``: a Pod of the job was ADDED, MODIFIED or DELETED (the object after the change)
+PodChange = Callable[[str, dict], None]
 
 _POLL_S = 0.25  # how long to wait for a Pod event before re-checking clock-driven deadlines
 
 
+# Pod phase -> the state vocabulary of ``Run.tasks`` (TaskRecord's: PENDING RUNNING SUCCEEDED FAILED CANCELED)
+_STATE = {"Pending": "PENDING", "Running": "RUNNING", "Succeeded": "SUCCEEDED", "Failed": "FAILED"}
+
+
 @dataclass
 class ReplicaRecord:
-    """One replica of a finished (or running) job, as ``Run.tasks`` reports it.
+    """One replica Pod of a job, as ``Run.tasks`` and the ``on_task`` progress callback report it.
 
-    ``name``/``pod``: the Pod name; ``replica_type``/``index``; ``state``: the Pod phase;
+    ``name``/``pod``/``task``: the Pod name; ``replica_type``/``index``; ``phase``: the Pod phase
+    (Pending, Running, Succeeded, Failed); ``state``: the same in ``Run.tasks``' vocabulary
+    (PENDING, RUNNING, SUCCEEDED, FAILED, and CANCELED for a Pod the controller killed, e.g. by
+    ``cleanPodPolicy`` or a deadline); ``error``: why it failed (exit code and reason) or None;
     ``exit_code`` of the kind's default container (None while running); ``restarts``: container
-    restarts; ``address``: ``host:port`` it listens on; ``volumes``: PVC mounts
-    ``[{claim, mountPath}]`` (where a model written by the replica lands: workspace ``pvc/<claim>``).
+    restarts in place; ``address``: ``host:port`` it listens on; ``volumes``: PVC mounts
+    ``[{claim, mountPath}]`` (where a model written by the replica lands: workspace ``pvc/<claim>``);
+    ``uid``: the Pod's uid (a replica the operator recreates gets a new one); ``execution_id``: its
+    metadata execution, once the runner recorded one.
     """
 
     name: str
@@ -47,44 +63,73 @@ class ReplicaRecord:
     display_name: str = ""
     task: str = ""
     kind: str = "replica"
+    phase: str = "Pending"
+    error: str | None = None
     exit_code: int | None = None
     restarts: int = 0
     address: str | None = None
     started_at: str | None = None
     finished_at: str | None = None
     volumes: list = field(default_factory=list)
+    uid: str | None = None
+    execution_id: int | None = None
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
 
 
+def pod_record(pod: dict, container: str, replica_type: str, index: int, display_name: str,
+               kind: str = "replica") -> ReplicaRecord:
+    """A :class:`ReplicaRecord` for any Pod whose main container is ``container``.
+
+    ``error`` is ``"<container> exited with code N (<reason>): <message>"`` from the terminated
+    state of the first failed container, or the Pod's ``status.message`` (e.g. DeadlineExceeded).
+    """
+    st = pod.get("status") or {}
+    phase = st.get("phase", "Pending")
+    statuses = st.get("containerStatuses") or []
+    code = exit_code(pod, container)
+    finished, killed, error = None, False, None
+    for cs in statuses:
+        term = (cs.get("state") or {}).get("terminated")
+        if term:
+            finished = max(finished or "", term.get("finishedAt") or "") or None
+            killed = killed or term.get("reason") == "Killed"
+            if error is None and int(term.get("exitCode") or 0) != 0:
+                error = f"{cs.get('name')} exited with code {term.get('exitCode')} ({term.get('reason') or 'Error'})"
+                if term.get("message"):
+                    error += f": {str(term['message']).strip()[-300:]}"
+    if phase == "Failed" and error is None:
+        error = st.get("message") or st.get("reason") or "the Pod failed"
+    state = "CANCELED" if phase == "Failed" and (killed or st.get("reason") == "Killed") else _STATE.get(phase, "PENDING")
+    claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in (pod.get("spec") or {}).get("volumes") or []
+              if "persistentVolumeClaim" in v}
+    vols = [{"claim": claims[m["name"]], "mountPath": m["mountPath"]}
+            for c in (pod.get("spec") or {}).get("containers") or [] for m in c.get("volumeMounts") or []
+            if m["name"] in claims]
+    name = pod["metadata"]["name"]
+    return ReplicaRecord(
+        name=name, pod=name, task=name, replica_type=replica_type, index=index, state=state, phase=phase,
+        display_name=display_name, kind=kind, error=error if phase == "Failed" else None,
+        exit_code=None if code == MAGIC_EXIT_CODE else code,
+        restarts=sum(int(cs.get("restartCount") or 0) for cs in statuses),
+        address=(pod["metadata"].get("annotations") or {}).get("localflow.dev/address"),
+        started_at=st.get("startTime"), finished_at=finished, volumes=vols, uid=pod["metadata"].get("uid"))
+
+
+def replica_record(kind: str, pod: dict) -> ReplicaRecord:
+    """The :class:`ReplicaRecord` of one Pod of a v1 job of ``kind`` (exit code of the kind's default container)."""
+    info = KINDS[kind]
+    labels = pod["metadata"].get("labels") or {}
+    rtype = info.canonical_type(labels.get(LABEL_REPLICA_TYPE, "")) or labels.get(LABEL_REPLICA_TYPE, "")
+    index = labels.get(LABEL_REPLICA_INDEX, "0")
+    return pod_record(pod, info.container, rtype, int(index), f"{rtype}-{index}")
+
+
 def replica_records(job: dict, pods: list[dict]) -> dict[str, ReplicaRecord]:
-    """``{pod name: ReplicaRecord}`` for the job's current Pods (kind's default container for exit codes)."""
-    info = KINDS[job["kind"]]
-    out = {}
-    for p in sorted(pods, key=lambda p: p["metadata"]["name"]):
-        labels = p["metadata"].get("labels") or {}
-        st = p.get("status") or {}
-        code = exit_code(p, info.container)
-        finished = None
-        for cs in st.get("containerStatuses") or []:
-            term = (cs.get("state") or {}).get("terminated")
-            if term:
-                finished = max(finished or "", term.get("finishedAt") or "") or None
-        claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in p["spec"].get("volumes") or []
-                  if "persistentVolumeClaim" in v}
-        vols = [{"claim": claims[m["name"]], "mountPath": m["mountPath"]}
-                for c in p["spec"].get("containers") or [] for m in c.get("volumeMounts") or [] if m["name"] in claims]
-        name = p["metadata"]["name"]
-        rtype = info.canonical_type(labels.get(LABEL_REPLICA_TYPE, "")) or labels.get(LABEL_REPLICA_TYPE, "")
-        out[name] = ReplicaRecord(
-            name=name, pod=name, replica_type=rtype, index=int(labels.get(LABEL_REPLICA_INDEX, "0")),
-            state=st.get("phase", "Pending"), display_name=f"{rtype}-{labels.get(LABEL_REPLICA_INDEX, '0')}", task=name,
-            exit_code=None if code == 0xBEEF else code,
-            restarts=sum(int(cs.get("restartCount") or 0) for cs in st.get("containerStatuses") or []),
-            address=(p["metadata"].get("annotations") or {}).get("localflow.dev/address"),
-            started_at=st.get("startTime"), finished_at=finished, volumes=vols)
-    return out
+    """``{pod name: ReplicaRecord}`` for the job's current Pods, sorted by name."""
+    return {p["metadata"]["name"]: replica_record(job["kind"], p)
+            for p in sorted(pods, key=lambda p: p["metadata"]["name"])}
 
 
 class TrainingJobController:
@@ -119,12 +164,14 @@ class TrainingJobController:
         machine (the job is then ``Failed`` with that reason and no Pod is created).
         """
         job = load_job(job_dict, gpus=self.gpus)
-        from localflow.controllers.ownership import owner_annotations
-
         job["metadata"].setdefault("namespace", "default")
         job["metadata"]["annotations"] = {**(job["metadata"].get("annotations") or {}), **owner_annotations()}
         job["status"] = created_condition(job, self.clock.now())
         obj = self.store.create(job)
+        if RUN_ID_LABEL not in (obj["metadata"].get("labels") or {}):  # the run id is the job's uid
+            obj = self.store.patch(obj["kind"], obj["metadata"]["name"],
+                                   {"metadata": {"labels": {RUN_ID_LABEL: obj["metadata"]["uid"]}}},
+                                   obj["metadata"]["namespace"])
         key = self._key(obj)
         self._emit(obj, "Normal", reason(obj["kind"], "Created"), f"{obj['kind']} {obj['metadata']['name']} is created.")
         for w in job_warnings(obj):
@@ -178,8 +225,13 @@ class TrainingJobController:
         return job, decision
 
     def run_until_done(self, name: str, namespace: str = "default", timeout: float | None = None,
-                       *, kind: str | None = None) -> dict:
+                       *, kind: str | None = None, on_change: PodChange | None = None) -> dict:
         """Reconcile on every Pod or job change until the job is finished and its cleanup is done.
+
+        ``on_change(event_type, pod)`` is called in this thread for the job's Pods as they are when
+        the wait starts (``ADDED``) and then for every change of one of them (``ADDED``,
+        ``MODIFIED``, ``DELETED``), in the order the store committed them, before the reconcile
+        pass that reacts to it: a caller sees Pending -> Running -> Succeeded/Failed as it happens.
 
         Returns the final job dict (the last one seen if the TTL deleted it). Raises
         ``TimeoutError`` after ``timeout`` wall-clock seconds, :class:`NotFound` if the job
@@ -193,21 +245,27 @@ class TrainingJobController:
         start = time.monotonic()  # a safety net in wall time; job deadlines use self.clock
         with self.store.watch(kind="Pod", namespace=namespace, label_selector=selector) as pods_w, \
                 self.store.watch(kind=kind, namespace=namespace) as job_w:
+            if on_change is not None:
+                for pod in self._pods(job):
+                    on_change("ADDED", pod)
             last = job
             while True:
                 current, decision = self.reconcile(name, namespace, kind=kind)
                 if current is None:
+                    _deliver(pods_w.drain(), on_change)
                     return last
                 last = current
                 # finished, its cleanup applied (requeue_after == 0 means "clean up on the next pass")
                 if is_finished(current.get("status")) and decision is not None and not decision.delete \
                         and decision.requeue_after != 0.0:
+                    _deliver(pods_w.drain(), on_change)
                     return current
                 if timeout is not None and time.monotonic() - start > timeout:
                     raise TimeoutError(f"{kind} {name} did not finish within {timeout}s")
                 wait = _POLL_S if decision is None or decision.requeue_after is None else min(_POLL_S, max(decision.requeue_after, 0.0))
-                if pods_w.get(timeout=wait) is not None or job_w.get(timeout=0) is not None:
-                    pods_w.drain()
+                first = pods_w.get(timeout=wait)
+                if first is not None or job_w.get(timeout=0) is not None:
+                    _deliver(([first] if first is not None else []) + pods_w.drain(), on_change)
                     job_w.drain()
 
     def suspend(self, name: str, namespace: str = "default", *, kind: str | None = None) -> dict:
@@ -267,8 +325,10 @@ class TrainingJobController:
             return
         ns, name = job["metadata"].get("namespace") or "default", job["metadata"]["name"]
         clean = [copy.deepcopy(m) for m in manifests]
+        run_id = (job["metadata"].get("labels") or {}).get(RUN_ID_LABEL) or job["metadata"]["uid"]
         for m in clean:
             m["metadata"]["ownerReferences"][0]["uid"] = job["metadata"]["uid"]
+            m["metadata"].setdefault("labels", {})[RUN_ID_LABEL] = run_id
         if len(clean) == 1:
             self.scheduler.submit(clean[0])
         else:
@@ -310,56 +370,8 @@ class TrainingJobController:
                             self.ports.release(p.get("containerPort"))
 
 
-def _create_side_objects(store, docs: list[dict], namespace: str) -> None:
-    """ConfigMaps and Secrets shipped in the same YAML as the job (volumes and env refer to them)."""
-    for d in docs:
-        if isinstance(d, dict) and d.get("kind") in ("ConfigMap", "Secret"):
-            obj = copy.deepcopy(d)
-            obj.setdefault("metadata", {}).setdefault("namespace", namespace)
-            try:
-                store.get(obj["kind"], obj["metadata"]["name"], obj["metadata"]["namespace"])
-            except NotFound:
-                store.create(obj)
-
-
-def run_training_job(docs: list[dict], rt, *, namespace: str = "default", on_task=None, timeout: float | None = None,
-                     **_) -> "object":
-    """Runner for ``localflow.api.run``: apply the first v1 training job in ``docs`` and wait for it.
-
-    Returns an ``api.Run`` whose ``tasks`` are :class:`ReplicaRecord` per replica Pod, ``state``
-    ``SUCCEEDED``/``FAILED`` and ``error`` the Failed condition's message. Metadata recording of the
-    job, replicas and models written to PVCs is left to the API layer (see ``ReplicaRecord.volumes``).
-    """
-    from localflow.api import Run
-
-    job = next((d for d in docs if isinstance(d, dict) and d.get("kind") in KINDS), None)
-    if job is None:
-        raise LocalflowError("no training job in the spec")
-    job = copy.deepcopy(job)
-    job.setdefault("metadata", {}).setdefault("namespace", namespace)
-    ns = job["metadata"]["namespace"]
-    _create_side_objects(rt.store, docs, ns)
-    ctl = TrainingJobController(rt.store, rt.scheduler, rt.clock)
-    obj = ctl.apply(job)
-    name = obj["metadata"]["name"]
-    final = ctl.run_until_done(name, ns, timeout=timeout, kind=obj["kind"])
-    records = ctl.records(name, ns, kind=obj["kind"])
-    if on_task is not None:
-        for r in records.values():
-            on_task(r)
-    failed = is_failed(final.get("status"))
-    error = next((c.get("message") for c in reversed(final["status"].get("conditions") or [])
-                  if c.get("type") == "Failed" and c.get("status") == "True"), None)
-    return Run(id=final["metadata"]["uid"], name=name, kind=final["kind"], state="FAILED" if failed else "SUCCEEDED",
-               workspace=rt.workspace, tasks=records, error=error, object=final,
-               pods=ctl._pods(final))
-
-
-def _register() -> None:
-    from localflow.api import register_runner
-
-    for kind in KINDS:
-        register_runner(kind, run_training_job)
-
-
-_register()
+def _deliver(events, on_change: PodChange | None) -> None:
+    """Hand watch events of Pods to ``on_change`` in commit order."""
+    if on_change is not None:
+        for ev in events:
+            on_change(ev.type, ev.object)

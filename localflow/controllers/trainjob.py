@@ -12,13 +12,17 @@ import threading
 import time
 
 from localflow.clock import SYSTEM_CLOCK, Clock
+from localflow.controllers.ownership import owner_annotations
+from localflow.controllers.sideobjects import RUN_ID_LABEL
+from localflow.controllers.trainingjob import PodChange, ReplicaRecord, _deliver, pod_record
 from localflow.errors import NotFound, Unschedulable
 from localflow.specs.training import validate_runtime, validate_trainjob
 from localflow.training.ports import PortAllocator
-from localflow.training.runtimes import LABEL_JOBSET_NAME, ReplicatedJobPlan, resolve_runtime, trainjob_plan
+from localflow.training.runtimes import (LABEL_COMPLETION_INDEX, LABEL_JOBSET_NAME, LABEL_REPLICATED_JOB, ReplicatedJobPlan,
+                                         resolve_runtime, trainjob_plan)
 from localflow.training.trainjob import TrainJobDecision, TrainJobState, is_terminal, reconcile_trainjob, set_condition
 
-__all__ = ["TrainJobController"]
+__all__ = ["TrainJobController", "node_record", "node_records"]
 
 _POLL_S = 0.25
 
@@ -65,8 +69,6 @@ class TrainJobController:
         Raises :class:`~localflow.errors.SpecError` (nothing created) or
         :class:`~localflow.errors.Unschedulable` (the job is Failed, no Pod started).
         """
-        from localflow.controllers.ownership import owner_annotations
-
         runtime = resolve_runtime(tj, self._lookup)
         validate_trainjob(tj, runtime, gpus=self.gpus)
         doc = dict(tj)
@@ -76,6 +78,9 @@ class TrainJobController:
         doc["metadata"] = meta
         doc["status"] = {}
         obj = self.store.create(doc)
+        if RUN_ID_LABEL not in (obj["metadata"].get("labels") or {}):  # the run id is the TrainJob's uid
+            obj = self.store.patch("TrainJob", meta["name"], {"metadata": {"labels": {RUN_ID_LABEL: obj["metadata"]["uid"]}}},
+                                   meta["namespace"])
         key = (meta["namespace"], meta["name"])
         plans = trainjob_plan(obj, runtime, self.scheduler.addressing, self.ports)
         with self._lock:
@@ -100,8 +105,10 @@ class TrainJobController:
         for pod_name in d.delete:
             self.scheduler.delete_pod(pod_name, namespace)
         if d.create:
+            run_id = (tj["metadata"].get("labels") or {}).get(RUN_ID_LABEL) or tj["metadata"]["uid"]
             for p in d.create:
                 p["metadata"]["ownerReferences"][0]["uid"] = tj["metadata"]["uid"]
+                p["metadata"].setdefault("labels", {})[RUN_ID_LABEL] = run_id
             try:
                 if len(d.create) == 1:
                     self.scheduler.submit(d.create[0])
@@ -120,23 +127,34 @@ class TrainJobController:
             tj = self.store.update_status("TrainJob", name, d.status, namespace)
         return tj, d
 
-    def run_until_done(self, name: str, namespace: str = "default", timeout: float | None = None) -> dict:
+    def run_until_done(self, name: str, namespace: str = "default", timeout: float | None = None,
+                       *, on_change: PodChange | None = None) -> dict:
         """Reconcile on Pod/TrainJob changes until Complete or Failed; returns the TrainJob.
+
+        ``on_change(event_type, pod)``: as for
+        :meth:`~localflow.controllers.trainingjob.TrainingJobController.run_until_done` (the
+        TrainJob's Pods when the wait starts, then every change, in commit order).
         Raises ``TimeoutError`` after ``timeout`` wall-clock seconds."""
         start = time.monotonic()
-        with self.store.watch(kind="Pod", namespace=namespace, label_selector={LABEL_JOBSET_NAME: name}) as pw, \
+        selector = {LABEL_JOBSET_NAME: name}
+        with self.store.watch(kind="Pod", namespace=namespace, label_selector=selector) as pw, \
                 self.store.watch(kind="TrainJob", namespace=namespace) as jw:
+            if on_change is not None:
+                for pod in self.store.list("Pod", namespace, label_selector=selector):
+                    on_change("ADDED", pod)
             while True:
                 tj, d = self.reconcile(name, namespace)
                 if tj is None:
                     raise NotFound(f"no TrainJob {name!r} in namespace {namespace!r}")
                 if is_terminal(tj.get("status")):
+                    _deliver(pw.drain(), on_change)
                     return tj
                 if timeout is not None and time.monotonic() - start > timeout:
                     raise TimeoutError(f"TrainJob {name} did not finish within {timeout}s")
                 wait = _POLL_S if d is None or d.requeue_after is None else min(_POLL_S, max(d.requeue_after, 0.0))
-                if pw.get(timeout=wait) is not None or jw.get(timeout=0) is not None:
-                    pw.drain()
+                first = pw.get(timeout=wait)
+                if first is not None or jw.get(timeout=0) is not None:
+                    _deliver(([first] if first is not None else []) + pw.drain(), on_change)
                     jw.drain()
 
     def suspend(self, name: str, namespace: str = "default") -> dict:
@@ -159,62 +177,17 @@ class TrainJobController:
         self.store.record_event(tj, reason, message, type=type_, component="trainjob-controller")
 
 
-def run_trainjob(docs: list[dict], rt, *, namespace: str = "default", on_task=None, timeout: float | None = None,
-                 **_):
-    """Runner for ``localflow.api.run``: store the runtimes in ``docs``, apply the first TrainJob, wait.
-
-    Returns an ``api.Run`` (``tasks``: Pod name -> ReplicaRecord-like dict of each node Pod).
-    """
-    import copy as _copy
-
-    from localflow.api import Run
-    from localflow.controllers.trainingjob import ReplicaRecord, _create_side_objects
-
-    ctl = TrainJobController(rt.store, rt.scheduler, rt.clock)
-    for d in docs:
-        if isinstance(d, dict) and d.get("kind") in ("TrainingRuntime", "ClusterTrainingRuntime"):
-            rtd = _copy.deepcopy(d)
-            if rtd["kind"] == "TrainingRuntime":
-                rtd.setdefault("metadata", {}).setdefault("namespace", namespace)
-            ctl.apply_runtime(rtd)
-    tj = next((d for d in docs if isinstance(d, dict) and d.get("kind") == "TrainJob"), None)
-    if tj is None:
-        raise NotFound("no TrainJob in the spec", fix="add a TrainJob document next to the runtimes")
-    tj = _copy.deepcopy(tj)
-    tj.setdefault("metadata", {}).setdefault("namespace", namespace)
-    ns = tj["metadata"]["namespace"]
-    _create_side_objects(rt.store, docs, ns)
-    obj = ctl.apply(tj)
-    name = obj["metadata"]["name"]
-    final = ctl.run_until_done(name, ns, timeout=timeout)
-    pods = rt.store.list("Pod", ns, label_selector={LABEL_JOBSET_NAME: name})
-    tasks = {}
-    for p in pods:
-        st = p.get("status") or {}
-        term = next(((cs.get("state") or {}).get("terminated") for cs in st.get("containerStatuses") or []
-                     if cs.get("name") == "node"), None)
-        labels = p["metadata"].get("labels") or {}
-        rec = ReplicaRecord(name=p["metadata"]["name"], pod=p["metadata"]["name"], task=p["metadata"]["name"],
-                            replica_type=labels.get("jobset.sigs.k8s.io/replicatedjob-name", ""),
-                            index=int(labels.get("batch.kubernetes.io/job-completion-index", "0")),
-                            display_name=p["metadata"]["name"], kind="node", state=st.get("phase", "Pending"),
-                            exit_code=(term or {}).get("exitCode"), started_at=st.get("startTime"),
-                            address=(p["metadata"].get("annotations") or {}).get("localflow.dev/address"),
-                            restarts=sum(int(cs.get("restartCount") or 0) for cs in st.get("containerStatuses") or []))
-        tasks[p["metadata"]["name"]] = rec
-        if on_task is not None:
-            on_task(rec)
-    conds = final["status"].get("conditions") or []
-    failed = any(c["type"] == "Failed" and c["status"] == "True" for c in conds)
-    error = next((c["message"] for c in conds if c["type"] == "Failed" and c["status"] == "True"), None)
-    return Run(id=final["metadata"]["uid"], name=name, kind="TrainJob", state="FAILED" if failed else "SUCCEEDED",
-               workspace=rt.workspace, tasks=tasks, error=error, object=final, pods=pods)
+def node_record(pod: dict) -> ReplicaRecord:
+    """The :class:`~localflow.controllers.trainingjob.ReplicaRecord` of one TrainJob Pod: its
+    replicated job (``node``, ``dataset-initializer``, ...) as ``replica_type``, the Job completion
+    index as ``index``, the exit code of its first container (``node`` for the trainer)."""
+    labels = pod["metadata"].get("labels") or {}
+    containers = (pod.get("spec") or {}).get("containers") or [{}]
+    main = next((c.get("name") for c in containers if c.get("name") == "node"), containers[0].get("name", "node"))
+    rjob = labels.get(LABEL_REPLICATED_JOB, "")
+    return pod_record(pod, main, rjob, int(labels.get(LABEL_COMPLETION_INDEX, "0")), pod["metadata"]["name"], kind="node")
 
 
-def _register() -> None:
-    from localflow.api import register_runner
-
-    register_runner("TrainJob", run_trainjob)
-
-
-_register()
+def node_records(pods: list[dict]) -> dict[str, ReplicaRecord]:
+    """``{pod name: ReplicaRecord}`` of a TrainJob's Pods, sorted by name."""
+    return {p["metadata"]["name"]: node_record(p) for p in sorted(pods, key=lambda p: p["metadata"]["name"])}
