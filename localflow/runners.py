@@ -1,13 +1,20 @@
 """Runners: how :func:`localflow.api.run` runs each kind, adapting a controller to a :class:`~localflow.api.Run`.
 
 This is the API layer (it may import controllers; controllers never import it). Each runner takes
-``(docs, runtime, **options)`` and returns a ``Run``; :func:`register` adds them to
-:data:`localflow.api.RUNNERS`. Adding a Kubeflow kind: its spec model, its controller module, a
+``(docs, runtime, **options)`` and returns a ``Run``; ``register_runner`` adds them to
+:data:`localflow.api.RUNNERS`. Training jobs are recorded in the metadata store by
+:mod:`localflow.training.records` (run, one execution per replica Pod, model files as artifacts). Adding a Kubeflow kind: its spec model, its controller module, a
 runner here, and a scenario.
 """
 from __future__ import annotations
 
+import copy
+import time
+
 from localflow.api import Run, Runtime, register_runner
+from localflow.controllers.sideobjects import RUN_ID_LABEL, SIDE_KINDS, create_side_objects
+from localflow.errors import LocalflowError, SpecError, Unschedulable
+from localflow.training.kinds import KINDS
 
 
 def run_pipeline(docs: list[dict], rt: Runtime, *, params=None, cache=True, namespace="default", on_task=None,
@@ -47,6 +54,179 @@ def run_pipeline(docs: list[dict], rt: Runtime, *, params=None, cache=True, name
 
 register_runner("PipelineSpec", run_pipeline)
 
-# Training kinds (their controllers register runners on import; to be moved here).
-from localflow.controllers import trainingjob as _trainingjob  # noqa: E402,F401
-from localflow.controllers import trainjob as _trainjob  # noqa: E402,F401
+
+# ---------------------------------------------------------------- training jobs
+
+
+def _refuse_suspended(job: dict, path: str) -> None:
+    """``localflow run`` of a job created suspended would wait for a resume nobody sends: refuse it."""
+    queue = ((job.get("metadata") or {}).get("labels") or {}).get("kueue.x-k8s.io/queue-name")
+    why = (f"is true and the kueue.x-k8s.io/queue-name label ({queue}) leaves admission to Kueue, which localflow "
+           "does not run; the job would stay suspended forever") if queue else \
+        "is true: the job would stay suspended forever (localflow run never resumes it)"
+    raise SpecError(path, why, fix="remove suspend to run it now (localflow admits all replicas together itself), "
+                                   "or apply it with TrainingJobController/TrainJobController and call resume()")
+
+
+def _record_unschedulable(rt: Runtime, kind: str, name: str, ns: str, source, exc: Unschedulable) -> None:
+    """A job refused at admission still exists (Failed): record its run as FAILED before re-raising."""
+    from localflow.training.records import TrainingRunRecorder
+
+    try:
+        obj = rt.store.get(kind, name, ns)
+    except LocalflowError:
+        return
+    rec = TrainingRunRecorder(rt, obj, source=source)
+    rec.finish("FAILED", exc.message)
+
+
+def _run_training(rt: Runtime, obj_after_apply, wait, record_fn, *, on_task, source, started: float) -> Run:
+    """Shared tail of the training runners: record the run, wait with live replica updates, finish."""
+    from localflow.training.records import TrainingRunRecorder, job_outcome
+
+    rec = TrainingRunRecorder(rt, obj_after_apply, source=source, record_fn=record_fn, on_task=on_task,
+                              started_wall=started)
+    try:
+        final = wait(rec.on_pod_change)
+    except TimeoutError as exc:
+        rec.finish("FAILED", str(exc))
+        raise
+    except BaseException:
+        rec.finish("CANCELED", "interrupted: the run was canceled")
+        raise
+    for pod in rt.store.list("Pod", rec.namespace, label_selector={RUN_ID_LABEL: rec.run_id}):
+        rec.on_pod_change("MODIFIED", pod)  # the state after cleanup, in case a change is still in flight
+    state, error = job_outcome(final)
+    rec.finish(state, error)
+    return Run(id=rec.run_id, name=rec.name, kind=rec.kind, state=state, workspace=rt.workspace, tasks=dict(rec.records),
+               error=error, object=final,
+               pods=rt.store.list("Pod", rec.namespace, label_selector={RUN_ID_LABEL: rec.run_id}))
+
+
+def run_training_job(docs: list[dict], rt: Runtime, *, namespace: str = "default", on_task=None,
+                     timeout: float | None = None, source=None, **_) -> Run:
+    """Run the first ``kubeflow.org/v1`` training job in ``docs`` (TFJob, PyTorchJob, XGBoostJob,
+    JAXJob, PaddleJob, MPIJob) with :class:`~localflow.controllers.trainingjob.TrainingJobController`.
+
+    ConfigMaps/Secrets in ``docs`` are created first. ``on_task`` receives a
+    :class:`~localflow.controllers.trainingjob.ReplicaRecord` on every replica state change
+    (PENDING -> RUNNING -> SUCCEEDED/FAILED/CANCELED) while the job runs. Returns a Run whose ``id``
+    is the job's uid, ``tasks`` maps replica Pod names to their latest record, ``state`` is
+    SUCCEEDED/FAILED and ``error`` the Failed condition's message; the run, its replicas and the
+    files they wrote to PVCs are in the metadata store (:mod:`localflow.training.records`).
+
+    Raises :class:`SpecError` for an invalid or suspended job (nothing runs) and
+    :class:`Unschedulable` when its replicas together can never fit this machine (the job is then
+    Failed and recorded so).
+    """
+    from localflow.controllers.trainingjob import TrainingJobController, replica_record
+
+    job = next((d for d in docs if isinstance(d, dict) and d.get("kind") in KINDS), None)
+    if job is None:
+        raise SpecError(f"{source or 'spec'}", "holds no kubeflow.org/v1 training job", fix=f"kinds: {', '.join(KINDS)}")
+    job = copy.deepcopy(job)
+    job.setdefault("metadata", {}).setdefault("namespace", namespace)
+    ns, kind = job["metadata"]["namespace"], job["kind"]
+    if ((job.get("spec") or {}).get("runPolicy") or {}).get("suspend") is True:
+        _refuse_suspended(job, f"{kind}.spec.runPolicy.suspend")
+    ctl = TrainingJobController(rt.store, rt.scheduler, rt.clock)
+    started = time.time()  # wall time: compared with file mtimes of PVC outputs
+    create_side_objects(rt.store, docs, ns)
+    try:
+        obj = ctl.apply(job)
+    except Unschedulable as exc:
+        _record_unschedulable(rt, kind, job["metadata"].get("name", ""), ns, source, exc)
+        raise
+    name = obj["metadata"]["name"]
+    return _run_training(rt, obj, lambda cb: ctl.run_until_done(name, ns, timeout=timeout, kind=kind, on_change=cb),
+                         lambda pod: replica_record(kind, pod), on_task=on_task, source=source, started=started)
+
+
+def run_trainjob(docs: list[dict], rt: Runtime, *, namespace: str = "default", on_task=None,
+                 timeout: float | None = None, source=None, **_) -> Run:
+    """Run the first ``trainer.kubeflow.org/v1alpha1`` TrainJob in ``docs`` with
+    :class:`~localflow.controllers.trainjob.TrainJobController`, after storing the
+    TrainingRuntimes/ClusterTrainingRuntimes and ConfigMaps/Secrets of the same file.
+
+    Returns a Run as :func:`run_training_job` does (``tasks``: one record per node Pod, ``kind``
+    ``node``; initializer Pods too). Raises :class:`SpecError` when the file holds no TrainJob, the
+    TrainJob is invalid or suspended, :class:`Unschedulable` as :func:`run_training_job`.
+    """
+    from localflow.controllers.trainjob import TrainJobController, node_record
+
+    tj = next((d for d in docs if isinstance(d, dict) and d.get("kind") == "TrainJob"), None)
+    if tj is None:
+        names = [f"{d.get('kind')}/{(d.get('metadata') or {}).get('name')}" for d in docs if isinstance(d, dict)]
+        raise SpecError(f"{source or 'spec'}", f"holds no TrainJob (only {', '.join(names)})",
+                        fix="add a TrainJob whose spec.runtimeRef names the runtime, in the same file")
+    tj = copy.deepcopy(tj)
+    tj.setdefault("metadata", {}).setdefault("namespace", namespace)
+    ns = tj["metadata"]["namespace"]
+    if (tj.get("spec") or {}).get("suspend") is True:
+        _refuse_suspended(tj, "TrainJob.spec.suspend")
+    ctl = TrainJobController(rt.store, rt.scheduler, rt.clock)
+    for d in docs:
+        if isinstance(d, dict) and d.get("kind") in ("TrainingRuntime", "ClusterTrainingRuntime"):
+            rtd = copy.deepcopy(d)
+            if rtd["kind"] == "TrainingRuntime":
+                rtd.setdefault("metadata", {}).setdefault("namespace", ns)
+            ctl.apply_runtime(rtd)
+    started = time.time()
+    create_side_objects(rt.store, docs, ns)
+    try:
+        obj = ctl.apply(tj)
+    except Unschedulable as exc:
+        _record_unschedulable(rt, "TrainJob", tj["metadata"].get("name", ""), ns, source, exc)
+        raise
+    name = obj["metadata"]["name"]
+    return _run_training(rt, obj, lambda cb: ctl.run_until_done(name, ns, timeout=timeout, on_change=cb),
+                         node_record, on_task=on_task, source=source, started=started)
+
+
+# ---------------------------------------------------------------- files that start with something else
+
+_TRAINING_RUNNERS = {**{k: run_training_job for k in KINDS}, "TrainJob": run_trainjob}
+
+
+def _refusal(docs: list[dict], source) -> SpecError:
+    """Why a file with no job in it cannot run, as precisely as its documents allow."""
+    where = source or "spec"
+    objs = [d for d in docs if isinstance(d, dict)]
+    kinds = [d.get("kind") for d in objs]
+    images = [c.get("image", "") for d in objs if d.get("kind") == "Pod"
+              for c in ((d.get("spec") or {}).get("containers") or [])]
+    if any("etcd" in i for i in images):
+        return SpecError(f"{where}: Pod", "deploys an etcd server (a Pod and Services) for PyTorch elastic training "
+                         "with rdzvBackend etcd; localflow runs Kubeflow jobs, not bare Pods or Services",
+                         fix="use elasticPolicy.rdzvBackend: c10d (worker 0 hosts the rendezvous) and run the PyTorchJob")
+    if kinds and all(k == "PersistentVolumeClaim" for k in kinds):
+        claims = ", ".join((d.get("metadata") or {}).get("name", "?") for d in objs)
+        return SpecError(f"{where}: PersistentVolumeClaim", f"needs no apply: localflow backs claim {claims} with the "
+                         "workspace directory pvc/<claim>, made when a Pod first mounts it",
+                         fix="run the job that mounts the claim")
+    if kinds and all(k == "PersistentVolume" for k in kinds):
+        return SpecError(f"{where}: PersistentVolume", "is cluster storage: localflow binds every claim to a workspace "
+                         "directory (pvc/<claim>), not to PersistentVolumes",
+                         fix="run the job; its claims get workspace directories")
+    if kinds and all(k in ("TrainingRuntime", "ClusterTrainingRuntime") for k in kinds):
+        return SpecError(where, "holds training runtimes but no TrainJob to run on them",
+                         fix="add a TrainJob whose spec.runtimeRef names the runtime, in the same file")
+    return SpecError(f"{where}: kind", f"holds no job localflow can run (kinds: {', '.join(map(str, kinds))})",
+                     fix=f"runnable kinds: {', '.join(sorted(_TRAINING_RUNNERS))}, PipelineSpec")
+
+
+def run_bundle(docs: list[dict], rt: Runtime, **options) -> Run:
+    """A file whose first document is not a job (runtimes, ConfigMaps, Secrets, PVCs, Services, Pods):
+    run the first training job in it as ``kubectl apply -f`` would end up doing, or refuse with the reason
+    (:class:`SpecError`: e.g. an etcd server for elastic PyTorch, a lone PersistentVolumeClaim)."""
+    for d in docs:
+        if isinstance(d, dict) and d.get("kind") in _TRAINING_RUNNERS:
+            return _TRAINING_RUNNERS[d["kind"]](docs, rt, **options)
+    raise _refusal(docs, options.get("source"))
+
+
+for _kind, _fn in _TRAINING_RUNNERS.items():
+    register_runner(_kind, _fn)
+for _kind in (*SIDE_KINDS, "TrainingRuntime", "ClusterTrainingRuntime", "PersistentVolumeClaim", "PersistentVolume",
+              "Service", "Pod"):
+    register_runner(_kind, run_bundle)

@@ -1,0 +1,198 @@
+"""Metadata of a training run: the run, one execution per replica Pod, and the files its replicas wrote to PVCs.
+
+ML Metadata as Kubeflow Pipelines uses it (kubeflow/pipelines ``backend/src/v2/metadata/client.go``)
+has no training-job schema, so this module maps a job onto the same tables
+(:class:`localflow.metadata.MetadataStore`):
+
+- a **run** (``runs`` row) keyed by the job's run id (its ``localflow.dev/run-id`` label, the job's
+  uid), ``kind`` the job kind, PENDING -> RUNNING (first replica running) -> SUCCEEDED | FAILED |
+  CANCELED, ``error`` the job's Failed condition message;
+- a **context** of type ``<api group>/<Kind>`` (``kubeflow.org/PyTorchJob``,
+  ``trainer.kubeflow.org/TrainJob``) named after the job; every execution and artifact is linked to it;
+- one **execution** of type ``kubeflow.org/Replica`` per replica Pod (a Pod the operator recreates,
+  e.g. with ``restartPolicy: ExitCode``, gets a new one), named after the Pod: NEW while Pending,
+  RUNNING, then COMPLETE / FAILED, or CANCELED when the controller killed it (``cleanPodPolicy``, a
+  deadline) or the run ended first; ``attempt`` is how many earlier Pods of the same replica were
+  replaced, ``properties`` hold replica_type, index, restarts (in-place container restarts),
+  exit_code, address, phase and uid;
+- one **artifact** per file that a replica wrote to a PersistentVolumeClaim it mounted (the claim's
+  workspace directory ``pvc/<claim>``, only files created or modified since the run started): schema
+  ``system.Model`` for model formats (:data:`MODEL_SUFFIXES`), else ``system.Artifact``; ``uri`` the
+  host path; ``name`` the path inside the claim; an ``OUTPUT`` event (key ``<claim>/<path>``) from
+  the execution of the replica that mounted the claim, preferring the job's rank 0 (master, chief,
+  launcher, then the lowest worker/node index).
+
+The caller (the API layer's runners) feeds Pod changes to :meth:`TrainingRunRecorder.on_pod_change`
+in commit order; records are kept per Pod uid and applied only forward in resourceVersion order, so a
+list+watch overlap does not move a replica backwards.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+from localflow.errors import LocalflowError
+
+__all__ = ["TrainingRunRecorder", "MODEL_SUFFIXES", "REPLICA_EXECUTION_TYPE", "job_outcome"]
+
+REPLICA_EXECUTION_TYPE = "kubeflow.org/Replica"
+
+# Files that hold a trained model (PyTorch, pickle/joblib, ONNX, safetensors, Keras/HDF5, TF SavedModel
+# protobuf and checkpoints, XGBoost/LightGBM boosters, GGUF). JSON, CSV, logs and event files are
+# recorded as system.Artifact: a metrics.json next to model.pt is not a model.
+MODEL_SUFFIXES = frozenset({".pt", ".pth", ".pkl", ".pickle", ".joblib", ".onnx", ".safetensors", ".h5", ".keras",
+                            ".pb", ".ckpt", ".ubj", ".bst", ".gguf"})
+
+_EXEC_STATE = {"PENDING": "NEW", "RUNNING": "RUNNING", "SUCCEEDED": "COMPLETE", "FAILED": "FAILED",
+               "CANCELED": "CANCELED"}
+_TERMINAL = ("SUCCEEDED", "FAILED", "CANCELED")
+_PRODUCER_ORDER = {"master": 0, "chief": 1, "launcher": 2, "worker": 3, "node": 4}
+_MAX_ARTIFACTS = 1000  # per run: a job that writes more (checkpoint shards, event files) records the first 1000
+
+
+def job_outcome(job: dict) -> tuple[str, str | None]:
+    """``(run state, error)`` of a finished job: ``FAILED`` with the Failed condition's message, else
+    ``SUCCEEDED`` (v1 ``Succeeded`` or TrainJob ``Complete``)."""
+    conds = (job.get("status") or {}).get("conditions") or []
+    failed = [c for c in conds if c.get("type") == "Failed" and c.get("status") == "True"]
+    if failed:
+        return "FAILED", failed[-1].get("message")
+    return "SUCCEEDED", None
+
+
+class TrainingRunRecorder:
+    """Records one training job's run (see the module docstring).
+
+    ``rt``: the runtime (``metadata``, ``workspace``, ``scheduler.executor.name``); ``job``: the stored
+    job after apply; ``record_fn(pod) -> ReplicaRecord``; ``on_task(record)``: called on every replica
+    state change; ``started_wall``: epoch seconds the run started (PVC files older than this are not
+    outputs of the run; None skips artifact recording).
+    """
+
+    def __init__(self, rt, job: dict, *, source: str | None = None, record_fn: Callable | None = None,
+                 on_task: Callable | None = None, started_wall: float | None = None):
+        meta = job["metadata"]
+        self.md, self.ws = rt.metadata, rt.workspace
+        self.job = job
+        self.run_id = (meta.get("labels") or {}).get("localflow.dev/run-id") or meta["uid"]
+        self.name, self.namespace, self.kind = meta["name"], meta.get("namespace") or "default", job["kind"]
+        self.record_fn, self.on_task, self.started_wall = record_fn, on_task, started_wall
+        self.records: dict = {}            # pod name -> latest ReplicaRecord (latest incarnation)
+        self._rv: dict[str, int] = {}      # pod uid -> newest resourceVersion applied
+        self._incarnations: dict[str, list[str]] = {}  # pod name -> uids in order seen
+        self._by_uid: dict[str, object] = {}  # pod uid -> its latest record
+        self._exec: dict[str, int] = {}    # pod uid -> execution id
+        self._exec_state: dict[str, str] = {}
+        self._running = False
+        group = job["apiVersion"].split("/")[0]
+        self.md.create_run(self.run_id, self.name, self.kind, spec_path=source, executor=rt.scheduler.executor.name,
+                           namespace=self.namespace)
+        self.context_id = self.md.put_context(f"{group}/{self.kind}", self.name,
+                                              {"namespace": self.namespace, "run_id": self.run_id})
+
+    # ------------------------------------------------------------------ replicas
+
+    def on_pod_change(self, event_type: str, pod: dict) -> None:
+        """Apply one Pod change (``ADDED``/``MODIFIED``/``DELETED`` and the object): update the
+        replica's record and execution, and call ``on_task`` when its state changed."""
+        meta = pod["metadata"]
+        uid, name = meta["uid"], meta["name"]
+        rv = int(meta.get("resourceVersion") or 0)
+        if rv <= self._rv.get(uid, -1):
+            return  # already seen (list+watch overlap)
+        self._rv[uid] = rv
+        rec = self.record_fn(pod)
+        if event_type == "DELETED" and rec.state in ("PENDING", "RUNNING"):
+            rec.state, rec.error = "CANCELED", "the Pod was deleted before it finished"
+        seen = self._incarnations.setdefault(name, [])
+        if uid not in seen:
+            seen.append(uid)
+        self._by_uid[uid] = rec
+        self._record_execution(uid, rec, attempt=seen.index(uid))
+        rec.execution_id = self._exec[uid]
+        latest = self.records.get(name)
+        if latest is not None and latest.uid != uid and self._rv.get(latest.uid, -1) > rv:
+            return  # a change of a replaced Pod: its execution is updated, the replica's record stays
+        self.records[name] = rec
+        if rec.state == "RUNNING" and not self._running:
+            self._running = True
+            self.md.update_run(self.run_id, state="RUNNING")
+        if (latest is None or latest.uid != uid or latest.state != rec.state) and self.on_task is not None:
+            self.on_task(rec)
+
+    def _record_execution(self, uid: str, rec, attempt: int) -> None:
+        state = _EXEC_STATE[rec.state]
+        props = {"replica_type": rec.replica_type, "index": rec.index, "restarts": rec.restarts,
+                 "exit_code": rec.exit_code, "address": rec.address, "phase": rec.phase, "uid": uid}
+        if uid not in self._exec:
+            eid = self.md.create_execution(self.run_id, REPLICA_EXECUTION_TYPE, rec.pod, state=state, pod_name=rec.pod,
+                                           attempt=attempt, properties=props)
+            self.md.associate(self.context_id, eid)
+            self._exec[uid] = eid
+            self._exec_state[uid] = state
+            if state != "NEW":
+                self.md.update_execution(eid, started=True, finished=rec.state in _TERMINAL, error=rec.error)
+            return
+        old = self._exec_state[uid]
+        if old in ("COMPLETE", "FAILED", "CANCELED"):  # a final state stays (a killed Pod's DELETED event after it)
+            self.md.update_execution(self._exec[uid], properties=props)
+            return
+        self.md.update_execution(self._exec[uid], state=state if state != old else None, properties=props,
+                                 started=old == "NEW" and state != "NEW", finished=rec.state in _TERMINAL,
+                                 error=rec.error if rec.state in ("FAILED", "CANCELED") else None)
+        self._exec_state[uid] = state
+
+    # ------------------------------------------------------------------ end of the run
+
+    def finish(self, state: str, error: str | None) -> None:
+        """Close the run: executions still NEW/RUNNING become CANCELED, PVC outputs become artifacts
+        (unless the run was canceled), and the run gets ``state`` and ``error``."""
+        for uid, eid in self._exec.items():
+            if self._exec_state[uid] in ("NEW", "RUNNING"):
+                self.md.update_execution(eid, state="CANCELED", finished=True,
+                                         error=f"the {self.kind} finished before this replica did")
+                self._exec_state[uid] = "CANCELED"
+                rec = self._by_uid[uid]
+                if self.records.get(rec.pod) is rec:
+                    rec.state = "CANCELED"
+        if state != "CANCELED" and self.started_wall is not None:
+            self._record_outputs()
+        self.md.update_run(self.run_id, state=state, error=error, finished=True)
+
+    def _producer(self, users: list) -> object:
+        return min(users, key=lambda r: (_PRODUCER_ORDER.get(str(r.replica_type).lower(), 5), r.index, r.pod))
+
+    def _record_outputs(self) -> None:
+        claims: dict[str, list] = {}
+        for rec in self.records.values():
+            for v in rec.volumes:
+                claims.setdefault(v["claim"], []).append(rec)
+        count = 0
+        since = self.started_wall - 0.05
+        for claim in sorted(claims):
+            producer = self._producer(claims[claim])
+            mount = next(v["mountPath"] for v in producer.volumes if v["claim"] == claim)
+            root = self.ws.pvc_dir(claim)
+            if not root.is_dir():
+                continue
+            for path in sorted(root.rglob("*")):
+                try:
+                    st = path.stat()
+                except OSError:
+                    continue
+                if not path.is_file() or st.st_mtime < since:
+                    continue
+                if count >= _MAX_ARTIFACTS:
+                    return
+                rel = path.relative_to(root).as_posix()
+                schema = "system.Model" if path.suffix.lower() in MODEL_SUFFIXES else "system.Artifact"
+                aid = self.md.create_artifact(
+                    str(path), schema, rel, run_id=self.run_id,
+                    metadata={"claim": claim, "path": rel, "mountPath": f"{mount.rstrip('/')}/{rel}", "size": st.st_size,
+                              "modified": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(st.st_mtime))})
+                try:
+                    self.md.add_event(producer.execution_id, aid, "OUTPUT", f"{claim}/{rel}")
+                except LocalflowError:
+                    pass
+                self.md.attribute(self.context_id, aid)
+                count += 1
