@@ -445,3 +445,29 @@ def test_a_task_waits_for_producers_it_reads_even_when_dependent_tasks_omits_the
     run = localflow.run(spec)
     assert run.state == "SUCCEEDED", run.error
     assert run.outputs["Output"] == "slow"
+
+
+@dsl.component(base_image=BASE)
+def maybe_fail(x: int) -> int:
+    import sys
+
+    if x == 2:
+        sys.exit(5)
+    return x
+
+
+@dsl.pipeline(name="failing-iteration")
+def failing_iteration():
+    with dsl.ParallelFor([1, 2, 3], parallelism=1) as x:
+        m = maybe_fail(x=x)
+    total(values=dsl.Collected(m.output))
+
+
+def test_a_failing_iteration_fails_the_loop_but_the_other_iterations_still_run(localflow):
+    run = localflow.run(failing_iteration)
+    assert run.state == "FAILED"
+    states = {i: run.tasks[f"for-loop-2[{i}].maybe-fail"].state for i in range(3)}
+    assert states == {0: "SUCCEEDED", 1: "FAILED", 2: "SUCCEEDED"}
+    loop = run.task("for-loop-2")
+    assert loop.state == "FAILED" and "for-loop-2[1]" in loop.error and "exit code 5" in loop.error
+    assert run.task("total").state == "SKIPPED"
