@@ -271,7 +271,7 @@ def test_leftovers_of_a_dead_run_are_found_and_removed_by_labels(docker_client, 
 
 
 @docker
-def test_python_base_image_runs_a_compiled_lightweight_component_offline(docker_executor, python_image, tmp_path):
+def test_python_base_image_runs_a_compiled_lightweight_component_with_its_pip_prologue(docker_executor, python_image, tmp_path):
     kfp = pytest.importorskip("kfp")
     import yaml
     from kfp import compiler
