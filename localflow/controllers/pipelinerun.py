@@ -15,8 +15,12 @@ its own timers (retry backoff), on one thread, the caller's.
 
 Task states are those of the KFP v2beta1 Run API (``backend/api/v2beta1/run.proto`` RuntimeState):
 PENDING, RUNNING, SUCCEEDED, SKIPPED, FAILED, CANCELED. A cache hit is ``SUCCEEDED`` with
-``cached: true`` (MLMD state ``CACHED``). A task on a false branch, or downstream of a failure
-without ``ALL_UPSTREAM_TASKS_COMPLETED``, is ``SKIPPED``.
+``cached: true`` (MLMD state ``CACHED``). A task on a false branch (every task inside a skipped
+group is recorded), or downstream of a task that failed or was skipped without
+``ALL_UPSTREAM_TASKS_COMPLETED``, is ``SKIPPED``. An execution is ``NEW`` while its Pod waits for
+admission and ``RUNNING`` once the Pod runs. Spec errors that do not depend on runtime values
+(conditions, placeholders) are found before anything runs (:mod:`localflow.pipelines.preflight`);
+the kfp-kubernetes platform document is mapped by :mod:`localflow.pipelines.platform`.
 """
 from __future__ import annotations
 
