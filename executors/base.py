@@ -90,7 +90,8 @@ class PodSpec:
     together; the Pod is done when every container has exited. ``hostname`` and ``network``
     group Pods that must reach each other by name (a training job): the docker executor creates a
     user-defined network per ``network`` with ``hostname`` as the container's DNS name; the
-    subprocess executor ignores both (every address is 127.0.0.1). ``labels`` are copied to
+    subprocess executor ignores both (every address is 127.0.0.1). ``subdomain`` (Pod
+    ``spec.subdomain``) adds the DNS name ``<hostname>.<subdomain>`` as a headless Service would. ``labels`` are copied to
     containers so leftovers can be found (``localflow gc``).
     """
 
@@ -101,6 +102,7 @@ class PodSpec:
     init_containers: list[ContainerSpec] = field(default_factory=list)
     labels: dict[str, str] = field(default_factory=dict)
     hostname: str | None = None
+    subdomain: str | None = None
     network: str | None = None
     workdir: str = ""  # a private host directory for this Pod (scratch, shims)
 

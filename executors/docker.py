@@ -37,6 +37,7 @@ no pulls, no success reported for a vanished container, labels for garbage colle
 from __future__ import annotations
 
 import datetime as _dt
+import fnmatch
 import math
 import os
 import threading
@@ -69,6 +70,9 @@ CONTAINER_LABEL = "localflow.dev/container"
 MANAGED_LABEL = "localflow.dev/managed-by"
 NETWORK_LABEL = "localflow.dev/network"
 RUN_ID_LABEL = "localflow.dev/run-id"
+#: Images a spec names that localflow's own base image stands in for when the engine lacks them and
+#: ``localflow.yaml`` maps them nowhere (``python:3.11`` is kfp's default ``base_image``).
+FALLBACK_IMAGES = (("python:3*", "localflow/python:3.11"), ("docker.io/library/python:3*", "localflow/python:3.11"))
 NETWORK_PREFIX = "localflow-"
 _LOG_JOIN_S = 10.0
 _START_WAIT_S = 60.0
@@ -132,6 +136,7 @@ class DockerExecutor(Executor):
         self.user = f"{os.getuid()}:{os.getgid()}" if user == "host" else user
         self.publish_ports = publish_ports
         self._lock = threading.Lock()
+        self._fallbacks: dict[str, str] = {}
         self._networks_created: set[str] = set()
         self._pods: list[DockerPod] = []
         self.check()
@@ -164,24 +169,39 @@ class DockerExecutor(Executor):
             raise self._no_engine(exc) from None
 
     def image_for(self, c: ContainerSpec) -> str:
-        """The local tag ``c`` runs: ``c.mapping.docker_image`` if mapped, else ``c.image``."""
-        return (c.mapping.docker_image if c.mapping and c.mapping.docker_image else None) or c.image
+        """The local tag ``c`` runs: ``c.mapping.docker_image`` if mapped, else ``c.image`` if the
+        engine has it, else a built-in fallback (:data:`FALLBACK_IMAGES`) chosen by ``_ensure_image``."""
+        if c.mapping and c.mapping.docker_image:
+            return c.mapping.docker_image
+        return self._fallbacks.get(c.image, c.image)
+
+    def _has_image(self, image: str) -> bool:
+        docker = _docker()
+        try:
+            self.client.images.get(image)
+            return True
+        except docker.errors.ImageNotFound:
+            return False
+        except docker.errors.APIError as exc:
+            if exc.status_code == 404 or "No such image" in str(exc):
+                return False
+            raise ExecutorError(f"the Docker engine could not inspect image {image!r}: {exc}") from None
+        except Exception as exc:
+            raise self._no_engine(exc) from None
 
     def _ensure_image(self, c: ContainerSpec) -> None:
         image = self.image_for(c)
         if not image:
             raise ExecutorError(f"container {c.name!r} names no image", fix="set spec.containers[].image")
-        docker = _docker()
-        try:
-            self.client.images.get(image)
-        except docker.errors.ImageNotFound:
-            raise missing_image_error(image, c.image) from None
-        except docker.errors.APIError as exc:
-            if exc.status_code == 404 or "No such image" in str(exc):
-                raise missing_image_error(image, c.image) from None
-            raise ExecutorError(f"the Docker engine could not inspect image {image!r}: {exc}") from None
-        except Exception as exc:
-            raise self._no_engine(exc) from None
+        if self._has_image(image):
+            return
+        if not (c.mapping and c.mapping.docker_image):
+            for pattern, fallback in FALLBACK_IMAGES:
+                if fnmatch.fnmatchcase(c.image, pattern) and self._has_image(fallback):
+                    with self._lock:
+                        self._fallbacks[c.image] = fallback
+                    return
+        raise missing_image_error(image, c.image)
 
     def _ensure_network(self, group: str, labels: dict[str, str]) -> str:
         """Create (or reuse) the user-defined bridge network of ``group``; returns its name."""

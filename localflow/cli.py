@@ -376,19 +376,22 @@ def images() -> None:
     """Local images for the docker executor (no registry needed)."""
 
 
-@images.command("build-base")
-@click.option("--tag", default="localflow/python:3.11", show_default=True)
+@images.command("build-base", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.pass_context
 @handle_errors
-def build_base(tag):
-    """Build a Python base image with kfp from a Debian root filesystem (debootstrap + docker import).
+def build_base(ctx):
+    """Build localflow/debian, localflow/python:3.11 (with kfp) and localflow/busybox from a Debian
+    root filesystem (debootstrap + docker import), without any registry. Options: --no-python,
+    --no-busybox, --kfp-version V, --with REQUIREMENT, --training, --mirror URL, --force.
 
     \b
-    Example:
+    Examples:
       localflow images build-base
+      localflow images build-base --training --force
     """
-    from localflow.images import build_base as _build
+    from localflow.images import main as images_main
 
-    click.echo(_build(tag=tag))
+    sys.exit(images_main(["build-base", *ctx.args]) or 0)
 
 
 def main() -> None:

@@ -476,7 +476,7 @@ class Scheduler:
             uid=uid, namespace=ns, name=meta["name"],
             containers=[container(c, "containers", i) for i, c in enumerate(spec.get("containers") or [])],
             init_containers=[container(c, "initContainers", i) for i, c in enumerate(spec.get("initContainers") or [])],
-            labels=labels, hostname=spec.get("hostname"),
+            labels=labels, hostname=spec.get("hostname"), subdomain=spec.get("subdomain"),
             network=(meta.get("annotations") or {}).get(NETWORK_ANNOTATION), workdir=pod_dir)
 
     def _volumes(self, spec: dict, pod_dir: str, ns: str) -> dict[str, str]:
@@ -658,7 +658,7 @@ def _container_terminated(c: dict, r: ContainerResult | None, restarts: int, clo
                           reason: str | None, message: str | None) -> dict:
     if r is None:
         reason = reason or "ContainerCannotRun"
-        term = {"exitCode": 128 if reason in ("ContainerCannotRun", "CreateContainerConfigError", "Error") else 137,
+        term = {"exitCode": 127 if reason in ("ContainerCannotRun", "CreateContainerConfigError", "Error") else 137,
                 "reason": reason,
                 "finishedAt": clock.rfc3339()}
         if message:
