@@ -13,7 +13,7 @@ import time
 
 from localflow.api import Run, Runtime, register_runner
 from localflow.controllers.sideobjects import RUN_ID_LABEL, SIDE_KINDS, create_side_objects
-from localflow.errors import LocalflowError, SpecError, Unschedulable
+from localflow.errors import AlreadyExists, LocalflowError, SpecError, Unschedulable
 from localflow.training.kinds import KINDS
 
 
@@ -68,6 +68,28 @@ def _refuse_suspended(job: dict, path: str) -> None:
                                    "or apply it with TrainingJobController/TrainJobController and call resume()")
 
 
+def _named(job: dict, run_name: str | None, namespace: str) -> dict:
+    """A private copy of ``job`` in ``namespace`` (unless it names one), renamed to ``run_name`` if given."""
+    job = copy.deepcopy(job)
+    meta = job.setdefault("metadata", {})
+    meta.setdefault("namespace", namespace)
+    if run_name:
+        meta["name"] = run_name
+    return job
+
+
+def _apply(apply, job: dict):
+    """``apply(job)``, with a re-run of a job that still exists pointed at ``--name``."""
+    try:
+        return apply(job)
+    except AlreadyExists as exc:
+        meta = job["metadata"]
+        raise AlreadyExists(
+            f'{job["kind"]} "{meta["name"]}" already exists in namespace "{meta["namespace"]}" (from an earlier run)',
+            fix=f"run it under another name (`localflow run SPEC --name {meta['name']}-2`) or delete the old one "
+                f"(`localflow delete {job['kind'].lower()} {meta['name']}`; its metadata stays)") from None
+
+
 def _record_unschedulable(rt: Runtime, kind: str, name: str, ns: str, source, exc: Unschedulable) -> None:
     """A job refused at admission still exists (Failed): record its run as FAILED before re-raising."""
     from localflow.training.records import TrainingRunRecorder
@@ -104,28 +126,28 @@ def _run_training(rt: Runtime, obj_after_apply, wait, record_fn, *, on_task, sou
 
 
 def run_training_job(docs: list[dict], rt: Runtime, *, namespace: str = "default", on_task=None,
-                     timeout: float | None = None, source=None, **_) -> Run:
+                     timeout: float | None = None, source=None, run_name: str | None = None, **_) -> Run:
     """Run the first ``kubeflow.org/v1`` training job in ``docs`` (TFJob, PyTorchJob, XGBoostJob,
     JAXJob, PaddleJob, MPIJob) with :class:`~localflow.controllers.trainingjob.TrainingJobController`.
 
-    ConfigMaps/Secrets in ``docs`` are created first. ``on_task`` receives a
+    ConfigMaps/Secrets in ``docs`` are created first; ``run_name`` (``--name``) renames the job.
+    ``on_task`` receives a
     :class:`~localflow.controllers.trainingjob.ReplicaRecord` on every replica state change
     (PENDING -> RUNNING -> SUCCEEDED/FAILED/CANCELED) while the job runs. Returns a Run whose ``id``
     is the job's uid, ``tasks`` maps replica Pod names to their latest record, ``state`` is
     SUCCEEDED/FAILED and ``error`` the Failed condition's message; the run, its replicas and the
     files they wrote to PVCs are in the metadata store (:mod:`localflow.training.records`).
 
-    Raises :class:`SpecError` for an invalid or suspended job (nothing runs) and
-    :class:`Unschedulable` when its replicas together can never fit this machine (the job is then
-    Failed and recorded so).
+    Raises :class:`SpecError` for an invalid or suspended job (nothing runs), :class:`AlreadyExists`
+    when a job of that name is still in the workspace, and :class:`Unschedulable` when its replicas
+    together can never fit this machine (the job is then Failed and recorded so).
     """
     from localflow.controllers.trainingjob import TrainingJobController, replica_record
 
     job = next((d for d in docs if isinstance(d, dict) and d.get("kind") in KINDS), None)
     if job is None:
         raise SpecError(f"{source or 'spec'}", "holds no kubeflow.org/v1 training job", fix=f"kinds: {', '.join(KINDS)}")
-    job = copy.deepcopy(job)
-    job.setdefault("metadata", {}).setdefault("namespace", namespace)
+    job = _named(job, run_name, namespace)
     ns, kind = job["metadata"]["namespace"], job["kind"]
     if ((job.get("spec") or {}).get("runPolicy") or {}).get("suspend") is True:
         _refuse_suspended(job, f"{kind}.spec.runPolicy.suspend")
@@ -133,7 +155,7 @@ def run_training_job(docs: list[dict], rt: Runtime, *, namespace: str = "default
     started = time.time()  # wall time: compared with file mtimes of PVC outputs
     create_side_objects(rt.store, docs, ns)
     try:
-        obj = ctl.apply(job)
+        obj = _apply(ctl.apply, job)
     except Unschedulable as exc:
         _record_unschedulable(rt, kind, job["metadata"].get("name", ""), ns, source, exc)
         raise
@@ -143,7 +165,7 @@ def run_training_job(docs: list[dict], rt: Runtime, *, namespace: str = "default
 
 
 def run_trainjob(docs: list[dict], rt: Runtime, *, namespace: str = "default", on_task=None,
-                 timeout: float | None = None, source=None, **_) -> Run:
+                 timeout: float | None = None, source=None, run_name: str | None = None, **_) -> Run:
     """Run the first ``trainer.kubeflow.org/v1alpha1`` TrainJob in ``docs`` with
     :class:`~localflow.controllers.trainjob.TrainJobController`, after storing the
     TrainingRuntimes/ClusterTrainingRuntimes and ConfigMaps/Secrets of the same file.
@@ -159,8 +181,7 @@ def run_trainjob(docs: list[dict], rt: Runtime, *, namespace: str = "default", o
         names = [f"{d.get('kind')}/{(d.get('metadata') or {}).get('name')}" for d in docs if isinstance(d, dict)]
         raise SpecError(f"{source or 'spec'}", f"holds no TrainJob (only {', '.join(names)})",
                         fix="add a TrainJob whose spec.runtimeRef names the runtime, in the same file")
-    tj = copy.deepcopy(tj)
-    tj.setdefault("metadata", {}).setdefault("namespace", namespace)
+    tj = _named(tj, run_name, namespace)
     ns = tj["metadata"]["namespace"]
     if (tj.get("spec") or {}).get("suspend") is True:
         _refuse_suspended(tj, "TrainJob.spec.suspend")
@@ -174,7 +195,7 @@ def run_trainjob(docs: list[dict], rt: Runtime, *, namespace: str = "default", o
     started = time.time()
     create_side_objects(rt.store, docs, ns)
     try:
-        obj = ctl.apply(tj)
+        obj = _apply(ctl.apply, tj)
     except Unschedulable as exc:
         _record_unschedulable(rt, "TrainJob", tj["metadata"].get("name", ""), ns, source, exc)
         raise
