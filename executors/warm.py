@@ -149,6 +149,18 @@ _registry_lock = threading.Lock()
 _spawned = 0
 
 
+def _after_fork_in_child() -> None:
+    # a forked localflow must not talk to its parent's zygotes over their shared sockets
+    global _registry, _registry_lock
+    for z in _registry.values():
+        z._forget_after_fork()
+    _registry, _registry_lock = {}, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def spawn_count() -> int:
     """How many containers this process has started warm so far (all zygotes)."""
     return _spawned

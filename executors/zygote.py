@@ -340,6 +340,17 @@ class Zygote:
         self._failures = 0
         return proc
 
+    def _forget_after_fork(self) -> None:
+        """In a forked copy of this process: drop the parent's zygote without touching it (its
+        socket is shared with the parent, so only this copy's descriptor is closed)."""
+        conn, self._conn = self._conn, None
+        self._boot_lock = threading.Lock()
+        if conn is not None:
+            try:
+                os.close(conn.sock.detach())
+            except OSError:
+                pass
+
     def close(self) -> None:
         """Stop the zygote for good. Children still running are killed (their exit status would be lost)."""
         with self._boot_lock:

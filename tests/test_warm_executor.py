@@ -290,3 +290,22 @@ def test_zygote_death_kills_its_running_children_and_the_next_start_works(hot, t
     assert after.result.exit_code == 0 and after.log == "fine\n"
     assert after.warm and after.ppid != zygote  # a new zygote
     assert zygote not in warm.zygote_pids()
+
+
+def test_a_forked_copy_of_localflow_leaves_the_parents_zygote_alone(hot, tmp_path):
+    first = run(hot, tmp_path, "before-fork", ["python", "-c", PPID])
+    assert first.warm
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the copy: it sees no zygote and closes only its own descriptor of the socket
+        try:
+            os.write(w, json.dumps(warm.zygote_pids()).encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    seen = json.loads(os.read(r, 1000))
+    os.close(r)
+    os.waitpid(pid, 0)
+    assert seen == []
+    again = run(hot, tmp_path, "after-fork", ["python", "-c", PPID])
+    assert again.warm and again.ppid == first.ppid
