@@ -70,6 +70,7 @@ CONTAINER_LABEL = "localflow.dev/container"
 MANAGED_LABEL = "localflow.dev/managed-by"
 NETWORK_LABEL = "localflow.dev/network"
 RUN_ID_LABEL = "localflow.dev/run-id"
+WORKSPACE_LABEL = "localflow.dev/workspace"
 #: Images a spec names that localflow's own base image stands in for when the engine lacks them and
 #: ``localflow.yaml`` maps them nowhere (``python:3.11`` is kfp's default ``base_image``).
 FALLBACK_IMAGES = (("python:3*", "localflow/python:3.11"), ("docker.io/library/python:3*", "localflow/python:3.11"))
@@ -210,8 +211,9 @@ class DockerExecutor(Executor):
             if self.client.networks.list(names=[name]):
                 return name
             net_labels = {NETWORK_LABEL: group, MANAGED_LABEL: "localflow"}
-            if labels.get(RUN_ID_LABEL):
-                net_labels[RUN_ID_LABEL] = labels[RUN_ID_LABEL]
+            for key in (RUN_ID_LABEL, WORKSPACE_LABEL):
+                if labels.get(key):
+                    net_labels[key] = labels[key]
             try:
                 self.client.networks.create(name, driver="bridge", labels=net_labels, check_duplicate=True)
             except _docker().errors.APIError as exc:
@@ -580,19 +582,23 @@ def _selected(labels: dict, run_ids_alive: set | None, run_label: str) -> bool:
     return bool(run) and run not in run_ids_alive
 
 
-def find_leftovers(client, run_ids_alive: set | None = None, *, run_label: str = RUN_ID_LABEL):
+def find_leftovers(client, run_ids_alive: set | None = None, *, run_label: str = RUN_ID_LABEL,
+                   within: dict[str, str] | None = None):
     """Containers and networks localflow made that no live run owns: ``(containers, networks)``.
 
-    Containers carry ``localflow.dev/pod-uid``; networks ``localflow.dev/network``. With
-    ``run_ids_alive=None`` every one is a leftover (nothing of localflow runs); with a set, those
-    whose ``run_label`` names a run not in it, plus networks no container is attached to.
-    Objects without a run label are kept when a set is given (they may belong to a live job).
-    ``client``: docker SDK client. Follows ``docker ps -a --filter label=...`` selection.
+    Containers carry ``localflow.dev/pod-uid``; networks ``localflow.dev/network``. ``within``
+    restricts both to objects that also carry these labels (``localflow gc`` passes its workspace's
+    ``localflow.dev/workspace`` so it never touches another workspace's runs). With
+    ``run_ids_alive=None`` every selected object is a leftover; with a set, those whose
+    ``run_label`` names a run not in it, plus networks no container is attached to. Objects without
+    a run label are kept when a set is given (they may belong to a live job). ``client``: docker SDK
+    client. Follows ``docker ps -a --filter label=...`` selection.
     """
-    containers = [c for c in client.containers.list(all=True, filters={"label": POD_UID_LABEL})
+    extra = [f"{k}={v}" for k, v in (within or {}).items()]
+    containers = [c for c in client.containers.list(all=True, filters={"label": [POD_UID_LABEL, *extra]})
                   if _selected(c.labels, run_ids_alive, run_label)]
     networks = []
-    for net in client.networks.list(filters={"label": NETWORK_LABEL}):
+    for net in client.networks.list(filters={"label": [NETWORK_LABEL, *extra]}):
         labels = net.attrs.get("Labels") or {}
         if _selected(labels, run_ids_alive, run_label):
             networks.append(net)
@@ -606,11 +612,12 @@ def find_leftovers(client, run_ids_alive: set | None = None, *, run_label: str =
     return containers, networks
 
 
-def remove_leftovers(client, run_ids_alive: set | None = None, *, run_label: str = RUN_ID_LABEL) -> tuple[list[str], list[str]]:
+def remove_leftovers(client, run_ids_alive: set | None = None, *, run_label: str = RUN_ID_LABEL,
+                     within: dict[str, str] | None = None) -> tuple[list[str], list[str]]:
     """Force-remove what :func:`find_leftovers` selects, containers first; returns the removed
     ``(container names, network names)``. Networks that still have containers attached (a live
     run's) are skipped. For ``localflow gc``."""
-    containers, networks = find_leftovers(client, run_ids_alive, run_label=run_label)
+    containers, networks = find_leftovers(client, run_ids_alive, run_label=run_label, within=within)
     gone_c, gone_n = [], []
     for c in containers:
         try:

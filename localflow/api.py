@@ -21,7 +21,7 @@ from localflow.errors import LocalflowError, NotFound, RunFailed, SpecError
 from localflow.executors import get_executor
 from localflow.fakes import ObjectStore
 from localflow.metadata import MetadataStore
-from localflow.scheduler import Capacity, Scheduler
+from localflow.scheduler import WORKSPACE_LABEL, Capacity, Scheduler, workspace_id
 from localflow.specs.loader import detect_kind, load_documents
 from localflow.workspace import Workspace, resolve_workspace
 
@@ -265,12 +265,13 @@ def garbage_collect(workspace: str | os.PathLike | Workspace | None = None, *, d
         ex.check()
     except (ExecutorError, ImportError):
         return result
+    within = {WORKSPACE_LABEL: workspace_id(ws)}
     if dry_run:
-        containers, networks = docker_executor.find_leftovers(ex.client, alive)
+        containers, networks = docker_executor.find_leftovers(ex.client, alive, within=within)
         result["containers"] = [c.name for c in containers]
         result["networks"] = [n.name for n in networks]
     else:
-        result["containers"], result["networks"] = docker_executor.remove_leftovers(ex.client, alive)
+        result["containers"], result["networks"] = docker_executor.remove_leftovers(ex.client, alive, within=within)
     return result
 
 

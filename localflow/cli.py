@@ -358,7 +358,8 @@ def delete(kind, name, namespace, workspace):
 @click.option("--dry-run", is_flag=True, help="Only list what would be removed.")
 @handle_errors
 def gc(workspace, dry_run):
-    """Remove Docker containers and networks left by runs that no longer run.
+    """Clean up after runs whose localflow process died: mark them FAILED and remove the Docker
+    containers and networks this workspace left (never another workspace's).
 
     \b
     Example:

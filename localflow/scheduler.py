@@ -32,6 +32,7 @@ from localflow.quantity import format_cpu, format_memory, parse_cpu, parse_memor
 
 NODE_NAME = "localflow"
 NETWORK_ANNOTATION = "localflow.dev/network"
+WORKSPACE_LABEL = "localflow.dev/workspace"
 _BACKOFF_INITIAL_S = 10.0  # kubelet's container restart backoff: 10 s doubling to 5 min
 _BACKOFF_MAX_S = 300.0
 
@@ -47,6 +48,15 @@ class Capacity:
     def detect(cls) -> "Capacity":
         """The machine's logical cpus and total memory (psutil)."""
         return cls(cpu=float(psutil.cpu_count() or 1), memory=int(psutil.virtual_memory().total))
+
+
+def workspace_id(workspace) -> str:
+    """Short stable id of a workspace (12 hex digits of the SHA-1 of its root path): labels what the
+    executors create for it (``localflow.dev/workspace``) and prefixes its networks, so two
+    workspaces never share or clean up each other's containers."""
+    import hashlib
+
+    return hashlib.sha1(str(workspace.root).encode()).hexdigest()[:12]
 
 
 def free_port() -> int:
@@ -136,6 +146,7 @@ class Scheduler:
         self.clock = clock
         self.capacity = capacity or Capacity.detect()
         self.addressing = "dns" if executor.name == "docker" else "loopback"
+        self.workspace_id = workspace_id(workspace)
         self._lock = threading.RLock()
         self._pending: list[_Entry] = []
         self._active: dict[tuple[str, str], _Entry] = {}
@@ -471,13 +482,14 @@ class Scheduler:
                 ports=[int(pp["containerPort"]) for pp in c.get("ports") or [] if "containerPort" in pp],
                 log_path=os.path.join(log_dir, f"{c['name']}.log"), mapping=mapping)
 
-        labels = dict(meta.get("labels") or {})
+        labels = {**(meta.get("labels") or {}), WORKSPACE_LABEL: self.workspace_id}
+        network = (meta.get("annotations") or {}).get(NETWORK_ANNOTATION)
         return PodSpec(
             uid=uid, namespace=ns, name=meta["name"],
             containers=[container(c, "containers", i) for i, c in enumerate(spec.get("containers") or [])],
             init_containers=[container(c, "initContainers", i) for i, c in enumerate(spec.get("initContainers") or [])],
             labels=labels, hostname=spec.get("hostname"), subdomain=spec.get("subdomain"),
-            network=(meta.get("annotations") or {}).get(NETWORK_ANNOTATION), workdir=pod_dir)
+            network=f"{self.workspace_id}-{network}" if network else None, workdir=pod_dir)
 
     def _volumes(self, spec: dict, pod_dir: str, ns: str) -> dict[str, str]:
         out = {}

@@ -254,15 +254,16 @@ def test_leftovers_of_a_dead_run_are_found_and_removed_by_labels(docker_client, 
     running = crashed.start(spec)
     wait_until(lambda: running.pids(), what="a running container")
 
-    containers, networks = find_leftovers(docker_client, run_ids_alive={run_id})
+    mine = {"localflow.dev/run-id": run_id}  # never touch containers of other tests or runs
+    containers, networks = find_leftovers(docker_client, run_ids_alive={run_id}, within=mine)
     assert spec.uid not in [c.labels.get("localflow.dev/pod-uid") for c in containers]
     assert "localflow-gc-test" not in [n.name for n in networks]
 
-    containers, networks = find_leftovers(docker_client, run_ids_alive={"some-other-run"})
+    containers, networks = find_leftovers(docker_client, run_ids_alive={"some-other-run"}, within=mine)
     assert spec.uid in [c.labels.get("localflow.dev/pod-uid") for c in containers]
     assert "localflow-gc-test" in [n.name for n in networks]
 
-    gone_containers, gone_networks = remove_leftovers(docker_client, run_ids_alive={"some-other-run"})
+    gone_containers, gone_networks = remove_leftovers(docker_client, run_ids_alive={"some-other-run"}, within=mine)
     assert "localflow-gc-test" in gone_networks and gone_containers
     assert containers_of(docker_client, spec) == []
     assert docker_client.networks.list(names=["localflow-gc-test"]) == []
