@@ -309,3 +309,21 @@ def test_a_forked_copy_of_localflow_leaves_the_parents_zygote_alone(hot, tmp_pat
     assert seen == []
     again = run(hot, tmp_path, "after-fork", ["python", "-c", PPID])
     assert again.warm and again.ppid == first.ppid
+
+
+@pytest.mark.parametrize("module, source, exit_code", [
+    ("no_such_module_here", None, 1),
+    ("raising_mod", "def f():\n    raise ValueError('from a module')\nf()\n", 1),
+    ("exiting_mod", "import sys\nprint('bye')\nsys.exit(4)\n", 4),
+])
+def test_dash_m_failures_end_like_cold_ones(hot, cold, tmp_path, module, source, exit_code):
+    work = tmp_path / "m"
+    work.mkdir()
+    if source is not None:
+        (work / f"{module}.py").write_text(source)
+    before = warm.spawn_count()
+    w = run(hot, tmp_path, "w-mod", ["python", "-m", module], cwd=str(work), workdir=tmp_path / "shared-pod")
+    assert warm.spawn_count() == before + 1
+    c = run(cold, tmp_path, "c-mod", ["python", "-m", module], cwd=str(work), workdir=tmp_path / "shared-pod")
+    assert w.result.exit_code == c.result.exit_code == exit_code
+    assert w.log == c.log and w.log
