@@ -25,7 +25,7 @@ from localflow.scheduler import WORKSPACE_LABEL, Capacity, Scheduler, workspace_
 from localflow.specs.loader import detect_kind, load_documents
 from localflow.workspace import Workspace, resolve_workspace
 
-__all__ = ["run", "Run", "Runtime", "open_runtime", "register_runner", "RUNNERS", "load_spec", "garbage_collect",
+__all__ = ["run", "Run", "Runtime", "open_runtime", "register_runner", "RUNNERS", "load_spec", "garbage_collect", "apply",
            "read_logs"]
 
 
@@ -215,6 +215,46 @@ def run(spec: Any, params: dict | None = None, executor: str = "subprocess",
     with open_runtime(workspace, executor, config=config, clock=clock) as rt:
         return runner(docs, rt, params=params, cache=cache, namespace=namespace, on_task=on_task,
                       source=source, **options)
+
+
+def apply(spec: Any, workspace: str | os.PathLike | Workspace | None = None, *, namespace: str = "default") -> list[dict]:
+    """``kubectl apply``: create or replace the objects in ``spec`` (path, YAML text or dicts) in the
+    workspace's object store, e.g. the Secrets, ConfigMaps and TrainingRuntimes that runs refer to.
+
+    Returns the stored objects. Kinds localflow runs (pipelines, training jobs) are refused with a
+    pointer to ``localflow run``; a kind the store does not know is a :class:`SpecError` listing the
+    known ones. Objects keep their namespace, else get ``namespace``.
+    """
+    from localflow.errors import NotFound as _NotFound
+
+    kind, docs, source = load_spec(spec)
+    ws = workspace if isinstance(workspace, Workspace) else resolve_workspace(workspace)
+    ws.ensure()
+    from localflow import runners  # noqa: F401  (registers the runnable kinds)
+
+    out = []
+    store = ObjectStore(ws.db_path)
+    try:
+        for i, doc in enumerate(docs):
+            k = detect_kind(doc)
+            if k in RUNNERS and RUNNERS[k] is not getattr(runners, "run_bundle", None):
+                raise SpecError(f"{source or 'spec'}: document {i + 1}", f"{k} is run, not applied",
+                                fix=f"use `localflow run {source or 'SPEC'}`")
+            obj = dict(doc)
+            meta = dict(obj.get("metadata") or {})
+            meta.setdefault("namespace", namespace)
+            obj["metadata"] = meta
+            try:
+                current = store.get(obj.get("kind"), meta.get("name"), meta["namespace"])
+            except _NotFound:
+                out.append(store.create(obj))
+                continue
+            meta["uid"] = current["metadata"]["uid"]
+            meta.pop("resourceVersion", None)
+            out.append(store.update(obj))
+    finally:
+        store.close()
+    return out
 
 
 ACTIVE_RUN_STATES = ("PENDING", "RUNNING")

@@ -353,6 +353,26 @@ def delete(kind, name, namespace, workspace):
     click.echo(f'{info.singular}.{info.group or "v1"} "{name}" deleted' if info.group else f'{info.singular} "{name}" deleted')
 
 
+@cli.command("apply")
+@click.option("-f", "--filename", "filename", required=True, type=click.Path(dir_okay=False),
+              help="YAML file with the objects (multi-document).")
+@namespace_option
+@workspace_option
+@handle_errors
+def apply_cmd(filename, namespace, workspace):
+    """Create or update objects (Secrets, ConfigMaps, PVCs, TrainingRuntimes, ...) in the workspace,
+    like kubectl apply; runs and training jobs that refer to them find them there.
+
+    \b
+    Example:
+      localflow apply -f secrets.yaml
+    """
+    from localflow.api import apply
+
+    for obj in apply(filename, workspace, namespace=namespace):
+        click.echo(f"{obj['kind'].lower()}/{obj['metadata']['name']} configured")
+
+
 @cli.command()
 @workspace_option
 @click.option("--dry-run", is_flag=True, help="Only list what would be removed.")

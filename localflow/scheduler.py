@@ -522,7 +522,7 @@ class Scheduler:
             if ref.get("optional"):
                 return
             raise SpecError(f"{path}.{key}", f"{kind} {name!r} does not exist in namespace {ns!r}",
-                            fix=f"include the {kind} in the spec file or mark the volume optional")
+                            fix=f"create it with `localflow apply -f {kind.lower()}.yaml` (or put it in the job's YAML) or mark the volume optional")
         os.makedirs(host, exist_ok=True)
         data = dict(obj.get("data") or {})
         if kind == "Secret":
@@ -588,7 +588,7 @@ class Scheduler:
                     if r.get("optional"):
                         return ""
                     raise SpecError(f"{path}.{key}", f"{kind} {r['name']!r} does not exist in namespace {ns!r}",
-                                    fix=f"include the {kind} in the spec file") from None
+                                    fix=f"create it with `localflow apply -f {kind.lower()}.yaml` (or put it in the job's YAML)") from None
                 data = dict(obj.get("data") or {})
                 if kind == "Secret":
                     import base64

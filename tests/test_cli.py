@@ -147,3 +147,37 @@ def test_every_command_has_help_and_is_in_the_readme(path, cmd):
     assert cmd.help and len(cmd.help) > 20
     readme = (ROOT / "README.md").read_text()
     assert f"localflow {' '.join(path)}" in readme, f"README.md does not show `localflow {' '.join(path)}`"
+
+
+@dsl.component(base_image="python:3.11")
+def read_token() -> str:
+    import os
+
+    return os.environ["TOKEN"]
+
+
+def test_applied_secret_reaches_a_pipeline_task_as_env(tmp_path):
+    from kfp import kubernetes
+
+    @dsl.pipeline(name="cli-secret")
+    def secret_pipeline() -> str:
+        t = read_token().set_caching_options(False)
+        kubernetes.use_secret_as_env(t, secret_name="api", secret_key_to_env={"token": "TOKEN"})
+        return t.output
+
+    spec = tmp_path / "p.yaml"
+    compiler.Compiler().compile(secret_pipeline, str(spec))
+    secret = tmp_path / "secret.yaml"
+    secret.write_text("apiVersion: v1\nkind: Secret\nmetadata: {name: api}\nstringData: {token: s3cr3t}\n"
+                      "data: {token: czNjcjN0}\n")
+    p = lf("apply", "-f", secret, "-w", tmp_path / "ws", check=0)
+    assert p.stdout.strip() == "secret/api configured"
+    lf("apply", "-f", secret, "-w", tmp_path / "ws", check=0)  # applying again updates in place
+    out = json.loads(lf("run", spec, "-w", tmp_path / "ws", "-o", "json", check=0).stdout)
+    assert out["items"][0]["status"]["state"] == "SUCCEEDED"
+    assert lf("run", spec, "-w", tmp_path / "ws", check=0).stderr.count("s3cr3t") == 1  # the output line
+
+
+def test_apply_refuses_a_pipeline(specs, tmp_path):
+    p = lf("apply", "-f", specs / "hello.yaml", "-w", tmp_path, check=2)
+    assert "localflow run" in p.stderr
