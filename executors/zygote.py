@@ -176,7 +176,7 @@ class _Connection:
         except OSError as e:
             with self.lock:
                 self.pending.pop(rid, None)
-            self._die()
+            self._abort()
             raise ZygoteUnavailable(f"zygote control socket: {e!r}") from None
         if not slot.event.wait(SPAWN_TIMEOUT_S):
             with self.lock:
@@ -220,25 +220,37 @@ class _Connection:
             pass
         self._die()
 
-    def _die(self) -> None:
+    def _abort(self) -> None:
+        """From any thread: take this zygote out of service and kill it. The reader thread then
+        reads what the zygote sent before it died (a ``started`` still reaches its spawner, so no
+        container runs twice) and tears down at EOF."""
         with self.lock:
-            was_alive, self.alive = self.alive, False
+            self.alive = False
+        if self.proc.poll() is None:
+            try:
+                self.proc.kill()
+            except OSError:
+                pass
+
+    def _die(self) -> None:
+        """Reader thread only, at EOF: fail spawns never answered (their child never ran: it waits
+        for a go byte sent after ``started``) and kill children whose exit can no longer be read."""
+        with self.lock:
+            self.alive = False
             pending, self.pending = self.pending, {}
             children, self.children = self.children, {}
         for slot in pending.values():
             slot.error = "zygote died"
             slot.event.set()
-        lost = _LOST.format(zpid=getattr(self, "pid", "?"))
+        lost = _LOST.format(zpid=self.pid)
         for pid, proc in children.items():
             _killpg(pid)
             proc._exited(-9, lost)
-        if was_alive:
-            try:
-                self.sock.shutdown(socket.SHUT_RDWR)  # wakes the reader blocked in recv
-                self.sock.close()
-            except OSError:
-                pass
-            self._reap_zygote(kill=True)
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        self._reap_zygote(kill=True)
 
     def _reap_zygote(self, kill: bool) -> None:
         if kill and self.proc.poll() is None:
@@ -252,7 +264,8 @@ class _Connection:
             pass
 
     def close(self) -> None:
-        self._die()
+        self._abort()
+        self.reader.join(10)
 
 
 class _BootError(ZygoteUnavailable):
