@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import shlex
 import signal
 import subprocess
 import sys
@@ -224,9 +225,18 @@ class SubprocessPod(RunningPod):
         shim = os.path.join(base, "bin")
         if not os.path.isdir(shim):
             os.makedirs(shim, exist_ok=True)
+        in_venv = os.path.exists(os.path.join(os.path.dirname(os.path.abspath(python)), os.pardir, "pyvenv.cfg"))
         for name in ("python", "python3"):
             link = os.path.join(shim, name)
-            if not os.path.lexists(link):
+            if os.path.lexists(link):
+                continue
+            if in_venv:
+                # CPython finds a venv by the pyvenv.cfg beside the path it was started by: a symlink
+                # elsewhere would run the base interpreter without the venv's packages.
+                with open(link, "w") as f:
+                    f.write(f'#!/bin/sh\nexec {shlex.quote(python)} "$@"\n')
+                os.chmod(link, 0o755)
+            else:
                 os.symlink(python, link)
         return shim
 

@@ -267,3 +267,16 @@ def test_container_without_command_and_unknown_image_fails_with_the_config_fix(r
     assert p["status"]["phase"] == "Failed"
     assert p["status"]["reason"] == "CreateContainerConfigError"
     assert "localflow.yaml" in p["status"]["message"] and "example/unknown:1" in p["status"]["message"]
+
+
+def test_image_mapped_to_a_venv_interpreter_runs_bare_python_inside_the_venv(tmp_path):
+    import venv
+
+    env_dir = tmp_path / "venv"
+    venv.EnvBuilder(with_pip=False).create(env_dir)
+    vpy = str(env_dir / "bin" / "python")
+    cfg = parse_config({"images": {"example/venv:1": {"python": vpy}}})
+    with open_runtime(tmp_path / "ws", config=cfg, capacity=Capacity(cpu=2, memory=8 << 30)) as rt:
+        rt.scheduler.submit(pod("venv", ["python3", "-c", "import sys; print(sys.prefix)"], image="example/venv:1"))
+        assert wait_phase(rt.store, "venv")["status"]["phase"] == "Succeeded"
+        assert (rt.workspace.logs_dir / "default" / "venv" / "main.log").read_text().strip() == str(env_dir)
