@@ -94,12 +94,33 @@ def _record_unschedulable(rt: Runtime, kind: str, name: str, ns: str, source, ex
     """A job refused at admission still exists (Failed): record its run as FAILED before re-raising."""
     from localflow.training.records import TrainingRunRecorder
 
+    from localflow.training.records import job_outcome
+
     try:
         obj = rt.store.get(kind, name, ns)
     except LocalflowError:
         return
     rec = TrainingRunRecorder(rt, obj, source=source)
-    rec.finish("FAILED", exc.message)
+    rec.finish("FAILED", job_outcome(obj)[1] or exc.message)
+
+
+# A job can succeed while replicas still run (the master decides a PyTorchJob or XGBoostJob; a worker
+# exits right after it). They get this long to end on their own before the run is closed (and
+# `localflow run` stops them); what still runs then is recorded CANCELED.
+REPLICA_GRACE_S = 5.0
+
+
+def _let_replicas_finish(rt: Runtime, rec, seconds: float) -> None:
+    """Feed the run's Pods to ``rec`` until none is Running or ``seconds`` (wall time) passed."""
+    sel = {RUN_ID_LABEL: rec.run_id}
+    with rt.store.watch(kind="Pod", namespace=rec.namespace, label_selector=sel) as w:
+        for pod in rt.store.list("Pod", rec.namespace, label_selector=sel):
+            rec.on_pod_change("MODIFIED", pod)  # the state after the controller's cleanup
+        deadline = time.monotonic() + seconds
+        while any(r.state == "RUNNING" for r in rec.records.values()) and time.monotonic() < deadline:
+            ev = w.get(timeout=max(0.0, min(0.25, deadline - time.monotonic())))
+            if ev is not None:
+                rec.on_pod_change(ev.type, ev.object)
 
 
 def _run_training(rt: Runtime, obj_after_apply, wait, record_fn, *, on_task, source, started: float) -> Run:
@@ -110,15 +131,14 @@ def _run_training(rt: Runtime, obj_after_apply, wait, record_fn, *, on_task, sou
                               started_wall=started)
     try:
         final = wait(rec.on_pod_change)
-    except TimeoutError as exc:
-        rec.finish("FAILED", str(exc))
+    except (TimeoutError, LocalflowError) as exc:  # e.g. Unschedulable when a later step's gang is created
+        rec.finish("FAILED", getattr(exc, "message", None) or str(exc))
         raise
     except BaseException:
         rec.finish("CANCELED", "interrupted: the run was canceled")
         raise
-    for pod in rt.store.list("Pod", rec.namespace, label_selector={RUN_ID_LABEL: rec.run_id}):
-        rec.on_pod_change("MODIFIED", pod)  # the state after cleanup, in case a change is still in flight
     state, error = job_outcome(final)
+    _let_replicas_finish(rt, rec, REPLICA_GRACE_S if state == "SUCCEEDED" else 0.0)
     rec.finish(state, error)
     return Run(id=rec.run_id, name=rec.name, kind=rec.kind, state=state, workspace=rt.workspace, tasks=dict(rec.records),
                error=error, object=final,

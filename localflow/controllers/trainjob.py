@@ -16,6 +16,8 @@ from localflow.controllers.ownership import owner_annotations
 from localflow.controllers.sideobjects import RUN_ID_LABEL
 from localflow.controllers.trainingjob import PodChange, ReplicaRecord, _deliver, pod_record
 from localflow.errors import NotFound, Unschedulable
+from localflow.quantity import format_cpu, format_memory
+from localflow.scheduler import pod_requests
 from localflow.specs.training import validate_runtime, validate_trainjob
 from localflow.training.ports import PortAllocator
 from localflow.training.runtimes import (LABEL_COMPLETION_INDEX, LABEL_JOBSET_NAME, LABEL_REPLICATED_JOB, ReplicatedJobPlan,
@@ -86,7 +88,43 @@ class TrainJobController:
         with self._lock:
             self._plans[key] = plans
             self._state[key] = TrainJobState()
+        for plan in plans:  # every step's gang must fit before the first one starts (no half-run job)
+            self._check_fits(obj, plan, plans)
         return self.reconcile(meta["name"], meta["namespace"])[0]
+
+    def _check_fits(self, tj: dict, plan: ReplicatedJobPlan, plans: list[ReplicatedJobPlan]) -> None:
+        """Raise :class:`Unschedulable` (and fail the TrainJob) when one replicated job's Pods together
+        can never fit this machine, even if it would only start after others (``dependsOn``)."""
+        cap = getattr(self.scheduler, "capacity", None)
+        if cap is None or not plan.pods:
+            return
+        cpu = mem = 0
+        for p in plan.pods:
+            c, m = pod_requests(p, f"Pod({p['metadata']['name']}).spec")
+            cpu, mem = cpu + c, mem + m
+        if cpu <= cap.cpu + 1e-9 and mem <= cap.memory:
+            return
+        meta = tj["metadata"]
+        short = "cpu" if cpu > cap.cpu + 1e-9 else "memory"
+        after = [n for n, _ in plan.depends_on]
+        when = f" (it would start after {', '.join(after)}; checked before anything starts)" if after else ""
+        exc = Unschedulable(
+            f"Pod({plan.pods[0]['metadata']['name']}).spec.containers[].resources.requests",
+            f"the gang '{meta['namespace']}/TrainJob/{meta['name']}' replicated job {plan.name!r} of {len(plan.pods)} "
+            f"Pods requests cpu {format_cpu(cpu)}, memory {format_memory(mem)} but this machine has cpu "
+            f"{format_cpu(cap.cpu)}, memory {format_memory(cap.memory)}: 0/1 nodes are available: Insufficient {short}{when}",
+            fix="lower trainer.resourcesPerNode or trainer.numNodes" if plan.ancestor == "trainer" else
+                "lower the requests of that replicated job in the runtime")
+        self._fail_unschedulable(tj, exc, dict(tj.get("status") or {}))
+        raise exc
+
+    def _fail_unschedulable(self, tj: dict, exc: Unschedulable, status: dict) -> None:
+        name, namespace = tj["metadata"]["name"], tj["metadata"].get("namespace") or "default"
+        msg = f"TrainJob {name} cannot be scheduled: {exc.message}"
+        status["conditions"] = set_condition(status.get("conditions"), "Failed", "True", "FailedJobs", msg,
+                                             self.clock.rfc3339())
+        self._emit(tj, "Warning", "FailedScheduling", msg)
+        self.store.update_status("TrainJob", name, status, namespace)
 
     def reconcile(self, name: str, namespace: str = "default") -> tuple[dict | None, TrainJobDecision | None]:
         """One pass; returns ``(TrainJob or None if gone, decision)``."""
@@ -115,11 +153,7 @@ class TrainJobController:
                 else:
                     self.scheduler.submit_gang(d.create, gang=f"{namespace}/TrainJob/{name}")
             except Unschedulable as exc:
-                msg = f"TrainJob {name} cannot be scheduled: {exc.message}"
-                d.status["conditions"] = set_condition(d.status.get("conditions"), "Failed", "True", "FailedJobs", msg,
-                                                       self.clock.rfc3339())
-                self._emit(tj, "Warning", "FailedScheduling", msg)
-                self.store.update_status("TrainJob", name, d.status, namespace)
+                self._fail_unschedulable(tj, exc, d.status)
                 raise
             for p in d.create:
                 self._emit(tj, "Normal", "SuccessfulCreatePod", f"Created pod: {p['metadata']['name']}")
