@@ -6,7 +6,8 @@ naming both tasks, and waits until every other task has greeted it too. It print
 ``{"task": "worker:1", "reached": [...], "greeted_by": [...]}`` and exits 0, or exits 1 after
 ``--timeout`` seconds naming the tasks it could not reach. The chief (or master, else worker 0)
 exits last: every other task reports "done" to it first, so a chief-decides TFJob finishes only
-after every task has checked its peers.
+after every task has checked its peers. ``--log_dir DIR`` (the upstream mnist example's option)
+also writes the report to ``DIR/tf_config_check[-<task>].json``; other options are ignored.
 """
 from __future__ import annotations
 
@@ -28,13 +29,23 @@ def addresses(cfg: dict) -> dict[str, tuple[str, int]]:
     return out
 
 
+def write_report(log_dir: str | None, report: dict) -> None:
+    if log_dir:
+        os.makedirs(log_dir, exist_ok=True)
+        name = f"tf_config_check-{report['task'].replace(':', '-')}.json" if report.get("task") else "tf_config_check.json"
+        with open(os.path.join(log_dir, name), "w") as f:
+            json.dump(report, f)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--timeout", type=float, default=60.0)
-    args = ap.parse_args()
+    ap.add_argument("--log_dir", default=None, help="also write the report to LOG_DIR/tf_config_check.json")
+    args, _ = ap.parse_known_args()  # an upstream example's own options (--learning_rate=...) are ignored
     raw = os.environ.get("TF_CONFIG")
     if not raw:
         print("TF_CONFIG is not set (a single-replica TFJob gets none)", flush=True)
+        write_report(args.log_dir, {"task": None, "tf_config": None})
         return 0
     cfg = json.loads(raw)
     me = f"{cfg['task']['type']}:{cfg['task']['index']}"
@@ -87,6 +98,7 @@ def main() -> int:
         time.sleep(0.1)
     report = {"task": me, "listen": f"{my_host}:{my_port}", "reached": sorted(reached), "greeted_by": sorted(greeted_by)}
     print(json.dumps(report), flush=True)
+    write_report(args.log_dir, report)
     if me == head:  # wait for every other task to finish its checks
         while time.monotonic() < deadline and len(done) < len(peers):
             time.sleep(0.05)

@@ -1,0 +1,1 @@
+"""See ``paddle/__init__.py``: only ``launch`` exists."""
