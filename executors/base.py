@@ -148,6 +148,11 @@ class RunningPod(abc.ABC):
         """The address at which other Pods and the local gateway reach this Pod's ports."""
         return "127.0.0.1"
 
+    def container_ids(self) -> dict[str, str]:
+        """``{container name: containerID}`` of the containers started so far, in the Kubernetes
+        ``<runtime>://<id>`` form (``process://<pid>``, ``docker://<id>``)."""
+        return {}
+
 
 class Executor(abc.ABC):
     """Runs Pods. ``name`` is what ``--executor`` selects."""

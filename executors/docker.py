@@ -355,9 +355,9 @@ class DockerPod(RunningPod):
         return dict(self._ports)
 
     def container_ids(self) -> dict[str, str]:
-        """``{container name: docker id}`` of the containers not yet removed."""
+        """``{container name: "docker://<id>"}`` of the containers not yet removed."""
         with self._lock:
-            return {name: c.id for name, c in self._live.items()}
+            return {name: f"docker://{c.id}" for name, c in self._live.items()}
 
     # -- driving ---------------------------------------------------------------------------
     def _drive(self) -> None:

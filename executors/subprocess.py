@@ -100,6 +100,11 @@ class SubprocessPod(RunningPod):
         with self._lock:
             return [p.pid for p in self._procs.values() if p.poll() is None]
 
+    def container_ids(self) -> dict[str, str]:
+        """``process://<pid>`` of each started container; the pid is also its process group id."""
+        with self._lock:
+            return {name: f"process://{p.pid}" for name, p in self._procs.items()}
+
     # -- driving ---------------------------------------------------------------------------
     def _drive(self) -> None:
         try:

@@ -260,20 +260,56 @@ def apply(spec: Any, workspace: str | os.PathLike | Workspace | None = None, *, 
 ACTIVE_RUN_STATES = ("PENDING", "RUNNING")
 
 
+def _orphan_processes(store, run_id: str, *, kill: bool) -> list[int]:
+    """Process groups still running for the Pods of a dead run (``containerID: process://<pid>``),
+    killed with SIGKILL when ``kill``. A pid is only trusted when that process started before the
+    Pod's container was recorded as running (pid reuse), i.e. it is the same process."""
+    import calendar
+    import signal
+    import time as _time
+
+    import psutil
+
+    found = []
+    for pod in store.list("Pod", None, label_selector={"localflow.dev/run-id": run_id}):
+        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+            cid = cs.get("containerID") or ""
+            started = ((cs.get("state") or {}).get("running") or {}).get("startedAt")
+            if not cid.startswith("process://") or not started:
+                continue
+            pid = int(cid[len("process://"):])
+            try:
+                proc = psutil.Process(pid)
+                t0 = calendar.timegm(_time.strptime(started, "%Y-%m-%dT%H:%M:%SZ"))
+                if proc.create_time() > t0 + 2 or proc.status() == psutil.STATUS_ZOMBIE:
+                    continue
+            except (psutil.Error, ValueError):
+                continue
+            found.append(pid)
+            if kill:
+                try:
+                    os.killpg(pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+    return found
+
+
 def garbage_collect(workspace: str | os.PathLike | Workspace | None = None, *, dry_run: bool = False) -> dict:
     """Clean up after runs whose localflow process died (killed, crashed, machine rebooted).
 
     Runs still PENDING/RUNNING in the metadata whose owning process is gone are marked FAILED
     (their records stay), and Docker containers and networks labelled with a run id that is not
     alive are removed (``executors/docker.py`` ``remove_leftovers``). Returns
-    ``{"runs": [names], "containers": [names], "networks": [names]}``. Without a Docker engine
+    ``{"runs": [names], "processes": [pids], "containers": [names], "networks": [names]}``:
+    the process groups of their Pods on the subprocess executor (``containerID:
+    process://<pid>``) are killed too. Without a Docker engine
     there are no containers to remove and that part is skipped.
     """
     from localflow.controllers.ownership import OWNER_PID_ANNOTATION, owner_alive
     from localflow.errors import ExecutorError
 
     ws = workspace if isinstance(workspace, Workspace) else resolve_workspace(workspace)
-    result: dict = {"runs": [], "containers": [], "networks": []}
+    result: dict = {"runs": [], "processes": [], "containers": [], "networks": []}
     alive: set[str] = set()
     if ws.db_path.exists():
         store, md = ObjectStore(ws.db_path), MetadataStore(ws.db_path)
@@ -292,6 +328,7 @@ def garbage_collect(workspace: str | os.PathLike | Workspace | None = None, *, d
                     alive.add(r["id"])
                     continue
                 result["runs"].append(r["name"])
+                result.setdefault("processes", []).extend(_orphan_processes(store, r["id"], kill=not dry_run))
                 if not dry_run:
                     md.update_run(r["id"], state="FAILED", error="the localflow process running it is gone (cleaned by gc)",
                                   finished=True)

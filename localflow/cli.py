@@ -389,7 +389,8 @@ def gc(workspace, dry_run):
 
     removed = garbage_collect(workspace, dry_run=dry_run)
     verb = "would remove" if dry_run else "removed"
-    click.echo(f"{verb} {len(removed['containers'])} container(s), {len(removed['networks'])} network(s)")
+    click.echo(f"{verb}: {len(removed['runs'])} dead run(s) marked FAILED, {len(removed['processes'])} process group(s), "
+               f"{len(removed['containers'])} container(s), {len(removed['networks'])} network(s)")
 
 
 @cli.group()

@@ -345,12 +345,13 @@ class Scheduler:
                 late_kill = e.kill_reason
             if late_kill:
                 running.kill(late_kill)
+            ids = self._container_ids(running, spec)
             for c in spec.containers:
                 self.store.record_event(manifest, "Started", f"Started container {c.name}", component="kubelet")
             self._patch_status(e, {
                 "phase": "Running",
                 "conditions": [_cond(t, "True", clock) for t in ("Initialized", "ContainersReady", "Ready")],
-                "containerStatuses": [_container_running(c, restarts, clock) for c in spec.containers]})
+                "containerStatuses": [_container_running(c, restarts, clock, ids.get(c.name)) for c in spec.containers]})
             results = self._wait(running, deadline, e)
             with self._lock:
                 killed = e.kill_reason
@@ -373,6 +374,20 @@ class Scheduler:
         phase = "Succeeded" if not failed and not killed else "Failed"
         self._write_final(e, results, phase=phase, reason=killed if phase == "Failed" and killed else None,
                           restarts=restarts)
+
+    @staticmethod
+    def _container_ids(running: RunningPod, spec: PodSpec, timeout: float = 1.0) -> dict[str, str]:
+        """The containerIDs of the Pod's main containers, waiting briefly (real time: executors start
+        asynchronously) until every one started or the Pod already ended."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        want = {c.name for c in spec.containers}
+        while True:
+            ids = running.container_ids()
+            if want <= set(ids) or time.monotonic() >= deadline or running.wait(0) is not None:
+                return ids
+            time.sleep(0.001)
 
     def _wait(self, running: RunningPod, deadline: float | None, e: _Entry) -> list[ContainerResult]:
         if deadline is None:
@@ -645,9 +660,12 @@ def _cond(type_: str, status: str, clock: Clock, reason: str | None = None, mess
     return c
 
 
-def _container_running(c: ContainerSpec, restarts: int, clock: Clock) -> dict:
-    return {"name": c.name, "image": c.image, "ready": True, "started": True, "restartCount": restarts,
-            "state": {"running": {"startedAt": clock.rfc3339()}}}
+def _container_running(c: ContainerSpec, restarts: int, clock: Clock, container_id: str | None = None) -> dict:
+    status = {"name": c.name, "image": c.image, "ready": True, "started": True, "restartCount": restarts,
+              "state": {"running": {"startedAt": clock.rfc3339()}}}
+    if container_id:
+        status["containerID"] = container_id
+    return status
 
 
 def _container_waiting(c: ContainerSpec, r: ContainerResult, restarts: int, clock: Clock) -> dict:

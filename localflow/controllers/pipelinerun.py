@@ -217,6 +217,7 @@ class PipelineRunController:
                      "specPath": self.spec_path},
             "status": {"state": "PENDING", "runId": self.run_id, "createdAt": self.create_time}})
         self.state = "RUNNING"
+        md.update_run(self.run_id, state="RUNNING")
         self._write_run_status()
         watch = self.store.watch(kind="Pod", namespace=self.namespace, label_selector={LF_RUN_LABEL: self.run_id})
         interrupted = None

@@ -1,0 +1,72 @@
+"""`localflow gc` after the localflow process running a run was killed (subprocess executor)."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def lf(*args):
+    return subprocess.run([sys.executable, "-m", "localflow", *map(str, args)], capture_output=True, text=True)
+
+
+def test_gc_marks_the_dead_run_failed_and_kills_its_orphaned_pod_processes(tmp_path):
+    ws = tmp_path / "ws"
+    proc = subprocess.Popen([sys.executable, "-m", "localflow", "run", str(ROOT / "scenarios/pipelines/sleep_fanout.yaml"),
+                             "-p", "seconds=120", "-w", str(ws)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        pids = []
+        while time.monotonic() < deadline and len(pids) < 3:
+            out = lf("get", "pods", "-w", ws, "-o", "json")
+            if out.returncode == 0:
+                items = json.loads(out.stdout)["items"]
+                pids = [int(cs["containerID"].split("://")[1]) for p in items
+                        for cs in (p["status"].get("containerStatuses") or []) if cs.get("containerID")
+                        and "running" in cs["state"]]
+            time.sleep(0.1)
+        assert len(pids) >= 3, "pods did not start"
+        os.killpg(proc.pid, signal.SIGKILL)  # localflow dies; its Pods' process groups live on
+        proc.wait(30)
+        assert all(psutil.pid_exists(p) for p in pids)
+        dry = lf("gc", "--dry-run", "-w", ws)
+        assert dry.returncode == 0 and "would remove: 1 dead run(s)" in dry.stdout
+        assert all(psutil.pid_exists(p) for p in pids)
+        out = lf("gc", "-w", ws)
+        assert out.returncode == 0, out.stderr
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie" for p in pids):
+            time.sleep(0.05)
+        assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie" for p in pids)
+        runs = json.loads(lf("get", "runs", "-w", ws, "-o", "json").stdout)
+        assert runs[0]["state"] == "FAILED" and "gc" in runs[0]["error"]
+        assert "0 dead run(s)" in lf("gc", "-w", ws).stdout  # nothing left to do
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_gc_leaves_a_live_run_alone(tmp_path):
+    ws = tmp_path / "ws"
+    proc = subprocess.Popen([sys.executable, "-m", "localflow", "run", str(ROOT / "scenarios/pipelines/sleep_fanout.yaml"),
+                             "-p", "seconds=20", "-w", str(ws)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            out = lf("get", "runs", "-w", ws, "-o", "json")
+            if out.returncode == 0 and json.loads(out.stdout) and json.loads(out.stdout)[0]["state"] == "RUNNING":
+                break
+            time.sleep(0.1)
+        assert "0 dead run(s)" in lf("gc", "-w", ws).stdout
+        assert json.loads(lf("get", "runs", "-w", ws, "-o", "json").stdout)[0]["state"] == "RUNNING"
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(60)
