@@ -84,6 +84,8 @@ def _apply(apply, job: dict):
         return apply(job)
     except AlreadyExists as exc:
         meta = job["metadata"]
+        if f'{job["kind"]} "{meta["name"]}"' not in str(exc):  # something else of the file (an MPIJob's ConfigMap)
+            raise
         raise AlreadyExists(
             f'{job["kind"]} "{meta["name"]}" already exists in namespace "{meta["namespace"]}" (from an earlier run)',
             fix=f"run it under another name (`localflow run SPEC --name {meta['name']}-2`) or delete the old one "

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -259,6 +261,42 @@ def test_cli_bad_training_spec_exits_2_with_the_field_path(tmp_path):
     p = lf("run", spec, "-w", tmp_path / "ws", check=2)
     assert p.stderr.strip().splitlines() == [
         "error: PyTorchJob.spec.pytorchReplicaSpecs.Worker.replicas: must be >= 0 (got -1) (set replicas to 0 or more)"]
+
+
+def test_gc_marks_a_training_run_failed_when_its_localflow_process_died(tmp_path):
+    """The job carries the owner-pid annotation and the run-id label: `localflow gc` finds its dead run."""
+    job = tiny_pytorchjob("sleeper")
+    for spec in job["spec"]["pytorchReplicaSpecs"].values():
+        spec["template"]["spec"]["containers"][0]["command"] = ["python", "-c", "import time; time.sleep(30)"]
+    spec_path, ws = tmp_path / "sleeper.yaml", tmp_path / "ws"
+    spec_path.write_text(yaml.safe_dump(job))
+    proc = subprocess.Popen([sys.executable, "-m", "localflow", "run", str(spec_path), "-w", str(ws)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    pids: list[int] = []
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(pids) < 2:
+            out = lf("get", "pods", "-w", ws, "-o", "json")
+            items = json.loads(out.stdout)["items"] if out.returncode == 0 else []
+            pids = [int(cs["containerID"].split("://")[1]) for p in items for cs in p["status"].get("containerStatuses") or []
+                    if "running" in cs.get("state", {}) and str(cs.get("containerID", "")).startswith("process://")]
+            time.sleep(0.1)
+        assert len(pids) == 2, "the replicas did not start"
+        runs = json.loads(lf("get", "runs", "-w", ws, "-o", "json", check=0).stdout)
+        assert [(r["name"], r["state"]) for r in runs] == [("sleeper", "RUNNING")]
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+        lf("gc", "-w", ws, check=0)
+        (run,) = json.loads(lf("get", "runs", "-w", ws, "-o", "json", check=0).stdout)
+        assert run["state"] == "FAILED" and "gc" in run["error"]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        for pid in pids:  # whatever gc left behind
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
 
 
 torch = pytest.importorskip("torch", reason="torch is not installed")
