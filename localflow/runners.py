@@ -3,8 +3,8 @@
 This is the API layer (it may import controllers; controllers never import it). Each runner takes
 ``(docs, runtime, **options)`` and returns a ``Run``; ``register_runner`` adds them to
 :data:`localflow.api.RUNNERS`. Training jobs are recorded in the metadata store by
-:mod:`localflow.training.records` (run, one execution per replica Pod, model files as artifacts). Adding a Kubeflow kind: its spec model, its controller module, a
-runner here, and a scenario.
+:mod:`localflow.training.records` (run, one execution per replica Pod, model files as artifacts).
+Adding a Kubeflow kind: its spec model, its controller module, a runner here, and a scenario.
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from localflow.api import Run, Runtime, register_runner
 from localflow.controllers.sideobjects import RUN_ID_LABEL, SIDE_KINDS, create_side_objects
 from localflow.errors import AlreadyExists, LocalflowError, SpecError, Unschedulable
 from localflow.training.kinds import KINDS
+from localflow.training.records import TrainingRunRecorder, job_outcome
 
 
 def run_pipeline(docs: list[dict], rt: Runtime, *, params=None, cache=True, namespace="default", on_task=None,
@@ -94,10 +95,6 @@ def _apply(apply, job: dict):
 
 def _record_unschedulable(rt: Runtime, kind: str, name: str, ns: str, source, exc: Unschedulable) -> None:
     """A job refused at admission still exists (Failed): record its run as FAILED before re-raising."""
-    from localflow.training.records import TrainingRunRecorder
-
-    from localflow.training.records import job_outcome
-
     try:
         obj = rt.store.get(kind, name, ns)
     except LocalflowError:
@@ -127,14 +124,16 @@ def _let_replicas_finish(rt: Runtime, rec, seconds: float) -> None:
 
 def _run_training(rt: Runtime, obj_after_apply, wait, record_fn, *, on_task, source, started: float) -> Run:
     """Shared tail of the training runners: record the run, wait with live replica updates, finish."""
-    from localflow.training.records import TrainingRunRecorder, job_outcome
-
     rec = TrainingRunRecorder(rt, obj_after_apply, source=source, record_fn=record_fn, on_task=on_task,
                               started_wall=started)
     try:
         final = wait(rec.on_pod_change)
     except (TimeoutError, LocalflowError) as exc:  # e.g. Unschedulable when a later step's gang is created
-        rec.finish("FAILED", getattr(exc, "message", None) or str(exc))
+        try:
+            failed = job_outcome(rt.store.get(rec.kind, rec.name, rec.namespace))[1]
+        except LocalflowError:
+            failed = None
+        rec.finish("FAILED", failed or getattr(exc, "message", None) or str(exc))
         raise
     except BaseException:
         rec.finish("CANCELED", "interrupted: the run was canceled")
@@ -153,8 +152,7 @@ def run_training_job(docs: list[dict], rt: Runtime, *, namespace: str = "default
     JAXJob, PaddleJob, MPIJob) with :class:`~localflow.controllers.trainingjob.TrainingJobController`.
 
     ConfigMaps/Secrets in ``docs`` are created first; ``run_name`` (``--name``) renames the job.
-    ``on_task`` receives a
-    :class:`~localflow.controllers.trainingjob.ReplicaRecord` on every replica state change
+    ``on_task`` receives a :class:`~localflow.controllers.trainingjob.ReplicaRecord` on every replica state change
     (PENDING -> RUNNING -> SUCCEEDED/FAILED/CANCELED) while the job runs. Returns a Run whose ``id``
     is the job's uid, ``tasks`` maps replica Pod names to their latest record, ``state`` is
     SUCCEEDED/FAILED and ``error`` the Failed condition's message; the run, its replicas and the
