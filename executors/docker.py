@@ -138,6 +138,7 @@ class DockerExecutor(Executor):
         self.publish_ports = publish_ports
         self._lock = threading.Lock()
         self._fallbacks: dict[str, str] = {}
+        self._known_images: set[str] = set()
         self._networks_created: set[str] = set()
         self._pods: list[DockerPod] = []
         self.check()
@@ -177,9 +178,12 @@ class DockerExecutor(Executor):
         return self._fallbacks.get(c.image, c.image)
 
     def _has_image(self, image: str) -> bool:
+        if image in self._known_images:  # one inspect per tag; a tag removed later fails at create
+            return True
         docker = _docker()
         try:
             self.client.images.get(image)
+            self._known_images.add(image)
             return True
         except docker.errors.ImageNotFound:
             return False
@@ -232,17 +236,20 @@ class DockerExecutor(Executor):
         network = self._ensure_network(pod.network, pod.labels) if pod.network else None
         running = DockerPod(self, pod, network)
         with self._lock:
-            self._pods = [p for p in self._pods if not p._done.is_set()] + [running]
+            self._pods = [p for p in self._pods if p._thread.is_alive()] + [running]
         running._thread.start()
         return running
 
     def close(self) -> None:
         """Kill Pods still running, then remove the networks this executor created that are empty."""
         with self._lock:
-            pods = [p for p in self._pods if not p._done.is_set()]
+            pods = list(self._pods)
         for p in pods:
-            p.kill("Killed", grace_seconds=1.0)
-            p.wait(30)
+            if not p._done.is_set():
+                p.kill("Killed", grace_seconds=1.0)
+                p.wait(30)
+        for p in pods:  # finished Pods may still be removing their containers
+            p._thread.join(60)
         if self._client is None:
             return
         for name in sorted(self._networks_created):
@@ -379,9 +386,9 @@ class DockerPod(RunningPod):
                              for c in self.spec.containers]
             raise
         finally:
-            self._remove_all()
             self._started.set()
-            self._done.set()
+            self._done.set()  # results are final: report them first, then remove the containers
+            self._remove_all()
 
     def _create_kwargs(self, c: ContainerSpec, primary: bool) -> dict:
         docker = _docker()
@@ -517,7 +524,6 @@ class DockerPod(RunningPod):
         t = self._log_threads.pop(c.name, None)
         if t is not None:
             t.join(_LOG_JOIN_S)
-        self._remove(c.name)
         if state is None or state.get("Running"):
             code = status.get("StatusCode") if status else None
             return ContainerResult(

@@ -40,7 +40,7 @@ def test_exit_codes_become_completed_and_error(docker_executor, busybox_image, t
     results = docker_executor.start(spec).wait(60)
     assert [(r.name, r.exit_code, r.reason) for r in results] == [("ok", 0, "Completed"), ("bad", 3, "Error")]
     assert all(r.started_at and r.finished_at and r.finished_at >= r.started_at for r in results)
-    assert containers_of(docker_executor.client, spec) == []
+    wait_until(lambda: containers_of(docker_executor.client, spec) == [], what="the containers to be removed")
 
 
 @docker
@@ -116,7 +116,8 @@ def test_kill_stops_a_sleeping_container_with_the_given_reason_and_removes_it(do
     (result,) = running.wait(30)
     assert time.monotonic() - t0 < 15
     assert (result.exit_code, result.reason) == (137, "DeadlineExceeded")
-    assert containers_of(docker_client, spec) == []
+    # containers are removed right after their results are reported
+    wait_until(lambda: containers_of(docker_client, spec) == [], what="the containers to be removed")
 
 
 @docker
@@ -151,7 +152,8 @@ def test_missing_image_is_an_executor_error_naming_it_and_the_ways_to_provide_it
     for needle in ("registry.example/nope:1", "never pulls", "docker load", "docker build",
                    "localflow images build-base", "localflow.yaml"):
         assert needle in text
-    assert containers_of(docker_client, spec) == []
+    # containers are removed right after their results are reported
+    wait_until(lambda: containers_of(docker_client, spec) == [], what="the containers to be removed")
 
 
 @docker
@@ -265,7 +267,8 @@ def test_leftovers_of_a_dead_run_are_found_and_removed_by_labels(docker_client, 
 
     gone_containers, gone_networks = remove_leftovers(docker_client, run_ids_alive={"some-other-run"}, within=mine)
     assert "localflow-gc-test" in gone_networks and gone_containers
-    assert containers_of(docker_client, spec) == []
+    # containers are removed right after their results are reported
+    wait_until(lambda: containers_of(docker_client, spec) == [], what="the containers to be removed")
     assert docker_client.networks.list(names=["localflow-gc-test"]) == []
     (result,) = running.wait(30)
     assert result.reason == "Error"

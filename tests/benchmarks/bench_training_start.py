@@ -1,6 +1,6 @@
 """Benchmark: job start latency (apply -> all replicas Running) of a 4-replica TFJob on this machine.
 
-Usage: ``python scenarios/training/bench_start_latency.py [--repeats 5] [--executor subprocess]``.
+Usage: ``python tests/benchmarks/bench_training_start.py [--repeats 5] [--executor subprocess]``.
 Prints one JSON line: per-run latencies in seconds, median and max. Each replica is a Python
 process that waits for a release file, so "Running" is measured before any replica can finish.
 """
