@@ -19,15 +19,12 @@ from __future__ import annotations
 import json
 import re
 import secrets
-import sqlite3
 import threading
-import time
 import uuid
 from contextlib import contextmanager
 
-import sqlite_utils
-
 from localflow.clock import SYSTEM_CLOCK, Clock
+from localflow.dbconn import connect, has_tables, immediate, retry_locked
 from localflow.errors import AlreadyExists, Conflict, NotFound, SpecError
 
 from .kinds import KindInfo, api_group, resolve_kind
@@ -57,41 +54,6 @@ def merge_patch(target, patch):
     return result
 
 
-def _connect(db_path: str) -> sqlite3.Connection:
-    """An autocommit connection (transactions are explicit) in WAL mode with a 10 s busy timeout."""
-    conn = sqlite3.connect(db_path, timeout=10.0, check_same_thread=False, isolation_level=None)
-    conn.execute("PRAGMA busy_timeout = 10000")
-    _retry_locked(lambda: conn.execute("PRAGMA journal_mode = WAL"))
-    conn.execute("PRAGMA synchronous = NORMAL")
-    return conn
-
-
-def _retry_locked(fn, seconds: float = 10.0):
-    """Run ``fn``, retrying while SQLite reports a lock it did not wait for (switching a new file
-    to WAL, or creating the schema while another process does the same)."""
-    deadline = time.monotonic() + seconds
-    delay = 0.005
-    while True:
-        try:
-            return fn()
-        except sqlite3.OperationalError as err:
-            if ("locked" not in str(err) and "busy" not in str(err)) or time.monotonic() > deadline:
-                raise
-            time.sleep(delay)
-            delay = min(delay * 2, 0.2)
-
-
-@contextmanager
-def _immediate(conn: sqlite3.Connection):
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-
-
 def _dumps(obj: dict, path: str) -> str:
     try:
         return json.dumps(obj, sort_keys=False, allow_nan=False)
@@ -114,15 +76,18 @@ class ObjectStore:
         self.clock = clock
         self._lock = threading.RLock()
         self._hub = WatchHub()
-        self._conn = _connect(self.db_path)
+        self._conn = connect(self.db_path)
         self._closed = False
-        _retry_locked(self._create_schema)
+        if not has_tables(self._conn, ("objects", "object_counters")):
+            retry_locked(self._create_schema)
 
     # ------------------------------------------------------------------ setup
 
     def _create_schema(self) -> None:
+        import sqlite_utils  # only for a new workspace: it imports numpy when present (~0.3 s)
+
         db = sqlite_utils.Database(self._conn)
-        with self._lock, _immediate(self._conn):
+        with self._lock, immediate(self._conn):
             db["objects"].create(
                 {"uid": str, "grp": str, "kind": str, "namespace": str, "name": str, "rv": int, "seq": int, "body": str},
                 pk="uid",
@@ -157,14 +122,9 @@ class ObjectStore:
         Events are published after COMMIT while the lock is still held, so every watch receives
         them in resourceVersion order."""
         with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
             events: list[tuple[str, dict]] = []
-            try:
+            with immediate(self._conn):
                 yield events
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
             for type_, obj in events:
                 self._hub.publish(type_, obj)
 

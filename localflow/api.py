@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterator
 
 from localflow.clock import SYSTEM_CLOCK, Clock
 from localflow.config import Config, load_config
-from localflow.errors import LocalflowError, NotFound, RunFailed, SpecError
+from localflow.errors import NotFound, RunFailed, SpecError
 from localflow.executors import get_executor
 from localflow.fakes import ObjectStore
 from localflow.metadata import MetadataStore

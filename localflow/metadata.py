@@ -18,12 +18,10 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-import time
 from contextlib import contextmanager
 
-import sqlite_utils
-
 from localflow.clock import SYSTEM_CLOCK, Clock
+from localflow.dbconn import connect, has_tables, immediate, retry_locked
 from localflow.errors import NotFound, SpecError
 
 __all__ = ["MetadataStore", "RUN_STATES", "EXECUTION_STATES", "EVENT_TYPES"]
@@ -34,22 +32,8 @@ RUN_STATES = ("PENDING", "RUNNING", "SUCCEEDED", "SKIPPED", "FAILED", "CANCELING
 EXECUTION_STATES = ("NEW", "RUNNING", "COMPLETE", "CACHED", "FAILED", "CANCELED")
 EVENT_TYPES = ("INPUT", "OUTPUT")
 
+_TABLES = ("runs", "contexts", "executions", "artifacts", "events", "attributions", "associations")
 _JSON_COLUMNS = {"parameters", "outputs", "properties", "inputs", "metadata"}
-
-
-def _retry_locked(fn, seconds: float = 10.0):
-    """Run ``fn``, retrying while SQLite reports a lock it did not wait for (switching a new file
-    to WAL, or creating the schema while another process does the same)."""
-    deadline = time.monotonic() + seconds
-    delay = 0.005
-    while True:
-        try:
-            return fn()
-        except sqlite3.OperationalError as err:
-            if ("locked" not in str(err) and "busy" not in str(err)) or time.monotonic() > deadline:
-                raise
-            time.sleep(delay)
-            delay = min(delay * 2, 0.2)
 
 
 def _dump(value, path: str):
@@ -72,17 +56,17 @@ class MetadataStore:
         self.db_path = str(db_path)
         self.clock = clock
         self._lock = threading.RLock()
-        self._conn = sqlite3.connect(self.db_path, timeout=10.0, check_same_thread=False, isolation_level=None)
-        self._conn.execute("PRAGMA busy_timeout = 10000")
-        _retry_locked(lambda: self._conn.execute("PRAGMA journal_mode = WAL"))
-        self._conn.execute("PRAGMA synchronous = NORMAL")
+        self._conn = connect(self.db_path)
         self._closed = False
-        _retry_locked(self._create_schema)
+        if not has_tables(self._conn, _TABLES):
+            retry_locked(self._create_schema)
         self._conn.row_factory = sqlite3.Row
 
     # ------------------------------------------------------------------ setup
 
     def _create_schema(self) -> None:
+        import sqlite_utils  # only for a new workspace: it imports numpy when present (~0.3 s)
+
         db = sqlite_utils.Database(self._conn)
         ts = {"created_at": str, "created_ts": float}
         with self._write():
@@ -139,14 +123,8 @@ class MetadataStore:
 
     @contextmanager
     def _write(self):
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
+        with self._lock, immediate(self._conn):
+            yield self._conn
 
     def _query(self, sql: str, args=()) -> list[dict]:
         with self._lock:

@@ -2,7 +2,6 @@
 artifacts (Dataset, Model, Metrics), artifact lists, container components' output artifacts and
 output parameter files, the executor output file, and the importer."""
 import json
-import os
 from pathlib import Path
 from typing import List
 

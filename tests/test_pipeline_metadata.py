@@ -2,8 +2,6 @@
 COMPLETE, FAILED, CANCELED; CACHED is in test_pipeline_caching_retry.py), artifacts, INPUT/OUTPUT
 events with lineage both ways, the v2beta1 Run object with task details, and the Pods (labels,
 phases, container statuses, logs). A failing task never loses what other tasks recorded."""
-import json
-import os
 import signal
 import subprocess
 import sys
@@ -12,12 +10,11 @@ import time
 from pathlib import Path
 
 import psutil
-import pytest
 from kfp import compiler, dsl
 from kfp.dsl import Dataset, Input, Model, Output
 
 from localflow.scheduler import Capacity
-from pipeline_support import BASE, container_executions, executions, metadata_of
+from pipeline_support import BASE, container_executions, metadata_of
 
 
 @dsl.component(base_image=BASE)

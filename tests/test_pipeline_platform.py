@@ -4,7 +4,6 @@ runs, CreatePVC/DeletePVC, pod labels/annotations with field-path env, timeouts,
 and lightweight components running offline without their pip bootstrap."""
 import base64
 import json
-import sys
 
 import pytest
 from kfp import dsl, kubernetes

@@ -4,7 +4,6 @@ Real processes only; waits poll the object store with a deadline, never a fixed 
 """
 from __future__ import annotations
 
-import os
 import sys
 import time
 

@@ -80,8 +80,11 @@ def test_pytorchjob_runs_every_replica_with_its_rank_and_succeeds(rt, ctl):
     code = "import os; print(os.environ['RANK'], os.environ['WORLD_SIZE'], os.environ['MASTER_ADDR'])"
     ctl.apply(pytorchjob("ok", rs(code), rs(code, 2)))
     job = ctl.run_until_done("ok", timeout=60)
-    assert [(c["type"], c["status"]) for c in job["status"]["conditions"]] == [
-        ("Created", "True"), ("Running", "False"), ("Succeeded", "True")]
+    conds = [(c["type"], c["status"]) for c in job["status"]["conditions"]]
+    # Running appears (then turns False on success) only if a reconcile saw the replicas running:
+    # warm-started replicas can finish before that, as Pods can on a cluster
+    assert conds in ([("Created", "True"), ("Running", "False"), ("Succeeded", "True")],
+                     [("Created", "True"), ("Succeeded", "True")])
     # the master decides; cleanPodPolicy None leaves workers to finish on their own
     wait_for(lambda: set(phases(rt, "ok").values()) == {"Succeeded"})
     logs = {n: (rt.workspace.logs_dir / "default" / n / "pytorch.log").read_text().split() for n in phases(rt, "ok")}

@@ -166,9 +166,9 @@ def runtime_patch_errors(tj: dict, runtime: dict) -> list[SpecError]:
             pod = ((((rj.get("template") or {}).get("spec") or {}).get("template") or {}).get("spec") or {})
             names = {c.get("name") for c in (pod.get("containers") or []) + (pod.get("initContainers") or [])}
             pspec = (((rp.get("template") or {}).get("spec") or {}).get("template") or {}).get("spec") or {}
-            for field in ("containers", "initContainers"):
-                for k, c in enumerate(pspec.get(field) or []):
-                    cp = f"{p}.template.spec.template.spec.{field}[{k}]"
+            for list_key in ("containers", "initContainers"):
+                for k, c in enumerate(pspec.get(list_key) or []):
+                    cp = f"{p}.template.spec.template.spec.{list_key}[{k}]"
                     if c.get("name") not in names:
                         errs.append(SpecError(f"{cp}.name", f"the runtime job {rp.get('name')!r} has no container {c.get('name')!r}"))
                     elif c.get("env") and c.get("name") in (_NODE, "dataset-initializer", "model-initializer"):
@@ -209,9 +209,9 @@ def apply_runtime_patches(runtime: dict, tj: dict) -> dict:
             pp = ppatch.get("spec") or {}
             if pp.get("volumes"):
                 pspec["volumes"] = _merge_by_name(pspec.get("volumes") or [], pp["volumes"])
-            for field in ("containers", "initContainers"):
-                for cpatch in pp.get(field) or []:
-                    for c in pspec.get(field) or []:
+            for list_key in ("containers", "initContainers"):
+                for cpatch in pp.get(list_key) or []:
+                    for c in pspec.get(list_key) or []:
                         if c.get("name") == cpatch.get("name"):
                             if cpatch.get("volumeMounts"):
                                 c["volumeMounts"] = _merge_by_name(c.get("volumeMounts") or [], cpatch["volumeMounts"])
