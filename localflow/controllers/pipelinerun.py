@@ -6,7 +6,9 @@ One :class:`PipelineRunController` drives one run. It walks the root DAG and eve
 ``dependentTasks`` are done and its ``triggerPolicy`` (strategy and CEL condition) allows it;
 executor tasks become Pods handed to the :class:`~localflow.scheduler.Scheduler`, so independent
 tasks run concurrently; outputs are collected as ``launcher_v2.go`` collects them (executor output
-file first, then output parameter files, then pre-assigned artifact URIs). Everything is recorded
+file first, then output parameter files, then pre-assigned artifact URIs). What the launcher does
+(ExecutorInput, the task Pod, output collection) is in :mod:`localflow.pipelines.launcher`; this
+module is the driver's side and records what the launcher returns. Everything is recorded
 as ML Metadata executions, artifacts and events, and the run is mirrored as a
 ``pipelines.kubeflow.org/v2beta1 Run`` object whose status lists task details.
 
@@ -29,20 +31,19 @@ import itertools
 import json
 import os
 import re
-import secrets
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from localflow.clock import SYSTEM_CLOCK, Clock
 from localflow.controllers.ownership import owner_annotations
-from localflow.errors import ExecutorError, LocalflowError, SpecError
-from localflow.pipelines import bootstrap, cel, placeholders, platform
+from localflow.errors import LocalflowError, SpecError
+from localflow.pipelines import cel, launcher, placeholders, platform
 from localflow.pipelines.preflight import check_pipeline
 from localflow.pipelines.cache import fingerprint
-from localflow.pipelines.values import cast_parameter, format_value, read_output_parameter, resolve_input_definitions
+from localflow.pipelines.launcher import k8s_name as _k8s_name, random_suffix as _suffix
+from localflow.pipelines.values import cast_parameter, format_value, resolve_input_definitions
 from localflow.specs.pipeline import PipelineDocument
-from localflow.training.gpus import detect_gpus
 
 RUN_API_VERSION = "pipelines.kubeflow.org/v2beta1"
 TERMINAL = frozenset({"SUCCEEDED", "SKIPPED", "FAILED", "CANCELED"})
@@ -631,22 +632,6 @@ class PipelineRunController:
             return placeholders.PlaceholderContext.for_component(component, executor_input, **job)
         return placeholders.PlaceholderContext(executor_input=executor_input, **job)
 
-    def _executor_input(self, t: _Task, comp: dict, task_root: str) -> dict:
-        outs = comp.get("outputDefinitions") or {}
-        out_params = {k: {"outputFile": os.path.join(task_root, "outputs", "parameters", k)}
-                      for k in outs.get("parameters") or {}}
-        out_arts = {}
-        for k, d in (outs.get("artifacts") or {}).items():
-            uri = os.path.join(task_root, k)
-            out_arts[k] = {"artifacts": [{"name": k, "type": d.get("artifactType") or {"schemaTitle": "system.Artifact"},
-                                          "uri": uri, "metadata": dict(d.get("metadata") or {})}]}
-        return {
-            "inputs": {"parameterValues": dict(t.params),
-                       "artifacts": {k: {"artifacts": [_public_artifact(a) for a in v]} for k, v in t.artifacts.items()}},
-            "outputs": {"parameters": out_params, "artifacts": out_arts,
-                        "outputFile": os.path.join(task_root, "executor_output.json")},
-        }
-
     def _start_container(self, t: _Task, comp: dict, label: str, executor: dict, *, retry: bool = False) -> None:
         t.record.kind = "container"
         path = f"deploymentSpec.executors['{label}'].container"
@@ -663,9 +648,8 @@ class PipelineRunController:
                     return
         t.attempt += 1
         t.record.attempts = t.attempt
-        task_root = os.path.join(self.run_root, *t.path.replace("[", "/").replace("]", "").split("."), f"attempt-{t.attempt}")
-        os.makedirs(os.path.join(task_root, "outputs", "parameters"), exist_ok=True)
-        executor_input = self._executor_input(t, comp, task_root)
+        task_root = launcher.prepare_task_root(self.run_root, t.path, t.attempt)
+        executor_input = launcher.executor_input(t.params, t.artifacts, comp, task_root)
         exec_id = self.metadata.create_execution(
             self.run_id, "system.ContainerExecution", t.path, state="NEW", inputs=t.record.inputs,
             attempt=t.attempt - 1, fingerprint=t.fingerprint, parent_id=t.node.execution_id,
@@ -681,7 +665,8 @@ class PipelineRunController:
         argv = placeholders.resolve_container(container, ctx, path)
         image = container.get("image") or ""
         if self.scheduler.executor.name == "subprocess":
-            argv = self._local_lightweight(container, ctx, path, image) or argv
+            argv = launcher.local_lightweight(container, ctx, path, image, self.scheduler.images,
+                                              getattr(self.scheduler.executor, "python", None)) or argv
         pod = self._pod_manifest(t, label, container, argv, ctx, path)
         t.exec_ctx = {"executor_input": executor_input, "task_root": task_root, "component": comp, "label": label,
                       "executor": executor}
@@ -693,79 +678,22 @@ class PipelineRunController:
         t.exec_running = False
         self._set_state(t, "RUNNING")
 
-    def _local_lightweight(self, container: dict, ctx, path: str, image: str) -> list[str] | None:
-        """A lightweight component's argv without its pip bootstrap and shell, run by the interpreter
-        its image maps to; ExecutorError lists requirements that interpreter cannot import."""
-        args = placeholders.resolve_command(container.get("args") or [], ctx, f"{path}.args")
-        lw = bootstrap.parse_lightweight(container.get("command") or [], args)
-        if lw is None:
-            return None
-        mapping = self.scheduler.images.resolve(image)
-        python = (mapping.python if mapping and mapping.python else None) or getattr(self.scheduler.executor, "python", None)
-        return bootstrap.local_argv(lw, python, image=image)
-
     def _pod_manifest(self, t: _Task, label: str, container: dict, argv: list[str], ctx, path: str) -> dict:
         name = f"{_k8s_name(self.run_name, 40)}-{_k8s_name(t.path.replace('.', '-').replace('[', '-').replace(']', ''), 15)}-{_suffix()}"
-        env = [{"name": e["name"], "value": placeholders.resolve_string(str(e.get("value", "")), ctx, f"{path}.env")}
-               for e in container.get("env") or []]
-        resources = self._resources(container.get("resources") or {}, ctx, f"{path}.resources")
+        main = launcher.main_container(container, argv, ctx, path)
         labels = {RUN_ID_LABEL: self.run_id, LF_RUN_LABEL: self.run_id,
                   "pipelines.kubeflow.org/v2_component": "true",
                   "workflows.argoproj.io/workflow": self.run_name,
                   "pipelines.kubeflow.org/task_name": _k8s_name(t.key, 63)}
         annotations = {"pipelines.kubeflow.org/task_path": t.path, "pipelines.kubeflow.org/task_display_name": t.record.display_name}
-        root = str(self.workspace.artifacts_dir)
-        volumes = [{"name": "localflow-artifacts", "hostPath": {"path": root}}]
-        mounts = [{"name": "localflow-artifacts", "mountPath": root}]
-        spec: dict = {"restartPolicy": "Never"}
         plat = self.platform.get(label) or {}
-        if plat:
-            patch = platform.apply_executor_config(plat, lambda sp, p: self._platform_value(t, sp, p),
-                                                   f"platforms.kubernetes.deploymentSpec.executors['{label}']")
-            env.extend(patch.env)
-            volumes.extend(patch.volumes)
-            mounts.extend(patch.mounts)
-            labels.update(patch.labels)
-            annotations.update(patch.annotations)
-            spec.update(patch.spec)
-        main = {"name": "main", "image": container.get("image", ""), "command": argv[:1], "args": argv[1:],
-                "env": env, "resources": resources, "volumeMounts": mounts}
-        spec.update({"containers": [main], "volumes": volumes})
+        patch = platform.apply_executor_config(plat, lambda sp, p: self._platform_value(t, sp, p),
+                                               f"platforms.kubernetes.deploymentSpec.executors['{label}']") if plat else None
         owner = self.run_object["metadata"]
-        return {"apiVersion": "v1", "kind": "Pod",
-                "metadata": {"name": name, "namespace": self.namespace, "labels": labels, "annotations": annotations,
-                             "ownerReferences": [{"apiVersion": RUN_API_VERSION, "kind": "Run", "name": owner["name"],
-                                                  "uid": owner["uid"], "controller": True}]},
-                "spec": spec}
-
-    def _resources(self, res: dict, ctx, path: str) -> dict:
-        out: dict = {"requests": {}, "limits": {}}
-        for field_name, (kind, key) in {"resourceCpuRequest": ("requests", "cpu"), "resourceCpuLimit": ("limits", "cpu"),
-                                        "resourceMemoryRequest": ("requests", "memory"),
-                                        "resourceMemoryLimit": ("limits", "memory")}.items():
-            if res.get(field_name):
-                out[kind][key] = placeholders.resolve_string(str(res[field_name]), ctx, f"{path}.{field_name}")
-        for field_name, (kind, key, unit) in {"cpuRequest": ("requests", "cpu", ""), "cpuLimit": ("limits", "cpu", ""),
-                                              "memoryRequest": ("requests", "memory", "G"),
-                                              "memoryLimit": ("limits", "memory", "G")}.items():
-            if res.get(field_name) and key not in out[kind]:
-                out[kind][key] = f"{res[field_name]}{unit}"
-        acc = res.get("accelerator") or {}
-        count = placeholders.resolve_string(str(acc.get("resourceCount") or acc.get("count") or ""), ctx,
-                                            f"{path}.accelerator.resourceCount").strip()
-        kind = placeholders.resolve_string(str(acc.get("resourceType") or acc.get("type") or "accelerator"), ctx,
-                                           f"{path}.accelerator.resourceType")
-        if count not in ("0", "0.0", ""):
-            try:
-                wanted = int(float(count))
-            except ValueError:
-                raise SpecError(f"{path}.accelerator.resourceCount", f"must be a whole number (got {count!r})") from None
-            have = detect_gpus()
-            if wanted > have:
-                raise SpecError(f"{path}.accelerator", f"asks for {count} {kind} and this machine has {have} GPUs",
-                                fix="remove set_accelerator_limit/set_gpu_limit for local runs, "
-                                    "or set LOCALFLOW_GPUS when detection misses a GPU")
-        return {k: v for k, v in out.items() if v}
+        return launcher.task_pod(main, name=name, namespace=self.namespace, labels=labels, annotations=annotations,
+                                 owner={"apiVersion": RUN_API_VERSION, "kind": "Run", "name": owner["name"],
+                                        "uid": owner["uid"], "controller": True},
+                                 artifacts_root=str(self.workspace.artifacts_dir), patch=patch)
 
     def _platform_value(self, t: _Task, spec: dict, path: str):
         """Value of a TaskInputParameterSpec used by the platform config (a Secret, ConfigMap or
@@ -862,7 +790,7 @@ class PipelineRunController:
                                            finished=True)
             self._set_state(t, "SUCCEEDED")
         else:
-            self._container_failed(t, _pod_failure(pod, self._log_tail(pod)), pod)
+            self._container_failed(t, launcher.pod_failure(pod, launcher.log_tail(self.workspace.logs_dir, pod)), pod)
 
     def _container_failed(self, t: _Task, message: str, pod: dict) -> None:
         self.metadata.update_execution(t.record.execution_id, state="FAILED", finished=True, error=message)
@@ -889,54 +817,11 @@ class PipelineRunController:
             self._fail(t, e.args[0])
 
     def _collect_outputs(self, t: _Task) -> None:
-        """launcher_v2.go output rules: executor output JSON, then parameter files, then artifacts."""
+        """Collect the task's outputs (:func:`localflow.pipelines.launcher.collect_outputs`) and record
+        each output artifact in metadata: an artifact, an OUTPUT event, attribution to the run."""
         ctx = t.exec_ctx
-        comp = ctx["component"]
-        ei = ctx["executor_input"]
-        out_file = ei["outputs"]["outputFile"]
-        path = f"task {t.path}"
-        executor_output: dict = {}
-        if os.path.exists(out_file):
-            try:
-                with open(out_file) as f:
-                    executor_output = json.load(f) or {}
-            except ValueError as e:
-                raise SpecError(f"{path}: {out_file}", f"executor output is not valid JSON: {e}") from None
-        defs = comp.get("outputDefinitions") or {}
-        params = {}
-        given = executor_output.get("parameterValues") or {}
-        for k, d in (defs.get("parameters") or {}).items():
-            ptype = d.get("parameterType", "STRING")
-            p = f"{path}: output parameter '{k}'"
-            if k in given:
-                params[k] = cast_parameter(given[k], ptype, p)
-                continue
-            fpath = ei["outputs"]["parameters"][k]["outputFile"]
-            if not os.path.exists(fpath):
-                raise SpecError(p, f"was not written (expected the file {fpath} or parameterValues['{k}'] in {out_file})",
-                                fix="write the value to the output file the command was given")
-            with open(fpath) as f:
-                params[k] = read_output_parameter(f.read(), ptype, p)
-        arts = {}
-        written = executor_output.get("artifacts") or {}
-        for k, d in (defs.get("artifacts") or {}).items():
-            base = ei["outputs"]["artifacts"][k]["artifacts"][0]
-            entries = (written.get(k) or {}).get("artifacts") or []
-            result = []
-            for e in entries or [{}]:
-                a = dict(base)
-                a["metadata"] = dict(base.get("metadata") or {})
-                if e.get("uri"):
-                    a["uri"] = e["uri"]
-                a["metadata"].update(e.get("metadata") or {})
-                custom = e.get("customPath") or e.get("custom_path")
-                if custom:
-                    # the launcher uploads what the task left at its custom path to the artifact's URI
-                    # (launcher_v2.go retrieveArtifactPath); consumers then read it from the URI
-                    _copy_content(custom, placeholders.uri_to_path(a["uri"]), f"{path}: output artifact '{k}'")
-                if e.get("name") and len(entries) > 1:
-                    a["name"] = e["name"]
-                result.append(a)
+        params, arts = launcher.collect_outputs(ctx["executor_input"], ctx["component"], f"task {t.path}")
+        for k, result in arts.items():
             for i, a in enumerate(result):
                 aid = self.metadata.create_artifact(a["uri"], (a.get("type") or {}).get("schemaTitle", "system.Artifact"),
                                                     k, metadata=a["metadata"],
@@ -946,7 +831,6 @@ class PipelineRunController:
                 self.metadata.add_event(t.record.execution_id, aid, "OUTPUT", k, i)
                 self.metadata.attribute(self.run_ctx, aid)
                 a["id"] = aid
-            arts[k] = result
         t.record.outputs = {"parameters": params, "artifacts": arts}
 
     def _outputs_for_md(self, t: _Task) -> dict:
@@ -976,19 +860,8 @@ class PipelineRunController:
         """Importer semantics (kubeflow/pipelines ``backend/src/v2/component/importer_launcher.go``)."""
         t.record.kind = "importer"
         p = f"deploymentSpec.executors['{comp.get('executorLabel')}'].importer"
-        src = imp.get("artifactUri") or {}
-        if "constant" in src:
-            uri = src["constant"]
-        else:
-            name = src.get("runtimeParameter")
-            if name not in t.params:
-                raise SpecError(f"{p}.artifactUri.runtimeParameter", f"input {name!r} has no value")
-            uri = t.params[name]
-        if not isinstance(uri, str) or not uri:
-            raise SpecError(f"{p}.artifactUri", f"must be a non-empty string (got {uri!r})")
         ctx = self._job_ctx(t, {"inputs": {"parameterValues": t.params}}, comp)
-        meta = placeholders.resolve_json_placeholders(imp.get("metadata") or {}, ctx, f"{p}.metadata")
-        type_schema = imp.get("typeSchema") or {"schemaTitle": "system.Artifact", "schemaVersion": "0.0.1"}
+        uri, meta, type_schema = launcher.importer_source(imp, t.params, ctx, p)
         exec_id = self.metadata.create_execution(self.run_id, "system.ImporterExecution", t.path, state="RUNNING",
                                                  inputs=t.record.inputs, parent_id=t.node.execution_id,
                                                  properties={"task": t.key, "artifact_uri": uri})
@@ -1079,7 +952,7 @@ class PipelineRunController:
         self.metadata.update_run(self.run_id, state=self.state, error=self.error, outputs=self.outputs, finished=True)
         self._write_run_status()
 
-    # ------------------------------------------------------------------ timers and logs
+    # ------------------------------------------------------------------ timers
     def _at(self, delay: float, fn: Callable[[], None]) -> None:
         heapq.heappush(self._timers, (self.clock.monotonic() + delay, next(self._seq), fn))
 
@@ -1088,61 +961,8 @@ class PipelineRunController:
             _, _, fn = heapq.heappop(self._timers)
             fn()
 
-    def _log_tail(self, pod: dict) -> str:
-        path = os.path.join(str(self.workspace.logs_dir), pod["metadata"].get("namespace", "default"),
-                            pod["metadata"]["name"], "main.log")
-        try:
-            with open(path, "rb") as f:
-                f.seek(0, 2)
-                size = f.tell()
-                f.seek(max(0, size - 4096))
-                lines = [ln.strip() for ln in f.read().decode(errors="replace").splitlines() if ln.strip()]
-        except OSError:
-            return ""
-        if not lines or not re.search(r"[A-Za-z0-9]", lines[-1]):
-            return ""  # ends with the closing brace of the executor input kfp printed: nothing to show
-        return lines[-1]
-
 
 # ---------------------------------------------------------------------------------------------
-def _public_artifact(a: dict) -> dict:
-    return {k: v for k, v in a.items() if k != "id"}
-
-
-def _copy_content(src: str, dst: str, where: str) -> None:
-    """Copy a file or directory tree from ``src`` to ``dst`` (nothing when they are the same or
-    ``src`` is missing: an artifact with no content is allowed)."""
-    import shutil
-
-    if not os.path.exists(src) or os.path.abspath(src) == os.path.abspath(dst):
-        return
-    try:
-        os.makedirs(os.path.dirname(dst) or ".", exist_ok=True)
-        if os.path.isdir(src):
-            shutil.copytree(src, dst, dirs_exist_ok=True)
-        else:
-            shutil.copy2(src, dst)
-    except OSError as e:
-        raise ExecutorError(f"{where}: could not copy {src} to {dst}: {e}") from None
-
-
-def _pod_failure(pod: dict, log_tail: str) -> str:
-    status = pod.get("status") or {}
-    msg = status.get("message") or status.get("reason") or "pod failed"
-    for cs in status.get("containerStatuses") or []:
-        term = (cs.get("state") or {}).get("terminated") or {}
-        if term and term.get("exitCode") not in (0, None):
-            msg = f"exit code {term['exitCode']} ({term.get('reason', 'Error')})"
-            if term.get("message"):
-                msg += f": {term['message']}"
-            break
-    if log_tail:
-        msg += f"; last log line: {log_tail[:300]}"
-    else:
-        msg += f" (see `localflow logs {pod['metadata']['name']}`)"
-    return msg
-
-
 def _duration(value, default: float) -> float:
     """Parse a protobuf JSON Duration (``'1.5s'``) or a number of seconds."""
     if value is None or value == "":
@@ -1151,13 +971,3 @@ def _duration(value, default: float) -> float:
         return float(value)
     m = re.fullmatch(r"\s*([0-9.]+)\s*s?\s*", str(value))
     return float(m.group(1)) if m else default
-
-
-def _k8s_name(text: str, limit: int) -> str:
-    s = re.sub(r"[^a-z0-9-]+", "-", str(text).lower()).strip("-")
-    return (s[:limit].rstrip("-")) or "x"
-
-
-def _suffix(n: int = 5) -> str:
-    alphabet = "bcdfghjklmnpqrstvwxz2456789"
-    return "".join(secrets.choice(alphabet) for _ in range(n))
