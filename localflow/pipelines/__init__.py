@@ -1,6 +1,9 @@
-"""KFP v2 IR machinery with no processes and no database: parameter values, placeholders,
-CEL conditions and selectors, and lightweight-component bootstrap parsing.
+"""KFP v2 IR machinery used by the pipeline run controller (``localflow.controllers.pipelinerun``):
+parameter values (``values``), placeholders (``placeholders``), CEL conditions and selectors
+(``cel``), lightweight-component bootstrap parsing (``bootstrap``), cache keys (``cache``),
+kfp-kubernetes platform config (``platform``), pre-flight checks (``preflight``) and the
+launcher's side of a task (``launcher``: ExecutorInput, the task's Pod, output collection).
 
-The pipeline engine (``localflow.controllers.pipelinerun``) calls these pure functions; each
-module documents the kubeflow/pipelines source it follows.
+None of them starts a process or opens the database; each module documents the kubeflow/pipelines
+source it follows.
 """
