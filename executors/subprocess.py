@@ -32,6 +32,8 @@ import time
 
 import psutil
 
+from localflow.errors import ExecutorError
+
 from . import warm as _warm
 from .base import ContainerResult, ContainerSpec, Executor, PodSpec, RunningPod
 
@@ -56,7 +58,17 @@ class SubprocessExecutor(Executor):
         self.warm = bool(warm) and os.environ.get("LOCALFLOW_WARM", "1").strip().lower() not in ("0", "false", "no", "off")
 
     def start(self, pod: PodSpec) -> "SubprocessPod":
+        """Start ``pod``. Raises :class:`ExecutorError` at once, before any process starts, when a
+        main container's program cannot exist here: its executable is not on this machine, or the
+        script an interpreter is given (``python /opt/app/train.py``) lies at a path that is neither
+        on this machine nor in a mounted volume — in a cluster the image carries it; here the image
+        needs a ``paths:`` mapping. Failing fast keeps such Pods out of a crash loop."""
         running = SubprocessPod(pod, self.python, self.warm)
+        for c in pod.containers:
+            problem = running._preflight(c)
+            if problem:
+                raise ExecutorError(problem, fix=f"map the image in localflow.yaml, e.g. images: {{'{c.image}': "
+                                                 "{paths: {<container dir>: <host dir>}}}, or use --executor docker")
         running._thread.start()
         return running
 
@@ -189,6 +201,27 @@ class SubprocessPod(RunningPod):
         if getattr(p, "lost", None):  # a warm container whose zygote died (see executors/warm.py)
             return ContainerResult(c.name, code, "Error", p.lost, p._lf_started, finished)
         return ContainerResult(c.name, code, "Completed" if code == 0 else "Error", "", p._lf_started, finished)
+
+    _INTERPRETERS = ("python", "python3", "sh", "bash", "dash", "perl", "ruby", "node", "Rscript")
+
+    def _preflight(self, c: ContainerSpec) -> str | None:
+        """Why container ``c`` cannot run on this machine at all, or None (see :meth:`SubprocessExecutor.start`)."""
+        argv, env, cwd, _ = self._resolve(c)
+        if not argv:
+            return f"container {c.name!r} (image {c.image!r}) has no command"
+        exe = argv[0]
+        if (os.sep not in exe and shutil.which(exe, path=env.get("PATH")) is None) \
+                or (os.sep in exe and not os.access(exe, os.X_OK)):
+            return _missing_exe_message(exe, c)
+        name = os.path.basename(exe)
+        if len(argv) > 1 and (name in self._INTERPRETERS or name.startswith("python")):
+            script = argv[1]
+            mounted = [m.host_path for m in c.mounts] + list((c.mapping.paths.values()) if c.mapping else [])
+            if os.path.isabs(script) and not os.path.exists(script) and \
+                    not any(script == h or script.startswith(h.rstrip("/") + "/") for h in mounted):
+                return (f"container {c.name!r}: {exe} is given {script}, which does not exist on this machine "
+                        f"(image {c.image!r} would carry it in a cluster)")
+        return None
 
     def _resolve(self, c: ContainerSpec):
         """argv, env, cwd and the interpreter ``python`` means, as this machine sees them: container

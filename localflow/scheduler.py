@@ -113,7 +113,7 @@ class _Entry:
     """Book-keeping of one Pod inside the scheduler."""
 
     __slots__ = ("namespace", "name", "uid", "manifest", "cpu", "memory", "gang", "running", "thread",
-                 "kill_reason", "reported_unschedulable")
+                 "kill_reason", "reported_unschedulable", "wake")
 
     def __init__(self, obj: dict, cpu: float, memory: int, gang: str | None):
         self.namespace = obj["metadata"].get("namespace", "default")
@@ -125,6 +125,7 @@ class _Entry:
         self.thread: threading.Thread | None = None
         self.kill_reason: str | None = None
         self.reported_unschedulable = False
+        self.wake = threading.Event()  # set by kill: ends a restart backoff at once
 
 
 class Scheduler:
@@ -209,6 +210,7 @@ class Scheduler:
                         self._idle.notify_all()
                 return
             entry.kill_reason = entry.kill_reason or reason
+            entry.wake.set()
             running = entry.running
         if running is not None:
             self.store.record_event(entry.manifest, "Killing", f"Stopping container(s) of pod {name}: {reason}")
@@ -319,7 +321,7 @@ class Scheduler:
                                 component="default-scheduler")
         start_time = clock.rfc3339()
         self._patch_status(e, {"conditions": [_cond("PodScheduled", "True", clock)], "startTime": start_time,
-                               "hostIP": "127.0.0.1", "podIP": "127.0.0.1"})
+                               "hostIP": "127.0.0.1"})
         try:
             spec = self._resolve(manifest)
         except LocalflowError as exc:
@@ -346,10 +348,21 @@ class Scheduler:
             if late_kill:
                 running.kill(late_kill)
             ids = self._container_ids(running, spec)
+            ip: dict = {}
+            if self.addressing == "loopback":
+                ip = {"podIP": "127.0.0.1", "podIPs": [{"ip": "127.0.0.1"}]}
+            elif spec.network or any(c.ports for c in spec.containers):
+                # the container's address on its network, known once it started (an inspect: only
+                # for Pods that others reach; a pipeline task's Pod reports none)
+                try:
+                    addr = running.address()
+                    ip = {"podIP": addr, "podIPs": [{"ip": addr}]}
+                except Exception:  # an engine hiccup must not fail the Pod
+                    pass
             for c in spec.containers:
                 self.store.record_event(manifest, "Started", f"Started container {c.name}", component="kubelet")
             self._patch_status(e, {
-                "phase": "Running",
+                "phase": "Running", **ip,
                 "conditions": [_cond(t, "True", clock) for t in ("Initialized", "ContainersReady", "Ready")],
                 "containerStatuses": [_container_running(c, restarts, clock, ids.get(c.name)) for c in spec.containers]})
             results = self._wait(running, deadline, e)
@@ -365,8 +378,7 @@ class Scheduler:
                                     type="Warning", component="kubelet")
             self._patch_status(e, {"containerStatuses": [
                 _container_waiting(c, r, restarts, clock) for c, r in zip(spec.containers, results)]})
-            stop = threading.Event()
-            clock.wait(stop, backoff)
+            clock.wait(e.wake, backoff)
         if killed == "DeadlineExceeded":
             self._write_final(e, results, phase="Failed", reason="DeadlineExceeded",
                               message="Pod was active on the node longer than the specified deadline", restarts=restarts)

@@ -279,3 +279,28 @@ def test_image_mapped_to_a_venv_interpreter_runs_bare_python_inside_the_venv(tmp
         rt.scheduler.submit(pod("venv", ["python3", "-c", "import sys; print(sys.prefix)"], image="example/venv:1"))
         assert wait_phase(rt.store, "venv")["status"]["phase"] == "Succeeded"
         assert (rt.workspace.logs_dir / "default" / "venv" / "main.log").read_text().strip() == str(env_dir)
+
+
+def test_script_the_image_would_carry_fails_fast_without_a_crash_loop(rt):
+    rt.scheduler.submit(pod("noscript", ["python3", "/opt/scenario/train.py"], image="example/trainer:2", restart="OnFailure"))
+    p = wait_phase(rt.store, "noscript")
+    t = terminated(p)
+    assert p["status"]["phase"] == "Failed" and t["reason"] == "ContainerCannotRun"
+    assert "/opt/scenario/train.py" in t["message"] and "example/trainer:2" in t["message"] and "paths" in t["message"]
+    assert t.get("exitCode") == 127 and p["status"]["containerStatuses"][0]["restartCount"] == 0
+
+
+def test_kill_during_restart_backoff_is_immediate(tmp_path):
+    with open_runtime(tmp_path / "ws", capacity=Capacity(cpu=2, memory=8 << 30)) as rt:  # real clock: 10 s backoff
+        rt.scheduler.submit(pod("crash", [PY, "-c", "import sys; sys.exit(1)"], restart="Always"))
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            cs = (rt.store.get("Pod", "crash")["status"].get("containerStatuses") or [{}])[0]
+            if (cs.get("state") or {}).get("waiting"):
+                break
+            time.sleep(0.02)
+        t0 = time.monotonic()
+        rt.scheduler.kill_pod("crash", reason="Canceled")
+        p = wait_phase(rt.store, "crash", timeout=5)
+        assert time.monotonic() - t0 < 3
+        assert p["status"]["phase"] == "Failed"
