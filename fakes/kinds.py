@@ -118,7 +118,7 @@ def resolve_kind(name: str, api_version: str | None = None) -> KindInfo:
 
 
 def _known_fix() -> str:
-    return "known kinds: " + ", ".join(sorted(k.plural for k in known_kinds())) + "; add one with register_kind()"
+    return "known kinds: " + ", ".join(sorted(k.plural for k in known_kinds()))
 
 
 _BUILTIN = [

@@ -212,7 +212,7 @@ class MetadataStore:
 
     @staticmethod
     def _run_not_found(key: str) -> NotFound:
-        return NotFound(f"run {key!r} not found", fix="list runs with `localflow runs`")
+        return NotFound(f"run {key!r} not found", fix="list runs with `localflow get runs`")
 
     def get_run(self, run_id_or_name: str) -> dict:
         """A run by id, or else the newest run with that name. Keys: id, name, kind,
@@ -465,7 +465,7 @@ class MetadataStore:
         created_at. Raises :class:`NotFound`."""
         rows = self._query(f"SELECT {self._ART_COLUMNS} FROM artifacts WHERE id = ?", (artifact_id,))
         if not rows:
-            raise NotFound(f"artifact {artifact_id} not found", fix="list artifacts with `localflow artifacts`")
+            raise NotFound(f"artifact {artifact_id} not found", fix="list artifacts with `localflow get artifacts`")
         return rows[0]
 
     def list_artifacts(self, run_id: str | None = None, schema_title: str | None = None) -> list[dict]:
@@ -496,22 +496,27 @@ class MetadataStore:
             )
 
     def lineage(self, artifact_id: int) -> dict:
-        """``{"producer": execution | None, "consumers": [execution, ...]}`` of an artifact:
-        the execution with an OUTPUT event to it (the newest if several) and those with INPUT
-        events, oldest first. Raises :class:`NotFound`."""
+        """``{"producer": execution | None, "consumers": [execution, ...], "cached_by": [execution, ...]}``
+        of an artifact: the execution that wrote it (an OUTPUT event from an execution that was not a
+        cache hit; the newest if several), those with INPUT events (oldest first), and the cache hits
+        that served it again (CACHED executions with an OUTPUT event to it, as KFP records them).
+        Raises :class:`NotFound`."""
         self.get_artifact(artifact_id)
         cols = ", ".join("x." + c.strip() for c in self._EXEC_COLUMNS.split(","))
-        producers = self._query(
+        outputs = self._query(
             f"SELECT {cols} FROM executions x JOIN events e ON e.execution_id = x.id"
-            " WHERE e.artifact_id = ? AND e.type = 'OUTPUT' ORDER BY e.created_ts DESC, e.id DESC LIMIT 1",
+            " WHERE e.artifact_id = ? AND e.type = 'OUTPUT' ORDER BY e.created_ts, e.id",
             (artifact_id,),
         )
+        writers = [x for x in outputs if x["state"] != "CACHED"]
+        cached = [x for x in outputs if x["state"] == "CACHED"]
+        producers = writers[-1:] or outputs[:1]
         consumers = self._query(
             f"SELECT DISTINCT {cols} FROM executions x JOIN events e ON e.execution_id = x.id"
             " WHERE e.artifact_id = ? AND e.type = 'INPUT' ORDER BY x.created_ts, x.id",
             (artifact_id,),
         )
-        return {"producer": producers[0] if producers else None, "consumers": consumers}
+        return {"producer": producers[0] if producers else None, "consumers": consumers, "cached_by": cached}
 
     def artifacts_of(self, execution_id: int, type: str | None = None) -> list[dict]:
         """Artifacts an execution consumed/produced (``type`` INPUT/OUTPUT or both), each an

@@ -61,7 +61,7 @@ def test_get_run_by_name_returns_the_newest(md, clock):
 
 
 def test_missing_run_and_bad_state_are_reported(md):
-    with pytest.raises(NotFound, match="localflow runs"):
+    with pytest.raises(NotFound, match="localflow get runs"):
         md.get_run("nope")
     with pytest.raises(NotFound):
         md.update_run("nope", state="RUNNING")
@@ -161,7 +161,7 @@ def test_lineage_both_ways(md):
 
 def test_artifact_without_producer_has_empty_lineage(md):
     imported = md.create_artifact("file:///data.csv", "system.Dataset", "data")
-    assert md.lineage(imported) == {"producer": None, "consumers": []}
+    assert md.lineage(imported) == {"producer": None, "consumers": [], "cached_by": []}
 
 
 def test_update_and_list_artifacts(md):

@@ -189,3 +189,26 @@ def test_a_task_that_fails_every_retry_fails_the_run(localflow, tmp_path):
     assert "attempt 3 fails on purpose" in t.error
     rows = container_executions(localflow, run, "flaky")
     assert [r["state"] for r in rows] == ["FAILED"] * 3
+
+
+@dsl.component(base_image=BASE)
+def write_once(out: Output[Dataset]):
+    with open(out.path, "w") as f:
+        f.write("x")
+
+
+@dsl.pipeline(name="lineage-cache")
+def lineage_cache():
+    write_once()
+
+
+def test_lineage_names_the_execution_that_wrote_an_artifact_not_a_later_cache_hit(localflow):
+    first = localflow.run(lineage_cache)
+    second = localflow.run(lineage_cache)
+    assert second.task("write-once").cached
+    uri = first.task("write-once").outputs["artifacts"]["out"][0]["uri"]
+    with localflow.runtime() as rt:
+        (art,) = [a for a in rt.metadata.list_artifacts() if a["uri"] == uri]
+        lineage = rt.metadata.lineage(art["id"])
+    assert lineage["producer"]["id"] == first.task("write-once").execution_id
+    assert [x["id"] for x in lineage["cached_by"]] == [second.task("write-once").execution_id]
