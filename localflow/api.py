@@ -121,15 +121,19 @@ class Run:
                        fix=f"tasks: {', '.join(self.tasks)}")
 
     def logs(self, task: str, container: str = "main") -> str:
-        """The log text of a task's (latest) Pod or of a Pod by name."""
-        pod = getattr(self.tasks.get(task), "pod", None) if task in self.tasks else None
+        """The log text of a task's (latest) Pod, or of a Pod by name. A task served from the cache
+        ran no Pod: its logs are those of the execution that computed the cached result."""
+        try:
+            rec = self.task(task)
+        except NotFound:
+            return read_logs(self.workspace, task, container)
+        pod = getattr(rec, "pod", None)
+        if pod is None and getattr(rec, "cached", False) and getattr(rec, "execution_id", None) is not None:
+            with MetadataStore(self.workspace.db_path) as md:
+                source = (md.get_execution(rec.execution_id).get("properties") or {}).get("cached_from")
+                pod = md.get_execution(source).get("pod_name") if source is not None else None
         if pod is None:
-            try:
-                pod = self.task(task).pod
-            except NotFound:
-                pod = task
-        if pod is None:
-            raise NotFound(f"task {task!r} of run {self.name} ran no Pod")
+            raise NotFound(f"task {task!r} of run {self.name} ran no Pod ({getattr(rec, 'state', '')})")
         return read_logs(self.workspace, pod, container)
 
 
@@ -217,11 +221,14 @@ def run(spec: Any, params: dict | None = None, executor: str = "subprocess",
                       source=source, **options)
 
 
-def apply(spec: Any, workspace: str | os.PathLike | Workspace | None = None, *, namespace: str = "default") -> list[dict]:
+def apply(spec: Any, workspace: str | os.PathLike | Workspace | None = None, *,
+          namespace: str = "default") -> list[tuple[str, dict]]:
     """``kubectl apply``: create or replace the objects in ``spec`` (path, YAML text or dicts) in the
     workspace's object store, e.g. the Secrets, ConfigMaps and TrainingRuntimes that runs refer to.
 
-    Returns the stored objects. Kinds localflow runs (pipelines, training jobs) are refused with a
+    Returns ``[("created" | "configured", stored object), ...]``. A Secret's ``stringData`` is
+    merged into ``data`` base64-encoded, as the API server does. Kinds localflow runs (pipelines,
+    training jobs) are refused with a
     pointer to ``localflow run``; a kind the store does not know is a :class:`SpecError` listing the
     known ones. Objects keep their namespace, else get ``namespace``.
     """
@@ -244,20 +251,69 @@ def apply(spec: Any, workspace: str | os.PathLike | Workspace | None = None, *, 
             meta = dict(obj.get("metadata") or {})
             meta.setdefault("namespace", namespace)
             obj["metadata"] = meta
+            if k == "Secret" and obj.get("stringData"):
+                import base64
+
+                data = dict(obj.get("data") or {})
+                data.update({key: base64.b64encode(str(v).encode()).decode() for key, v in obj.pop("stringData").items()})
+                obj["data"] = data
             try:
                 current = store.get(obj.get("kind"), meta.get("name"), meta["namespace"])
             except _NotFound:
-                out.append(store.create(obj))
+                out.append(("created", store.create(obj)))
                 continue
             meta["uid"] = current["metadata"]["uid"]
             meta.pop("resourceVersion", None)
-            out.append(store.update(obj))
+            out.append(("configured", store.update(obj)))
     finally:
         store.close()
     return out
 
 
 ACTIVE_RUN_STATES = ("PENDING", "RUNNING")
+
+
+GONE = "the localflow process running it is gone (cleaned by gc)"
+
+
+def _abandon_objects(store, md, run: dict) -> None:
+    """Put what a dead run left in the object store into a truthful terminal state: its Pods that
+    were still Pending/Running become Failed (reason ``Orphaned``), a pipeline's Run object FAILED,
+    and a training job gets the terminal status its controller gives a canceled job. Its
+    executions still NEW/RUNNING become CANCELED."""
+    from localflow.errors import NotFound as _NotFound
+
+    for pod in store.list("Pod", None, label_selector={"localflow.dev/run-id": run["id"]}):
+        status = dict(pod.get("status") or {})
+        if status.get("phase") in ("Succeeded", "Failed"):
+            continue
+        status.update({"phase": "Failed", "reason": "Orphaned", "message": f"the Pod's run is gone: {GONE}"})
+        store.update_status("Pod", pod["metadata"]["name"], status, pod["metadata"].get("namespace", "default"))
+    for x in md.list_executions(run_id=run["id"]):
+        if x["state"] in ("NEW", "RUNNING"):
+            md.update_execution(x["id"], state="CANCELED", finished=True, error=GONE)
+    ns = run.get("namespace") or "default"
+    if run["kind"] == "PipelineRun":
+        try:
+            obj = store.get("Run", run["name"], ns)
+        except _NotFound:
+            return
+        status = dict(obj.get("status") or {})
+        status.update({"state": "FAILED", "error": {"message": GONE}})
+        store.update_status("Run", run["name"], status, ns)
+        return
+    abandon = _training_abandon()
+    if abandon is not None:
+        abandon(store, run, GONE)
+
+
+def _training_abandon():
+    """The training controllers' hook that ends the job object of a dead run, if they have one."""
+    try:
+        from localflow.training.records import mark_abandoned
+    except ImportError:
+        return None
+    return mark_abandoned
 
 
 def _orphan_processes(store, run_id: str, *, kill: bool) -> list[int]:
@@ -330,8 +386,8 @@ def garbage_collect(workspace: str | os.PathLike | Workspace | None = None, *, d
                 result["runs"].append(r["name"])
                 result.setdefault("processes", []).extend(_orphan_processes(store, r["id"], kill=not dry_run))
                 if not dry_run:
-                    md.update_run(r["id"], state="FAILED", error="the localflow process running it is gone (cleaned by gc)",
-                                  finished=True)
+                    md.update_run(r["id"], state="FAILED", error=GONE, finished=True)
+                    _abandon_objects(store, md, r)
         finally:
             store.close()
             md.close()

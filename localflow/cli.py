@@ -128,7 +128,11 @@ class _Progress:
         label = "CACHED" if getattr(rec, "cached", False) and state == "SUCCEEDED" else state
         color = self.COLORS.get(state, "white")
         extra = ""
-        if getattr(rec, "error", None) and state in ("FAILED", "SKIPPED"):
+        if getattr(rec, "error", None) and state == "RUNNING":  # a retry or a restarting container
+            from rich.markup import escape
+
+            label, color, extra = "RETRYING", "yellow", f"  [dim]{escape(rec.error)}[/dim]"
+        elif getattr(rec, "error", None) and state in ("FAILED", "SKIPPED"):
             from rich.markup import escape
 
             extra = f"  [dim]{escape(rec.error)}[/dim]"
@@ -138,16 +142,19 @@ class _Progress:
                            markup=True)
 
     def summary(self, result) -> None:
+        from rich.console import Console
+
+        out = Console(highlight=False, soft_wrap=True)  # the result goes to stdout, progress to stderr
         color = "green" if result.succeeded else "red"
-        self.console.print(f"[bold {color}]{result.kind} {result.name} {result.state}[/] "
+        out.print(f"[bold {color}]{result.kind} {result.name} {result.state}[/] "
                            f"in {time.monotonic() - self.t0:.2f}s (workspace {result.workspace.root})")
         if result.error and not result.succeeded:
-            self.console.print(result.error, style="red", markup=False)
+            out.print(result.error, style="red", markup=False)
         from rich.markup import escape
 
         for k, v in (result.outputs or {}).items():
             shown = v.get("uri") if isinstance(v, dict) and "uri" in v else json.dumps(v, default=str)
-            self.console.print(f"  output {escape(str(k))} = {escape(str(shown))}")
+            out.print(f"  output {escape(str(k))} = {escape(str(shown))}")
 
 
 def _open_stores(workspace):
@@ -188,7 +195,12 @@ def get(kind, name, output, selector, run_name, namespace, all_namespaces, works
     ws, store, md = _open_stores(workspace)
     ns = None if all_namespaces else namespace
     if kind.lower() in METADATA_KINDS:
+        if selector:
+            raise SpecError("-l", f"{kind} are metadata records, which carry no labels",
+                            fix="filter by run with --run NAME, or select objects: localflow get pods -l ...")
         rows = _metadata_rows(md, METADATA_KINDS[kind.lower()], name, run_name)
+        if METADATA_KINDS[kind.lower()] == "runs" and ns is not None and name is None:
+            rows = [r for r in rows if (r.get("namespace") or "default") == ns]
         if output in OUTPUTS:
             click.echo(render.dump(rows if name is None else rows[0], output))
             return
@@ -197,6 +209,12 @@ def get(kind, name, output, selector, run_name, namespace, all_namespaces, works
     info = resolve_kind(kind)
     if name:
         items = [store.get(info.kind, name, ns or "default")]
+    elif info.kind == "Event" and run_name:
+        # Events carry no labels: keep those about the run's own objects (the run, its job, its Pods)
+        run_id = md.get_run(run_name)["id"]
+        uids = {o["metadata"]["uid"] for o in store.list(None, None, label_selector={"localflow.dev/run-id": run_id})}
+        items = [e for e in store.list("Event", ns, label_selector=selector)
+                 if (e.get("involvedObject") or {}).get("uid") in uids]
     else:
         sel = selector
         if run_name:
@@ -218,6 +236,14 @@ def get(kind, name, output, selector, run_name, namespace, all_namespaces, works
         click.echo(render.table(["NAME", "STATE", "AGE"], [render.object_row(o) for o in items]))
 
 
+def _metadata_id(what: str, name: str) -> int:
+    try:
+        return int(name)
+    except ValueError:
+        raise SpecError(f"{what[:-1]} {name}", f"{what} are named by their numeric ID",
+                        fix=f"list the IDs with `localflow get {what}`") from None
+
+
 def _metadata_rows(md, what: str, name: str | None, run_name: str | None) -> list[dict]:
     run_id = md.get_run(run_name)["id"] if run_name else None
     if what == "runs":
@@ -226,10 +252,10 @@ def _metadata_rows(md, what: str, name: str | None, run_name: str | None) -> lis
         return md.list_runs()
     if what == "artifacts":
         if name:
-            return [md.get_artifact(int(name))]
+            return [md.get_artifact(_metadata_id(what, name))]
         return md.list_artifacts(run_id=run_id)
     if name:
-        return [md.get_execution(int(name))]
+        return [md.get_execution(_metadata_id(what, name))]
     return md.list_executions(run_id=run_id)
 
 
@@ -277,9 +303,27 @@ def describe(kind, name, namespace, workspace):
         return
     info = resolve_kind(kind)
     if info.kind == "Run" and not _exists(store, "Run", name, namespace):
-        name = md.get_run(name)["name"]
-    obj = store.get(info.kind, name, namespace)
+        obj = _run_object(store, md, name, namespace)
+        if obj is None:  # the object was deleted: its metadata history remains
+            record = md.get_run(name)
+            click.echo(render.dump(record, "yaml") + "# the run's object was deleted; this is its metadata record")
+            return
+    else:
+        obj = store.get(info.kind, name, namespace)
     click.echo(render.describe(obj, store.events_for(obj)))
+
+
+def _run_object(store, md, name: str, namespace: str) -> dict | None:
+    """The object a run of any kind is mirrored by (a pipeline's Run, a training job), by run name
+    or id; None when that object was deleted. NotFound when no run has that name."""
+    from localflow.fakes import resolve_kind
+
+    record = md.get_run(name)
+    kind = "Run" if record["kind"] == "PipelineRun" else record["kind"]
+    try:
+        return store.get(resolve_kind(kind).kind, record["name"], record.get("namespace") or namespace)
+    except (NotFound, SpecError):
+        return None
 
 
 def _exists(store, kind, name, ns) -> bool:
@@ -349,6 +393,12 @@ def delete(kind, name, namespace, workspace):
 
     ws, store, md = _open_stores(workspace)
     info = resolve_kind(kind)
+    if info.kind == "Run" and not _exists(store, "Run", name, namespace):
+        obj = _run_object(store, md, name, namespace)
+        if obj is None:
+            raise NotFound(f"run {name} has no object left to delete (its metadata history stays)")
+        info = resolve_kind(obj["kind"])
+        name, namespace = obj["metadata"]["name"], obj["metadata"].get("namespace", namespace)
     store.delete(info.kind, name, namespace)
     click.echo(f'{info.singular}.{info.group or "v1"} "{name}" deleted' if info.group else f'{info.singular} "{name}" deleted')
 
@@ -369,8 +419,8 @@ def apply_cmd(filename, namespace, workspace):
     """
     from localflow.api import apply
 
-    for obj in apply(filename, workspace, namespace=namespace):
-        click.echo(f"{obj['kind'].lower()}/{obj['metadata']['name']} configured")
+    for verb, obj in apply(filename, workspace, namespace=namespace):
+        click.echo(f"{obj['kind'].lower()}/{obj['metadata']['name']} {verb}")
 
 
 @cli.command()
@@ -416,8 +466,15 @@ def build_base(ctx):
     sys.exit(images_main(["build-base", *ctx.args]) or 0)
 
 
+def _terminated(signum, frame):
+    raise KeyboardInterrupt  # SIGTERM cancels a run as Ctrl-C does: Pods killed, everything recorded
+
+
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point. SIGTERM is handled like Ctrl-C."""
+    import signal
+
+    signal.signal(signal.SIGTERM, _terminated)
     cli(prog_name="localflow")
 
 

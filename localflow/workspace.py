@@ -49,8 +49,12 @@ class Workspace:
         Raises :class:`SpecError` when the root exists but is not a directory."""
         if self.root.exists() and not self.root.is_dir():
             raise SpecError("--workspace", f"{self.root} exists and is not a directory", fix="choose another path")
-        for d in (self.root, self.artifacts_dir, self.logs_dir, self.root / "pvc", self.root / "pods"):
-            d.mkdir(parents=True, exist_ok=True)
+        try:
+            for d in (self.root, self.artifacts_dir, self.logs_dir, self.root / "pvc", self.root / "pods"):
+                d.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise SpecError("--workspace", f"cannot create {self.root}: {e.strerror}",
+                            fix="choose a writable directory (--workspace or LOCALFLOW_HOME)") from None
         return self
 
     def __repr__(self) -> str:

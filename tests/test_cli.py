@@ -171,13 +171,77 @@ def test_applied_secret_reaches_a_pipeline_task_as_env(tmp_path):
     secret.write_text("apiVersion: v1\nkind: Secret\nmetadata: {name: api}\nstringData: {token: s3cr3t}\n"
                       "data: {token: czNjcjN0}\n")
     p = lf("apply", "-f", secret, "-w", tmp_path / "ws", check=0)
+    assert p.stdout.strip() == "secret/api created"
+    p = lf("apply", "-f", secret, "-w", tmp_path / "ws", check=0)  # applying again updates in place
     assert p.stdout.strip() == "secret/api configured"
-    lf("apply", "-f", secret, "-w", tmp_path / "ws", check=0)  # applying again updates in place
+    stored = json.loads(lf("get", "secrets", "api", "-w", tmp_path / "ws", "-o", "json", check=0).stdout)
+    assert stored["data"] == {"token": "czNjcjN0"} and "stringData" not in stored
     out = json.loads(lf("run", spec, "-w", tmp_path / "ws", "-o", "json", check=0).stdout)
     assert out["items"][0]["status"]["state"] == "SUCCEEDED"
-    assert lf("run", spec, "-w", tmp_path / "ws", check=0).stderr.count("s3cr3t") == 1  # the output line
+    assert lf("run", spec, "-w", tmp_path / "ws", check=0).stdout.count("s3cr3t") == 1  # the output line
 
 
 def test_apply_refuses_a_pipeline(specs, tmp_path):
     p = lf("apply", "-f", specs / "hello.yaml", "-w", tmp_path, check=2)
     assert "localflow run" in p.stderr
+
+
+def test_a_refused_run_name_records_nothing(specs, tmp_path):
+    lf("run", specs / "hello.yaml", "--name", "myrun", "-w", tmp_path, check=0)
+    p = lf("run", specs / "hello.yaml", "--name", "myrun", "-w", tmp_path, check=1)
+    assert "already exists" in p.stderr
+    lf("run", specs / "hello.yaml", "--name", "My_Run", "-w", tmp_path, check=2)
+    runs = json.loads(lf("get", "runs", "-w", tmp_path, "-o", "json", check=0).stdout)
+    assert [(r["name"], r["state"]) for r in runs] == [("myrun", "SUCCEEDED")]
+
+
+def test_get_refuses_label_selectors_on_metadata_and_filters_events_by_run(done):
+    ws, listing = done
+    p = lf("get", "runs", "-l", "a=b", "-w", ws, check=2)
+    assert "--run" in p.stderr
+    assert "SUCCEEDED" not in lf("get", "runs", "-n", "elsewhere", "-w", ws, check=0).stdout
+    run_name = listing["items"][0]["metadata"]["name"]
+    events = lf("get", "events", "--run", run_name, "-w", ws, check=0).stdout
+    assert "Scheduled" in events and "Started" in events
+
+
+def test_describe_artifact_by_a_non_numeric_id_is_a_clear_error(done):
+    ws, _ = done
+    p = lf("describe", "artifact", "abc", "-w", ws, check=2)
+    assert "numeric ID" in p.stderr and "internal error" not in p.stderr
+
+
+def test_describe_and_delete_run_reach_a_training_job_and_a_deleted_run(tmp_path, specs):
+    job = {"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob", "metadata": {"name": "tiny"},
+           "spec": {"pytorchReplicaSpecs": {"Master": {"replicas": 1, "restartPolicy": "Never", "template": {"spec": {
+               "containers": [{"name": "pytorch", "image": "python:3.11", "command": [sys.executable, "-c", "pass"]}]}}}}}}
+    f = tmp_path / "job.yaml"
+    f.write_text(yaml.safe_dump(job))
+    lf("run", f, "-w", tmp_path / "ws", check=0)
+    d = lf("describe", "run", "tiny", "-w", tmp_path / "ws", check=0).stdout
+    assert "Kind:         PyTorchJob" in d and "PyTorchJobSucceeded" in d
+    lf("delete", "run", "tiny", "-w", tmp_path / "ws", check=0)
+    assert "No resources found" in lf("get", "pytorchjobs", "-w", tmp_path / "ws", check=0).stderr
+    d = lf("describe", "run", "tiny", "-w", tmp_path / "ws", check=0).stdout
+    assert "state: SUCCEEDED" in d and "metadata record" in d
+
+
+def test_sigterm_cancels_the_run_like_ctrl_c(tmp_path):
+    import signal
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "localflow", "run", str(ROOT / "scenarios/pipelines/sleep_fanout.yaml"),
+                             "-p", "seconds=60", "-w", str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        p = lf("get", "pods", "-w", tmp_path)
+        if p.returncode == 0 and p.stdout.count("Running") >= 3:
+            break
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted" in err
+    runs = json.loads(lf("get", "runs", "-w", tmp_path, "-o", "json", check=0).stdout)
+    assert runs[0]["state"] == "CANCELED"
+    pods = json.loads(lf("get", "pods", "-w", tmp_path, "-o", "json", check=0).stdout)["items"]
+    assert pods and all(p["status"]["phase"] == "Failed" for p in pods)

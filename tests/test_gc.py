@@ -47,6 +47,15 @@ def test_gc_marks_the_dead_run_failed_and_kills_its_orphaned_pod_processes(tmp_p
         assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie" for p in pids)
         runs = json.loads(lf("get", "runs", "-w", ws, "-o", "json").stdout)
         assert runs[0]["state"] == "FAILED" and "gc" in runs[0]["error"]
+        pods = json.loads(lf("get", "pods", "-w", ws, "-o", "json").stdout)["items"]
+        assert {p["status"]["phase"] for p in pods} == {"Failed"}
+        assert {p["status"].get("reason") for p in pods} == {"Orphaned"}
+        from localflow.fakes import ObjectStore
+
+        with ObjectStore(ws / "localflow.db") as store:
+            assert store.get("Run", runs[0]["name"])["status"]["state"] == "FAILED"
+        execs = json.loads(lf("get", "executions", "-w", ws, "-o", "json").stdout)
+        assert not [x for x in execs if x["state"] in ("NEW", "RUNNING")]
         assert "0 dead run(s)" in lf("gc", "-w", ws).stdout  # nothing left to do
     finally:
         if proc.poll() is None:

@@ -212,3 +212,10 @@ def test_lineage_names_the_execution_that_wrote_an_artifact_not_a_later_cache_hi
         lineage = rt.metadata.lineage(art["id"])
     assert lineage["producer"]["id"] == first.task("write-once").execution_id
     assert [x["id"] for x in lineage["cached_by"]] == [second.task("write-once").execution_id]
+
+
+def test_logs_of_a_cached_task_are_those_of_the_run_that_computed_it(localflow):
+    first = localflow.run(lineage_cache)
+    second = localflow.run(lineage_cache)
+    assert second.task("write-once").cached and second.task("write-once").pod is None
+    assert second.logs("write-once") == first.logs("write-once")

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from kfp import dsl
 
-from localflow.errors import LocalflowError, NotFound, SpecError
+from localflow.errors import LocalflowError, SpecError
 from localflow.specs.pipeline import compile_pipeline_func
 from pipeline_support import BASE, metadata_of
 
@@ -165,11 +165,11 @@ def test_a_document_that_is_neither_a_pipeline_nor_an_object_is_refused(tmp_path
     assert "compiled KFP pipeline" in str(err.value)
 
 
-def test_a_missing_spec_file_is_not_found_exit_1(tmp_path, localflow):
-    with pytest.raises(NotFound):
+def test_a_missing_spec_file_is_a_spec_error_exit_2(tmp_path, localflow):
+    with pytest.raises(SpecError, match="no such file"):
         localflow.run(str(tmp_path / "nope.yaml"))
     proc = _cli(tmp_path, str(tmp_path / "nope.yaml"))
-    assert proc.returncode in (1, 2)  # click refuses a missing path itself (2) or localflow does (1)
+    assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and "nope.yaml" in proc.stderr
 
 

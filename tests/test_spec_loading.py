@@ -5,7 +5,7 @@ from typing import List
 import pytest
 import yaml
 
-from localflow.errors import NotFound, SpecError
+from localflow.errors import SpecError
 from localflow.specs.loader import detect_kind, load_documents
 from localflow.specs.pipeline import PipelineDocument, compile_pipeline_func, load_pipeline
 
@@ -42,7 +42,7 @@ def test_non_mapping_document_is_rejected():
 
 
 def test_missing_file_is_not_found(tmp_path):
-    with pytest.raises(NotFound, match="no such file"):
+    with pytest.raises(SpecError, match="no such file"):
         load_documents(tmp_path / "absent.yaml")
 
 

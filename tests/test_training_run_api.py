@@ -215,7 +215,7 @@ def test_cli_run_prints_replica_progress_and_the_result(cli_ws):
     for pod in ("tiny-torch-master-0", "tiny-torch-worker-0"):
         assert any("RUNNING" in line and pod in line for line in p.stderr.splitlines()), p.stderr
         assert any("SUCCEEDED" in line and pod in line for line in p.stderr.splitlines()), p.stderr
-    assert "PyTorchJob tiny-torch SUCCEEDED" in p.stderr
+    assert "PyTorchJob tiny-torch SUCCEEDED" in p.stdout
 
 
 def test_cli_get_describe_logs_of_a_training_job(cli_ws):
@@ -241,14 +241,14 @@ def test_cli_rerun_of_an_existing_job_points_at_name_and_delete(tmp_path):
     p = lf("run", spec, "-w", tmp_path / "ws", check=1)
     assert p.stderr.startswith('error: PyTorchJob "again" already exists in namespace "default" (from an earlier run)')
     assert "--name again-2" in p.stderr and "localflow delete pytorchjob again" in p.stderr
-    assert "PyTorchJob again-2 SUCCEEDED" in lf("run", spec, "-w", tmp_path / "ws", "--name", "again-2", check=0).stderr
+    assert "PyTorchJob again-2 SUCCEEDED" in lf("run", spec, "-w", tmp_path / "ws", "--name", "again-2", check=0).stdout
 
 
 def test_cli_crashing_replica_exits_1_with_the_operator_message(tmp_path):
     spec = tmp_path / "crash.yaml"
     spec.write_text(yaml.safe_dump(tiny_pytorchjob("crashy", master_exit=3)))
     p = lf("run", spec, "-w", tmp_path / "ws", check=1)
-    assert p.stderr.strip().splitlines()[-1] == "PyTorchJob crashy is failed because 1 Master replica(s) failed."
+    assert p.stdout.strip().splitlines()[-1] == "PyTorchJob crashy is failed because 1 Master replica(s) failed."
     assert any("FAILED" in line and "crashy-master-0" in line and "exited with code 3" in line
                for line in p.stderr.splitlines()), p.stderr
 

@@ -202,11 +202,7 @@ class PipelineRunController:
         interrupt is re-raised after everything is recorded.
         """
         md = self.metadata
-        md.create_run(self.run_id, self.run_name, "PipelineRun", pipeline_name=self.pipeline_name,
-                      spec_path=self.spec_path, parameters=self.params, executor=self.scheduler.executor.name,
-                      namespace=self.namespace)
-        self.pipeline_ctx = md.put_context("system.Pipeline", self.pipeline_name)
-        self.run_ctx = md.put_context("system.PipelineRun", self.run_name, {"run_id": self.run_id})
+        # the object first: a name that is taken or invalid is refused before anything is recorded
         self.run_object = self.store.create({
             "apiVersion": RUN_API_VERSION, "kind": "Run",
             "metadata": {"name": self.run_name, "namespace": self.namespace,
@@ -217,6 +213,11 @@ class PipelineRunController:
                      "runtimeConfig": {"parameters": self.params, "pipelineRoot": self.run_root},
                      "specPath": self.spec_path},
             "status": {"state": "PENDING", "runId": self.run_id, "createdAt": self.create_time}})
+        md.create_run(self.run_id, self.run_name, "PipelineRun", pipeline_name=self.pipeline_name,
+                      spec_path=self.spec_path, parameters=self.params, executor=self.scheduler.executor.name,
+                      namespace=self.namespace)
+        self.pipeline_ctx = md.put_context("system.Pipeline", self.pipeline_name)
+        self.run_ctx = md.put_context("system.PipelineRun", self.run_name, {"run_id": self.run_id})
         self.state = "RUNNING"
         md.update_run(self.run_id, state="RUNNING")
         self._write_run_status()

@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from localflow.errors import NotFound, SpecError
+from localflow.errors import SpecError
 
 # libyaml's loader when PyYAML was built with it: same safe semantics, ~10x faster on compiled IR
 _SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -48,7 +48,7 @@ def load_documents(source: str | os.PathLike, *, text: str | None = None) -> lis
     """Parse every YAML document of ``source`` (or of ``text`` when given; ``source`` then only
     names it in errors) with ``yaml.safe_load_all``; empty documents are skipped.
 
-    Returns a list of dicts in file order. Raises NotFound when the file does not exist,
+    Returns a list of dicts in file order. Raises SpecError when the file does not exist,
     SpecError(``<file>:<line>:<col>``) for malformed YAML (the YAML parser's message), and
     SpecError(``<file>: document N``) when a document is not a mapping.
     """
@@ -58,7 +58,7 @@ def load_documents(source: str | os.PathLike, *, text: str | None = None) -> lis
             with open(name, encoding="utf-8") as fh:
                 text = fh.read()
         except FileNotFoundError:
-            raise NotFound(f"{name}: no such file", fix="check the path") from None
+            raise SpecError(name, "no such file", fix="check the path") from None
         except IsADirectoryError:
             raise SpecError(name, "is a directory, not a YAML file") from None
         except UnicodeDecodeError as exc:
