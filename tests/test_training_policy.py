@@ -297,3 +297,63 @@ def test_xgboost_master_failure_with_never_fails():
     job = make_job("XGBoostJob", workers=1)
     job2, _ = step(job, pods_with(job, {"j-master-0": "Failed", "j-worker-0": "Running"}))
     assert job2["status"]["conditions"][-1]["message"] == "XGBoostJob j is failed because 1 Master replica(s) failed."
+
+
+# ---------------------------------------------------------------------------- a Pod that cannot run here
+@pytest.mark.parametrize("policy", ["OnFailure", "Always", "ExitCode", "Never"])
+def test_pod_that_cannot_run_here_fails_the_job_instead_of_being_recreated(policy):
+    """ContainerCannotRun (e.g. a script path only the image carries): a new Pod would fail the same way at once."""
+    job = make_job(policy=policy)
+    pods = pods_with(job, {"j-master-0": "Failed", "j-worker-0": "Running", "j-worker-1": "Running"},
+                     codes={"j-master-0": 127})
+    pods[0]["status"].update(reason="ContainerCannotRun", message="python is given /opt/x.py, which does not exist")
+    job2, d = step(job, pods)
+    assert d.delete == [] and d.restarts == 0 and d.create == []
+    assert types(job2["status"])[-1] == ("Failed", "True", "PyTorchJobFailed")
+    assert job2["status"]["conditions"][-1]["message"] == (
+        "PyTorchJob j is failed because 1 Master replica(s) failed: pod j-master-0 cannot run here "
+        "(ContainerCannotRun): python is given /opt/x.py, which does not exist")
+    assert not any(r == "PyTorchJobRestarting" for _, r, _ in d.events)
+    assert job2["status"]["replicaStatuses"]["Master"]["failed"] == 1
+    _, d = step(job2, pods)  # next pass: finished, cleanPodPolicy None keeps the Pods, nothing recreated
+    assert d.create == [] and d.delete == []
+
+
+def test_failed_pod_that_did_run_is_still_restarted_with_on_failure():
+    job = make_job(policy="OnFailure")
+    pods = pods_with(job, {"j-master-0": "Failed", "j-worker-0": "Running", "j-worker-1": "Running"})
+    pods[0]["status"].update(reason="Error")
+    job2, d = step(job, pods)
+    assert d.delete == ["j-master-0"] and state(job2["status"]) != "Failed"
+
+
+# ---------------------------------------------------------------------------- stopped from outside
+def test_final_status_of_an_interrupted_job_is_failed_with_nothing_active():
+    from localflow.training.policy import final_status
+
+    job = make_job()
+    pods = pods_with(job, {"j-master-0": "Running", "j-worker-0": "Running", "j-worker-1": "Succeeded"})
+    job, _ = step(job, pods)
+    assert job["status"]["replicaStatuses"]["Master"]["active"] == 1 and state(job["status"]) == "Running"
+    # the kill happened: one Pod already Failed (Canceled), one still Running in the store (its kubelet died)
+    pods[0]["status"]["phase"] = "Failed"
+    status = final_status(job, pods, T0 + 60, "PyTorchJob j is failed because it was canceled")
+    assert types(status)[-2:] == [("Running", "False", "PyTorchJobRunning"), ("Failed", "True", "PyTorchJobFailed")]
+    assert status["conditions"][-1]["message"] == "PyTorchJob j is failed because it was canceled"
+    assert {k: (v["active"], v["succeeded"], v["failed"]) for k, v in status["replicaStatuses"].items()} == \
+        {"Master": (0, 0, 1), "Worker": (0, 1, 1)}
+    assert status["replicaStatuses"]["Worker"]["selector"].endswith("replica-type=worker")
+    assert status["completionTime"] == rfc3339(T0 + 60) and state(status) == "Failed"
+    assert job["status"]["replicaStatuses"]["Master"]["active"] == 1  # input not mutated
+
+
+def test_final_status_keeps_a_finished_job_finished():
+    from localflow.training.policy import final_status
+
+    job = make_job(workers=1)
+    pods = pods_with(job, {"j-master-0": "Succeeded", "j-worker-0": "Running"})
+    job, _ = step(job, pods)
+    assert state(job["status"]) == "Succeeded" and job["status"]["replicaStatuses"]["Worker"]["active"] == 1
+    status = final_status(job, pods, T0 + 5, "ignored")
+    assert status["conditions"] == job["status"]["conditions"]
+    assert (status["replicaStatuses"]["Worker"]["active"], status["replicaStatuses"]["Worker"]["succeeded"]) == (0, 1)

@@ -181,3 +181,30 @@ def test_trainjob_initializer_runs_before_trainer():
     assert [p["metadata"]["name"] for p in d.create] == ["multi-node-dataset-initializer-0-0"]
     d = reconcile_trainjob(job, plans, with_phase(plans[0].pods, ["Succeeded"]), T0 + 1, state)
     assert [p["metadata"]["name"] for p in d.create] == ["multi-node-node-0-0", "multi-node-node-0-1"]
+
+
+def test_trainjob_pod_that_cannot_run_here_fails_at_once_with_the_reason():
+    job = tj(numNodes=2)
+    plans = render(job)
+    pods = with_phase(plans[0].pods, ["Failed", "Running"])
+    pods[0]["status"].update(reason="ContainerCannotRun", message="train.py does not exist")
+    d = reconcile_trainjob(job, plans, pods, T0, TrainJobState())
+    assert d.create == [] and d.delete == ["multi-node-node-0-1"]
+    cond = d.status["conditions"][-1]
+    assert (cond["type"], cond["reason"]) == ("Failed", "FailedJobs")
+    assert cond["message"] == ("jobset failed due to one or more job failures: pod multi-node-node-0-0 cannot run "
+                               "here (ContainerCannotRun): train.py does not exist")
+
+
+def test_final_trainjob_status_of_an_interrupted_trainjob():
+    from localflow.training.trainjob import final_trainjob_status
+
+    job = tj(numNodes=2)
+    plans = render(job)
+    d = reconcile_trainjob(job, plans, with_phase(plans[0].pods, ["Running", "Running"]), T0, TrainJobState())
+    job["status"] = d.status
+    status = final_trainjob_status(job, T0 + 3, "TrainJob multi-node is failed because it was canceled")
+    assert [(c["type"], c["status"], c["reason"]) for c in status["conditions"]] == [("Failed", "True", "FailedJobs")]
+    assert status["jobsStatus"] == [{"name": "node", "ready": 0, "succeeded": 0, "failed": 1, "active": 0, "suspended": 0}]
+    job["status"] = status
+    assert final_trainjob_status(job, T0 + 9, "again") == status

@@ -11,9 +11,14 @@ Mirrors kubeflow/training-operator ``release-1.9``:
 - ``UpdateJobStatus`` per kind (``tensorflow/tfjob_controller.go``, ``pytorch/pytorchjob_controller.go``,
   and the same pattern for XGBoost, JAX, Paddle and MPI; training reference section 4).
 
-Local choice: the operator's "reconcile retry count" (work-queue requeues) is replaced by the
+Local choices: the operator's "reconcile retry count" (work-queue requeues) is replaced by the
 number of Pods this controller deleted to restart them (``retries``), so ``backoffLimit`` also
-bounds ``ExitCode`` restarts (kubeflow/trainer#2045 reports the operator ignoring it).
+bounds ``ExitCode`` restarts (kubeflow/trainer#2045 reports the operator ignoring it). A Pod that
+failed because its program cannot start on this machine at all (Pod ``status.reason``
+``ContainerCannotRun`` or ``CreateContainerConfigError``, :data:`UNRUNNABLE_REASONS`: e.g. a
+script path only the image would carry) fails the job instead of being recreated, whatever the
+restartPolicy: a new Pod would fail the same way at once, forever (a cluster would show
+CrashLoopBackOff or ImagePullBackOff instead).
 """
 from __future__ import annotations
 
@@ -30,9 +35,10 @@ from localflow.training.kinds import KINDS, LABEL_REPLICA_INDEX, LABEL_REPLICA_T
 from localflow.training.pods import job_labels
 
 __all__ = ["Decision", "reconcile", "exit_code", "is_active", "replica_selector", "MAGIC_EXIT_CODE",
-           "parse_time", "created_condition"]
+           "parse_time", "created_condition", "UNRUNNABLE_REASONS", "replica_counts", "final_status"]
 
 MAGIC_EXIT_CODE = 0xBEEF  # the operator's "no exit code found"
+UNRUNNABLE_REASONS = ("ContainerCannotRun", "CreateContainerConfigError")  # a new Pod would fail the same way
 
 
 @dataclass
@@ -240,6 +246,55 @@ def reconcile(job: dict, pods: list[dict], now: float, retries: int = 0) -> Deci
     return ctx.d
 
 
+def replica_counts(job: dict, pods: list[dict], *, gone: bool = False) -> dict[str, dict]:
+    """``replicaStatuses`` counted from ``pods`` as they are: ``{<ReplicaType>: {active, succeeded,
+    failed, selector}}``. With ``gone`` the Pods are known to be stopped although their phase may
+    not say so (their kubelet died): every Pod that did not succeed counts as failed, none active."""
+    out = {}
+    for rtype in ordered_types(job):
+        counts = {"active": 0, "succeeded": 0, "failed": 0}
+        for p in _pods_of(job, pods, rtype):
+            phase = (p.get("status") or {}).get("phase", "Pending")
+            if phase == "Succeeded":
+                counts["succeeded"] += 1
+            elif phase == "Failed" or gone:
+                counts["failed"] += 1
+            elif phase == "Running":
+                counts["active"] += 1
+        counts["selector"] = replica_selector(job, rtype)
+        out[rtype] = counts
+    return out
+
+
+def final_status(job: dict, pods: list[dict], now: float, message: str) -> dict:
+    """The status of a job whose Pods were stopped from outside the operator — ``localflow run``
+    was interrupted, or the localflow process running it died and ``localflow gc`` cleaned up —
+    as the operator would leave it once those Pods are gone.
+
+    The training operator has no cancel (kubeflow/training-operator ``pkg/util/status.go`` knows
+    Created, Running, Restarting, Succeeded, Suspended, Failed; ``runPolicy.suspend`` would be
+    resumable, which a dead run is not), so an unfinished job gets ``Failed=True`` with reason
+    ``<Kind>Failed`` and ``message`` (``Running`` flips to False, ``completionTime`` is set). For
+    a job not Succeeded, ``replicaStatuses`` are recounted with nothing active (:func:`replica_counts`
+    with ``gone``); a Succeeded job's last active replicas count as succeeded, as
+    ``ReconcileJobs`` does for a finished job. Pure; returns a new status dict.
+    """
+    status = copy.deepcopy(job.get("status") or {})
+    ts = rfc3339(now)
+    if is_succeeded(status):
+        for rs in (status.get("replicaStatuses") or {}).values():
+            rs["succeeded"] = int(rs.get("succeeded", 0)) + int(rs.get("active", 0))
+            rs["active"] = 0
+    else:
+        if not is_finished(status):
+            status["conditions"] = update_conditions(status.get("conditions"), "Failed", "True",
+                                                     reason(job["kind"], "Failed"), message, ts)
+        status["replicaStatuses"] = replica_counts(job, pods, gone=True)
+    status.setdefault("completionTime", ts)
+    status["lastReconcileTime"] = ts
+    return status
+
+
 def _ttl(ctx: _Ctx, run_policy: dict) -> None:
     ttl = run_policy.get("ttlSecondsAfterFinished")
     done = parse_time(ctx.status.get("completionTime"))
@@ -278,7 +333,13 @@ def _reconcile_pods(ctx: _Ctx, pods: list[dict], rtype: str) -> None:
         if code != MAGIC_EXIT_CODE:
             ctx.event("Normal", "ExitedWithCode", f"Pod: {ctx.ns}.{name} exited with code {code}")
         if phase == "Failed" and not pod["metadata"].get("deletionTimestamp"):
-            if policy in ("OnFailure", "Always") or (policy == "ExitCode" and code >= 128):
+            if st.get("reason") in UNRUNNABLE_REASONS:
+                msg = (f"{ctx.kind} {ctx.name} is failed because 1 {rtype} replica(s) failed: pod {name} cannot run "
+                       f"here ({st['reason']}): {st.get('message') or 'no message'}")
+                ctx.event("Warning", reason(ctx.kind, "Failed"), msg)
+                ctx.complete()
+                ctx.cond("Failed", "True", "Failed", msg)
+            elif policy in ("OnFailure", "Always") or (policy == "ExitCode" and code >= 128):
                 if name not in ctx.d.delete:
                     ctx.d.delete.append(name)
                     ctx.d.restarts += 1
@@ -390,6 +451,8 @@ def _update_generic(ctx: _Ctx, pods: list[dict]) -> None:
                 ctx.cond("Running", "True", "Running", running_msg)
         if failed > 0 and replicas > succeeded + running:
             policy = replica_specs(ctx.job)[rtype].get("restartPolicy")
+            if is_finished(ctx.status):  # failed by the Pod reconcile (non-retryable ExitCode, cannot run)
+                continue
             if policy != "Never":
                 msg = f"{kind} {ctx.name} is restarting because {failed} {rtype} replica(s) failed."
                 ctx.event("Warning", reason(kind, "Restarting"), msg)

@@ -8,7 +8,9 @@ user sees (kubeflow/trainer ``pkg/runtime/framework/plugins/jobset/jobset.go`` `
 - replicated jobs start when their ``dependsOn`` are met (``Complete``: succeeded; ``Ready``: all
   Pods running);
 - a Job fails when its failed Pods exceed ``backoffLimit`` (restartPolicy Never: failed Pods are
-  replaced) or, with OnFailure, when container restarts reach it;
+  replaced) or, with OnFailure, when container restarts reach it; locally also at once when a Pod
+  failed because its program cannot start on this machine (``ContainerCannotRun``, see
+  :data:`localflow.training.policy.UNRUNNABLE_REASONS`): the message then names the Pod and why;
 - conditions (``metav1.Condition``): ``Complete`` (``AllJobsCompleted``, ``jobset completed
   successfully``), ``Failed`` (``FailedJobs``, ``jobset failed due to one or more job failures``;
   ``DeadlineExceeded``, ``TrainJob exceeded its active deadline``), ``Suspended``
@@ -21,9 +23,11 @@ import copy
 from dataclasses import dataclass, field
 
 from localflow.clock import rfc3339
+from localflow.training.policy import UNRUNNABLE_REASONS
 from localflow.training.runtimes import LABEL_COMPLETION_INDEX, LABEL_REPLICATED_JOB, ReplicatedJobPlan
 
-__all__ = ["TrainJobState", "TrainJobDecision", "reconcile_trainjob", "set_condition", "is_terminal"]
+__all__ = ["TrainJobState", "TrainJobDecision", "reconcile_trainjob", "set_condition", "is_terminal",
+           "final_trainjob_status"]
 
 COMPLETE_REASON, COMPLETE_MESSAGE = "AllJobsCompleted", "jobset completed successfully"
 FAILED_REASON, FAILED_MESSAGE = "FailedJobs", "jobset failed due to one or more job failures"
@@ -88,7 +92,8 @@ def _job_state(plan: ReplicatedJobPlan, pods: list[dict], state: TrainJobState, 
     restarts = sum(int(cs.get("restartCount") or 0) for p in mine.values() if _phase(p) == "Running"
                    for cs in (p.get("status") or {}).get("containerStatuses") or [])
     limit = plan.backoff_limit
-    failed = len(counted) > limit or (restarts >= limit if limit > 0 else restarts > 0)
+    unrunnable = [p for p in mine.values() if _phase(p) == "Failed" and (p.get("status") or {}).get("reason") in UNRUNNABLE_REASONS]
+    failed = bool(unrunnable) or len(counted) > limit or (restarts >= limit if limit > 0 else restarts > 0)
     n = len(plan.pods)
     succeeded = n > 0 and all(_phase(mine.get(str(i), {})) == "Succeeded" for i in range(n))
     active = [p for p in mine.values() if _phase(p) in ("Pending", "Running")]
@@ -99,8 +104,12 @@ def _job_state(plan: ReplicatedJobPlan, pods: list[dict], state: TrainJobState, 
             if cur is not None and _phase(cur) == "Failed":
                 d.delete.append(cur["metadata"]["name"])
                 d.create.append(copy.deepcopy(pod))
+    why = None
+    if unrunnable:
+        st = unrunnable[0].get("status") or {}
+        why = f"pod {unrunnable[0]['metadata']['name']} cannot run here ({st['reason']}): {st.get('message') or 'no message'}"
     return {"started": bool(mine), "succeeded": succeeded, "failed": failed, "active": bool(active), "ready": ready,
-            "active_pods": [p["metadata"]["name"] for p in active]}
+            "active_pods": [p["metadata"]["name"] for p in active], "why": why}
 
 
 def reconcile_trainjob(tj: dict, plans: list[ReplicatedJobPlan], pods: list[dict], now: float,
@@ -152,8 +161,10 @@ def reconcile_trainjob(tj: dict, plans: list[ReplicatedJobPlan], pods: list[dict
                             "suspended": 0})
     status["jobsStatus"] = jobs_status
     if any(s["failed"] for s in states.values()):
-        status["conditions"] = set_condition(status.get("conditions"), "Failed", "True", FAILED_REASON, FAILED_MESSAGE, ts)
-        d.events.append(("Warning", FAILED_REASON, FAILED_MESSAGE))
+        why = next((s["why"] for s in states.values() if s["why"]), None)
+        message = f"{FAILED_MESSAGE}: {why}" if why else FAILED_MESSAGE
+        status["conditions"] = set_condition(status.get("conditions"), "Failed", "True", FAILED_REASON, message, ts)
+        d.events.append(("Warning", FAILED_REASON, message))
         d.create = []
         d.delete = sorted({n for s in states.values() for n in s["active_pods"]})
         d.requeue_after = None
@@ -163,3 +174,21 @@ def reconcile_trainjob(tj: dict, plans: list[ReplicatedJobPlan], pods: list[dict
         d.events.append(("Normal", COMPLETE_REASON, COMPLETE_MESSAGE))
         d.requeue_after = None
     return d
+
+
+def final_trainjob_status(tj: dict, now: float, message: str) -> dict:
+    """The status of a TrainJob whose Pods were stopped from outside its controller (``localflow run``
+    interrupted, or its localflow process died and ``localflow gc`` cleaned up), as the controller
+    would leave it once they are gone: an unfinished TrainJob gets ``Failed=True`` (reason
+    ``FailedJobs``, the JobSet's, with ``message``; kubeflow/trainer has no cancel condition), and every
+    replicated job that had not succeeded is counted failed with nothing ready or active in
+    ``jobsStatus``. A finished TrainJob keeps its conditions. Pure; returns a new status dict."""
+    status = copy.deepcopy(tj.get("status") or {})
+    if not is_terminal(status):
+        status["conditions"] = set_condition(status.get("conditions"), "Failed", "True", FAILED_REASON, message,
+                                             rfc3339(now))
+    for js in status.get("jobsStatus") or []:
+        if not js.get("succeeded") and (js.get("active") or js.get("ready") or js.get("failed")):
+            js["failed"] = 1
+        js["active"], js["ready"] = 0, 0
+    return status
