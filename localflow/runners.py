@@ -9,6 +9,7 @@ Adding a Kubeflow kind: its spec model, its controller module, a runner here, an
 from __future__ import annotations
 
 import copy
+import shlex
 import time
 
 from localflow.api import Run, Runtime, register_runner
@@ -79,18 +80,22 @@ def _named(job: dict, run_name: str | None, namespace: str) -> dict:
     return job
 
 
-def _apply(apply, job: dict):
-    """``apply(job)``, with a re-run of a job that still exists pointed at ``--name``."""
+def _apply(apply, job: dict, source: str | None = None):
+    """``apply(job)``, like ``kubectl create``: a job of the same name still in the workspace is
+    :class:`AlreadyExists`, whose fix names both ways on: a new name, or deleting the old job."""
     try:
         return apply(job)
     except AlreadyExists as exc:
         meta = job["metadata"]
         if f'{job["kind"]} "{meta["name"]}"' not in str(exc):  # something else of the file (an MPIJob's ConfigMap)
             raise
+        ns = meta["namespace"]
+        flag = f" -n {ns}" if ns != "default" else ""
+        spec = shlex.quote(source) if source and not source.startswith("<") else "SPEC"
         raise AlreadyExists(
-            f'{job["kind"]} "{meta["name"]}" already exists in namespace "{meta["namespace"]}" (from an earlier run)',
-            fix=f"run it under another name (`localflow run SPEC --name {meta['name']}-2`) or delete the old one "
-                f"(`localflow delete {job['kind'].lower()} {meta['name']}`; its metadata stays)") from None
+            f'{job["kind"]} "{meta["name"]}" already exists in namespace "{ns}" (from an earlier run)',
+            fix=f"run it under a new name (`localflow run {spec}{flag} --name {meta['name']}-2`) or delete the old one "
+                f"first (`localflow delete {job['kind'].lower()} {meta['name']}{flag}`; its run records stay)") from None
 
 
 def _record_unschedulable(rt: Runtime, kind: str, name: str, ns: str, source, exc: Unschedulable) -> None:
@@ -175,7 +180,7 @@ def run_training_job(docs: list[dict], rt: Runtime, *, namespace: str = "default
     started = time.time()  # wall time: compared with file mtimes of PVC outputs
     create_side_objects(rt.store, docs, ns)
     try:
-        obj = _apply(ctl.apply, job)
+        obj = _apply(ctl.apply, job, source)
     except Unschedulable as exc:
         _record_unschedulable(rt, kind, job["metadata"].get("name", ""), ns, source, exc)
         raise
@@ -215,7 +220,7 @@ def run_trainjob(docs: list[dict], rt: Runtime, *, namespace: str = "default", o
     started = time.time()
     create_side_objects(rt.store, docs, ns)
     try:
-        obj = _apply(ctl.apply, tj)
+        obj = _apply(ctl.apply, tj, source)
     except Unschedulable as exc:
         _record_unschedulable(rt, "TrainJob", tj["metadata"].get("name", ""), ns, source, exc)
         raise

@@ -240,8 +240,18 @@ def test_cli_rerun_of_an_existing_job_points_at_name_and_delete(tmp_path):
     lf("run", spec, "-w", tmp_path / "ws", check=0)
     p = lf("run", spec, "-w", tmp_path / "ws", check=1)
     assert p.stderr.startswith('error: PyTorchJob "again" already exists in namespace "default" (from an earlier run)')
-    assert "--name again-2" in p.stderr and "localflow delete pytorchjob again" in p.stderr
+    assert f"`localflow run {spec} --name again-2`" in p.stderr and "`localflow delete pytorchjob again`" in p.stderr
     assert "PyTorchJob again-2 SUCCEEDED" in lf("run", spec, "-w", tmp_path / "ws", "--name", "again-2", check=0).stdout
+
+
+def test_rerun_in_another_namespace_names_the_namespace_in_both_fixes(tmp_path):
+    job = tiny_pytorchjob("again")
+    assert localflow.run(job, workspace=tmp_path / "ws", namespace="team", timeout=60).state == "SUCCEEDED"
+    with pytest.raises(localflow.errors.AlreadyExists) as err:
+        localflow.run(job, workspace=tmp_path / "ws", namespace="team", timeout=60)
+    assert err.value.message == 'PyTorchJob "again" already exists in namespace "team" (from an earlier run)'
+    assert "`localflow run SPEC -n team --name again-2`" in err.value.fix
+    assert "`localflow delete pytorchjob again -n team`" in err.value.fix
 
 
 def test_cli_crashing_replica_exits_1_with_the_operator_message(tmp_path):
