@@ -148,7 +148,7 @@ def test_crashing_replica_fails_the_run_with_the_operator_message(tmp_path):
     assert r.error == "PyTorchJob crashy is failed because 1 Master replica(s) failed."
     master = r.tasks["crashy-master-0"]
     assert (master.state, master.exit_code) == ("FAILED", 3)
-    assert master.error == "pytorch exited with code 3 (Error)"
+    assert master.error == "pytorch exited with code 3 (Error); last log line: master saved 127.0.0.1 2"
     with pytest.raises(localflow.errors.RunFailed, match="crashy failed"):
         r.raise_for_state()
     with MetadataStore(ws / "localflow.db") as md:

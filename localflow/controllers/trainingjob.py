@@ -27,8 +27,10 @@ from localflow.training.mpi import config_map
 from localflow.training.policy import MAGIC_EXIT_CODE, Decision, created_condition, exit_code, reconcile
 from localflow.training.pods import replica_pods
 from localflow.training.ports import PortAllocator
+from localflow.training.trouble import restart_error, restart_trouble, shorten
 
-__all__ = ["TrainingJobController", "ReplicaRecord", "replica_record", "replica_records", "pod_record", "PodChange"]
+__all__ = ["TrainingJobController", "ReplicaRecord", "replica_record", "replica_records", "pod_record", "PodChange",
+           "KILL_REASONS"]
 
 # ``on_change(event_type, pod)``: a Pod of the job was ADDED, MODIFIED or DELETED (the object after the change)
 PodChange = Callable[[str, dict], None]
@@ -47,8 +49,11 @@ class ReplicaRecord:
     ``name``/``pod``/``task``: the Pod name; ``replica_type``/``index``; ``phase``: the Pod phase
     (Pending, Running, Succeeded, Failed); ``state``: the same in ``Run.tasks``' vocabulary
     (PENDING, RUNNING, SUCCEEDED, FAILED, and CANCELED for a Pod the controller killed, e.g. by
-    ``cleanPodPolicy`` or a deadline); ``error``: why it failed (exit code and reason) or None;
-    ``exit_code`` of the kind's default container (None while running); ``restarts``: container
+    ``cleanPodPolicy``, a deadline, or ``localflow run`` was interrupted); ``error``: why it failed
+    (exit code and reason), or, while ``state`` is still RUNNING, why its container keeps restarting
+    in place (``restarting (3 restarts): exit code 2``, the kubelet's CrashLoopBackOff), else None;
+    ``container``: the container ``error`` is about (its log explains it); ``exit_code`` of the
+    kind's default container (None while running); ``restarts``: container
     restarts in place; ``address``: ``host:port`` it listens on; ``volumes``: PVC mounts
     ``[{claim, mountPath}]`` (where a model written by the replica lands: workspace ``pvc/<claim>``);
     ``uid``: the Pod's uid (a replica the operator recreates gets a new one); ``execution_id``: its
@@ -65,6 +70,7 @@ class ReplicaRecord:
     kind: str = "replica"
     phase: str = "Pending"
     error: str | None = None
+    container: str | None = None
     exit_code: int | None = None
     restarts: int = 0
     address: str | None = None
@@ -78,30 +84,44 @@ class ReplicaRecord:
         return dict(self.__dict__)
 
 
+# Why a container was stopped by localflow rather than by its own failure (pod_record: CANCELED)
+KILL_REASONS = ("Killed", "Canceled")
+
+
 def pod_record(pod: dict, container: str, replica_type: str, index: int, display_name: str,
                kind: str = "replica") -> ReplicaRecord:
     """A :class:`ReplicaRecord` for any Pod whose main container is ``container``.
 
-    ``error`` is ``"<container> exited with code N (<reason>): <message>"`` from the terminated
-    state of the first failed container, or the Pod's ``status.message`` (e.g. DeadlineExceeded).
+    ``error`` of a Failed Pod is ``"<container> exited with code N (<reason>): <message>"`` from the
+    terminated state of the first failed container, or the Pod's ``status.message`` (e.g.
+    DeadlineExceeded); of a Running Pod whose container restarted in place,
+    :func:`restart_error`. A Pod killed by localflow (reason ``Killed`` or ``Canceled``) is CANCELED.
     """
     st = pod.get("status") or {}
     phase = st.get("phase", "Pending")
     statuses = st.get("containerStatuses") or []
     code = exit_code(pod, container)
-    finished, killed, error = None, False, None
+    finished, killed, error, about = None, False, None, None
     for cs in statuses:
         term = (cs.get("state") or {}).get("terminated")
         if term:
             finished = max(finished or "", term.get("finishedAt") or "") or None
-            killed = killed or term.get("reason") == "Killed"
+            killed = killed or term.get("reason") in KILL_REASONS
             if error is None and int(term.get("exitCode") or 0) != 0:
                 error = f"{cs.get('name')} exited with code {term.get('exitCode')} ({term.get('reason') or 'Error'})"
                 if term.get("message"):
-                    error += f": {str(term['message']).strip()[-300:]}"
+                    error += f": {shorten(term['message'])}"
+                about = cs.get("name")
     if phase == "Failed" and error is None:
         error = st.get("message") or st.get("reason") or "the Pod failed"
-    state = "CANCELED" if phase == "Failed" and (killed or st.get("reason") == "Killed") else _STATE.get(phase, "PENDING")
+    if phase != "Failed":
+        error, about = None, None
+        trouble = restart_trouble(statuses) if phase in ("Pending", "Running") else None
+        if trouble is not None:
+            about, n, detail = trouble
+            error = restart_error(n, detail)
+    killed = killed or st.get("reason") in KILL_REASONS
+    state = "CANCELED" if phase == "Failed" and killed else _STATE.get(phase, "PENDING")
     claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in (pod.get("spec") or {}).get("volumes") or []
               if "persistentVolumeClaim" in v}
     vols = [{"claim": claims[m["name"]], "mountPath": m["mountPath"]}
@@ -110,7 +130,7 @@ def pod_record(pod: dict, container: str, replica_type: str, index: int, display
     name = pod["metadata"]["name"]
     return ReplicaRecord(
         name=name, pod=name, task=name, replica_type=replica_type, index=index, state=state, phase=phase,
-        display_name=display_name, kind=kind, error=error if phase == "Failed" else None,
+        display_name=display_name, kind=kind, error=error, container=about,
         exit_code=None if code == MAGIC_EXIT_CODE else code,
         restarts=sum(int(cs.get("restartCount") or 0) for cs in statuses),
         address=(pod["metadata"].get("annotations") or {}).get("localflow.dev/address"),

@@ -24,16 +24,24 @@ has no training-job schema, so this module maps a job onto the same tables
 
 The caller (the API layer's runners) feeds Pod changes to :meth:`TrainingRunRecorder.on_pod_change`
 in commit order; records are kept per Pod uid and applied only forward in resourceVersion order, so a
-list+watch overlap does not move a replica backwards.
+list+watch overlap does not move a replica backwards. A replica's error gets the last line of its
+container's log; a replica whose container restarts in place (``restartPolicy`` OnFailure/Always)
+stays RUNNING with the error ``restarting (N restarts): exit code X; last log line: ...``, reported
+to ``on_task`` at every restart (:mod:`localflow.training.trouble`).
 """
 from __future__ import annotations
 
 import time
 from typing import Callable
 
+import os
+
 from localflow.errors import LocalflowError
+from localflow.training.trouble import last_log_line, restart_error, restart_trouble
 
 __all__ = ["TrainingRunRecorder", "MODEL_SUFFIXES", "REPLICA_EXECUTION_TYPE", "job_outcome"]
+
+RUN_ID_LABEL = "localflow.dev/run-id"
 
 REPLICA_EXECUTION_TYPE = "kubeflow.org/Replica"
 
@@ -74,7 +82,7 @@ class TrainingRunRecorder:
         meta = job["metadata"]
         self.md, self.ws = rt.metadata, rt.workspace
         self.job = job
-        self.run_id = (meta.get("labels") or {}).get("localflow.dev/run-id") or meta["uid"]
+        self.run_id = (meta.get("labels") or {}).get(RUN_ID_LABEL) or meta["uid"]
         self.name, self.namespace, self.kind = meta["name"], meta.get("namespace") or "default", job["kind"]
         self.record_fn, self.on_task, self.started_wall = record_fn, on_task, started_wall
         self.records: dict = {}            # pod name -> latest ReplicaRecord (latest incarnation)
@@ -85,6 +93,8 @@ class TrainingRunRecorder:
         self._exec_state: dict[str, str] = {}
         self._running = False
         group = job["apiVersion"].split("/")[0]
+        self._trouble: dict[str, tuple[int, str | None]] = {}  # pod uid -> (restarts, detail) of its last restart
+        self._failure: dict[str, str] = {}   # pod uid -> its FAILED error with the log line
         self.md.create_run(self.run_id, self.name, self.kind, spec_path=source, executor=rt.scheduler.executor.name,
                            namespace=self.namespace)
         self.context_id = self.md.put_context(f"{group}/{self.kind}", self.name,
@@ -104,6 +114,7 @@ class TrainingRunRecorder:
         rec = self.record_fn(pod)
         if event_type == "DELETED" and rec.state in ("PENDING", "RUNNING"):
             rec.state, rec.error = "CANCELED", "the Pod was deleted before it finished"
+        self._explain(uid, rec, pod)
         seen = self._incarnations.setdefault(name, [])
         if uid not in seen:
             seen.append(uid)
@@ -117,8 +128,43 @@ class TrainingRunRecorder:
         if rec.state == "RUNNING" and not self._running:
             self._running = True
             self.md.update_run(self.run_id, state="RUNNING")
-        if (latest is None or latest.uid != uid or latest.state != rec.state) and self.on_task is not None:
+        changed = latest is None or latest.uid != uid or latest.state != rec.state or latest.error != rec.error
+        if changed and self.on_task is not None:
             self.on_task(rec)
+
+    def _log_line(self, pod: str, container: str | None) -> str | None:
+        if not container:
+            return None
+        return last_log_line(os.path.join(self.ws.logs_dir, self.namespace, pod, f"{container}.log"))
+
+    def _explain(self, uid: str, rec, pod: dict) -> None:
+        """Complete ``rec.error`` from what the Pod went through: the log line of a failure; while
+        the container restarts in place, why it last restarted (kept across its next start, when the
+        status no longer says); a crash-looping replica stopped by the operator (backoffLimit) is
+        FAILED with that reason, not CANCELED."""
+        st = pod.get("status") or {}
+        if rec.state == "RUNNING":
+            trouble = restart_trouble(st.get("containerStatuses") or [])
+            if trouble is None:
+                return
+            container, n, detail = trouble
+            known = self._trouble.get(uid)
+            if known is not None and (known[0] == n or detail is None):
+                n, detail = known  # this restart is explained already, or the status lost why
+            elif detail is not None:
+                line = self._log_line(rec.pod, container)
+                detail = f"{detail}; last log line: {line}" if line else detail
+                self._trouble[uid] = (n, detail)
+            rec.error = restart_error(n, detail)
+        elif rec.state == "FAILED" and rec.error:
+            if uid not in self._failure:
+                line = self._log_line(rec.pod, rec.container)
+                self._failure[uid] = f"{rec.error}; last log line: {line}" if line else rec.error
+            rec.error = self._failure[uid]
+        elif rec.state == "CANCELED" and uid in self._trouble and st.get("reason") != "Canceled":
+            n, detail = self._trouble[uid]  # stopped by the operator (backoffLimit): the replica is why the job failed
+            loop = f"crash-looping ({n} restart{'s' if n != 1 else ''})" + (f": {detail}" if detail else "")
+            rec.state, rec.error = "FAILED", f"stopped after {loop}"
 
     def _record_execution(self, uid: str, rec, attempt: int) -> None:
         state = _EXEC_STATE[rec.state]
@@ -196,3 +242,4 @@ class TrainingRunRecorder:
                     pass
                 self.md.attribute(self.context_id, aid)
                 count += 1
+
