@@ -127,21 +127,52 @@ def _let_replicas_finish(rt: Runtime, rec, seconds: float) -> None:
                 rec.on_pod_change(ev.type, ev.object)
 
 
-def _run_training(rt: Runtime, obj_after_apply, wait, record_fn, *, on_task, source, started: float) -> Run:
-    """Shared tail of the training runners: record the run, wait with live replica updates, finish."""
+# What an interrupted run leaves in its job's Failed condition and its replicas' executions.
+CANCEL_REASON = "it was canceled: localflow was interrupted"
+CANCEL_REPLICA_ERROR = "canceled: localflow was interrupted"
+
+
+def _stop(rec, cancel, reason: str, replica_error: str) -> dict | None:
+    """Stop a job that is still running: ``cancel(reason, on_change)`` kills its Pods (their changes fed
+    to ``rec``, which records them CANCELED with ``replica_error``) and leaves the job Failed with
+    ``reason``. Never raises an Exception (the caller is handling an interruption or another
+    error); returns the job or None."""
+    rec.stop_error = replica_error
+    try:
+        return cancel(reason, rec.on_pod_change)
+    except Exception:  # noqa: BLE001 - whatever the cleanup meets, the original exception must surface
+        return None
+
+
+def _run_training(rt: Runtime, obj_after_apply, wait, cancel, record_fn, *, on_task, source, started: float) -> Run:
+    """Shared tail of the training runners: record the run, wait with live replica updates, finish.
+
+    ``wait(on_change)`` runs the controller until the job finishes; ``cancel(reason, on_change)``
+    stops a job that did not (Ctrl-C, a timeout): its Pods are killed and the job object is left
+    Failed as the operator would once they are gone, so ``localflow get`` shows no live job
+    afterwards. An interrupted run is CANCELED in the metadata with its unfinished replicas.
+    """
     rec = TrainingRunRecorder(rt, obj_after_apply, source=source, record_fn=record_fn, on_task=on_task,
                               started_wall=started)
     try:
         final = wait(rec.on_pod_change)
-    except (TimeoutError, LocalflowError) as exc:  # e.g. Unschedulable when a later step's gang is created
+    except TimeoutError as exc:
+        job = _stop(rec, cancel, f"it did not finish in time ({exc})", "stopped: the run did not finish in time")
+        rec.finish("FAILED", (job_outcome(job)[1] if job else None) or str(exc),
+                   replica_error="stopped: the run did not finish in time")
+        raise
+    except LocalflowError as exc:  # e.g. Unschedulable when a later step's gang is created
         try:
             failed = job_outcome(rt.store.get(rec.kind, rec.name, rec.namespace))[1]
         except LocalflowError:
             failed = None
         rec.finish("FAILED", failed or getattr(exc, "message", None) or str(exc))
         raise
-    except BaseException:
-        rec.finish("CANCELED", "interrupted: the run was canceled")
+    except BaseException:  # KeyboardInterrupt (Ctrl-C), SystemExit
+        try:
+            _stop(rec, cancel, CANCEL_REASON, CANCEL_REPLICA_ERROR)
+        finally:
+            rec.finish("CANCELED", "interrupted: the run was canceled", replica_error=CANCEL_REPLICA_ERROR)
         raise
     state, error = job_outcome(final)
     _let_replicas_finish(rt, rec, REPLICA_GRACE_S if state == "SUCCEEDED" else 0.0)
@@ -163,9 +194,17 @@ def run_training_job(docs: list[dict], rt: Runtime, *, namespace: str = "default
     SUCCEEDED/FAILED and ``error`` the Failed condition's message; the run, its replicas and the
     files they wrote to PVCs are in the metadata store (:mod:`localflow.training.records`).
 
+    A replica whose container restarts in place (``restartPolicy`` OnFailure/Always) stays RUNNING
+    and is reported again at every restart with ``error`` ``restarting (N restarts): exit code X;
+    last log line: ...``; ``runPolicy.backoffLimit`` bounds those restarts as the operator does.
+
     Raises :class:`SpecError` for an invalid or suspended job (nothing runs), :class:`AlreadyExists`
-    when a job of that name is still in the workspace, and :class:`Unschedulable` when its replicas
-    together can never fit this machine (the job is then Failed and recorded so).
+    when a job of that name is still in the workspace (the fix names ``--name`` and ``localflow
+    delete``), and :class:`Unschedulable` when its replicas together can never fit this machine (the
+    job is then Failed and recorded so). On ``TimeoutError`` (``timeout`` wall seconds) or an
+    interruption (``KeyboardInterrupt``: Ctrl-C; SIGTERM in the CLI) the job's Pods are stopped and
+    the job left ``Failed`` with nothing active before the exception propagates; an interrupted
+    run and its unfinished replicas are recorded CANCELED.
     """
     from localflow.controllers.trainingjob import TrainingJobController, replica_record
 
@@ -186,6 +225,7 @@ def run_training_job(docs: list[dict], rt: Runtime, *, namespace: str = "default
         raise
     name = obj["metadata"]["name"]
     return _run_training(rt, obj, lambda cb: ctl.run_until_done(name, ns, timeout=timeout, kind=kind, on_change=cb),
+                         lambda why, cb: ctl.cancel(name, ns, why, kind=kind, on_change=cb),
                          lambda pod: replica_record(kind, pod), on_task=on_task, source=source, started=started)
 
 
@@ -197,7 +237,8 @@ def run_trainjob(docs: list[dict], rt: Runtime, *, namespace: str = "default", o
 
     Returns a Run as :func:`run_training_job` does (``tasks``: one record per node Pod, ``kind``
     ``node``; initializer Pods too). Raises :class:`SpecError` when the file holds no TrainJob, the
-    TrainJob is invalid or suspended, :class:`Unschedulable` as :func:`run_training_job`.
+    TrainJob is invalid or suspended, :class:`Unschedulable` as :func:`run_training_job`; restarts,
+    timeouts and interruptions are handled as there (the TrainJob is left ``Failed``, ``FailedJobs``).
     """
     from localflow.controllers.trainjob import TrainJobController, node_record
 
@@ -226,6 +267,7 @@ def run_trainjob(docs: list[dict], rt: Runtime, *, namespace: str = "default", o
         raise
     name = obj["metadata"]["name"]
     return _run_training(rt, obj, lambda cb: ctl.run_until_done(name, ns, timeout=timeout, on_change=cb),
+                         lambda why, cb: ctl.cancel(name, ns, why, on_change=cb),
                          node_record, on_task=on_task, source=source, started=started)
 
 

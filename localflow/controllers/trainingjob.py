@@ -22,20 +22,24 @@ from localflow.controllers.sideobjects import RUN_ID_LABEL
 from localflow.errors import LocalflowError, NotFound, Unschedulable
 from localflow.specs.training import job_warnings, load_job
 from localflow.training.conditions import is_failed, is_finished, reason, update_conditions
+from localflow.training.conditions import reason as reason_of
 from localflow.training.kinds import KINDS, LABEL_JOB_NAME, LABEL_OPERATOR_NAME, LABEL_REPLICA_INDEX, LABEL_REPLICA_TYPE
 from localflow.training.mpi import config_map
-from localflow.training.policy import MAGIC_EXIT_CODE, Decision, created_condition, exit_code, reconcile
+from localflow.training.policy import (MAGIC_EXIT_CODE, Decision, created_condition, exit_code, final_status, is_active,
+                                      reconcile)
 from localflow.training.pods import replica_pods
 from localflow.training.ports import PortAllocator
 from localflow.training.trouble import restart_error, restart_trouble, shorten
 
 __all__ = ["TrainingJobController", "ReplicaRecord", "replica_record", "replica_records", "pod_record", "PodChange",
-           "KILL_REASONS"]
+           "KILL_REASONS", "stop_pods", "CANCEL_GRACE_S"]
 
 # ``on_change(event_type, pod)``: a Pod of the job was ADDED, MODIFIED or DELETED (the object after the change)
 PodChange = Callable[[str, dict], None]
 
 _POLL_S = 0.25  # how long to wait for a Pod event before re-checking clock-driven deadlines
+# cancel(): how long (wall seconds) to wait for killed Pods to end; executors send SIGTERM, then SIGKILL after 5 s
+CANCEL_GRACE_S = 10.0
 
 
 # Pod phase -> the state vocabulary of ``Run.tasks`` (TaskRecord's: PENDING RUNNING SUCCEEDED FAILED CANCELED)
@@ -302,6 +306,30 @@ class TrainingJobController:
         if job is not None:
             self._delete_job(job)
 
+    def cancel(self, name: str, namespace: str = "default", reason: str = "it was canceled", *,
+               kind: str | None = None, timeout: float = CANCEL_GRACE_S, on_change: PodChange | None = None) -> dict | None:
+        """Stop the job from outside the operator (``localflow run`` interrupted): kill its Pods
+        that still run (reason ``Canceled``; :func:`stop_pods`, waiting up to ``timeout`` wall
+        seconds, ``on_change`` sees their changes), then leave the job as the operator would once
+        they are gone (:func:`localflow.training.policy.final_status`: ``Failed=True``,
+        ``<Kind>Failed``, ``<Kind> <name> is failed because <reason>; its Pods were stopped.``,
+        nothing active in ``replicaStatuses``) with a Warning Event. A finished job keeps its
+        conditions. Returns the job (None if it does not exist)."""
+        job = self._get(name, namespace, kind)
+        if job is None:
+            return None
+        sel = {LABEL_JOB_NAME: name, LABEL_OPERATOR_NAME: KINDS[job["kind"]].operator_name}
+        pods = stop_pods(self.store, self.scheduler, namespace, sel, timeout=timeout, on_change=on_change)
+        job = self._get(name, namespace, job["kind"]) or job
+        message = f"{job['kind']} {name} is failed because {reason}; its Pods were stopped."
+        finished = is_finished(job.get("status"))
+        status = final_status(job, pods, self.clock.now(), message)
+        if status != job.get("status"):
+            job = self.store.update_status(job["kind"], name, status, namespace)
+        if not finished:
+            self._emit(job, "Warning", reason_of(job["kind"], "Failed"), message)
+        return job
+
     def records(self, name: str, namespace: str = "default", *, kind: str | None = None) -> dict[str, ReplicaRecord]:
         """Per-replica results of the job's current Pods (see :class:`ReplicaRecord`)."""
         job = self._get(name, namespace, kind)
@@ -388,6 +416,31 @@ class TrainingJobController:
                     for p in c.get("ports") or []:
                         if self.scheduler.addressing == "loopback":
                             self.ports.release(p.get("containerPort"))
+
+
+def stop_pods(store, scheduler, namespace: str, selector: dict, *, reason: str = "Canceled",
+              timeout: float = CANCEL_GRACE_S, on_change: PodChange | None = None) -> list[dict]:
+    """Kill (``scheduler.kill_pod(..., reason)``) every Pending/Running Pod in ``namespace`` matching
+    ``selector`` and wait up to ``timeout`` wall seconds until none of them is active any more;
+    ``on_change(event_type, pod)`` gets each Pod as it is before the kill (``MODIFIED``) and every
+    change after it, in commit order. Returns the Pods as they are at the end."""
+    with store.watch(kind="Pod", namespace=namespace, label_selector=selector) as w:
+        pods = store.list("Pod", namespace, label_selector=selector)
+        for pod in pods:
+            if on_change is not None:
+                on_change("MODIFIED", pod)
+        for pod in pods:
+            if is_active(pod):
+                scheduler.kill_pod(pod["metadata"]["name"], namespace, reason)
+        deadline = time.monotonic() + timeout
+        while True:
+            pods = store.list("Pod", namespace, label_selector=selector)
+            if not any(is_active(p) for p in pods) or time.monotonic() >= deadline:
+                break
+            ev = w.get(timeout=max(0.0, min(_POLL_S, deadline - time.monotonic())))
+            _deliver(([ev] if ev is not None else []) + w.drain(), on_change)
+        _deliver(w.drain(), on_change)
+    return pods
 
 
 def _deliver(events, on_change: PodChange | None) -> None:

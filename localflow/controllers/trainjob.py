@@ -14,7 +14,7 @@ import time
 from localflow.clock import SYSTEM_CLOCK, Clock
 from localflow.controllers.ownership import owner_annotations
 from localflow.controllers.sideobjects import RUN_ID_LABEL
-from localflow.controllers.trainingjob import PodChange, ReplicaRecord, _deliver, pod_record
+from localflow.controllers.trainingjob import CANCEL_GRACE_S, PodChange, ReplicaRecord, _deliver, pod_record, stop_pods
 from localflow.errors import NotFound, Unschedulable
 from localflow.quantity import format_cpu, format_memory
 from localflow.scheduler import pod_requests
@@ -22,7 +22,8 @@ from localflow.specs.training import validate_runtime, validate_trainjob
 from localflow.training.ports import PortAllocator
 from localflow.training.runtimes import (LABEL_COMPLETION_INDEX, LABEL_JOBSET_NAME, LABEL_REPLICATED_JOB, ReplicatedJobPlan,
                                          resolve_runtime, trainjob_plan)
-from localflow.training.trainjob import TrainJobDecision, TrainJobState, is_terminal, reconcile_trainjob, set_condition
+from localflow.training.trainjob import (TrainJobDecision, TrainJobState, final_trainjob_status, is_terminal,
+                                         reconcile_trainjob, set_condition)
 
 __all__ = ["TrainJobController", "node_record", "node_records"]
 
@@ -200,6 +201,29 @@ class TrainJobController:
         """``spec.suspend: false``: ``Resumed``, Pods recreated, active deadline restarts."""
         self.store.patch("TrainJob", name, {"spec": {"suspend": False}}, namespace)
         return self.reconcile(name, namespace)[0]
+
+    def cancel(self, name: str, namespace: str = "default", reason: str = "it was canceled", *,
+               timeout: float = CANCEL_GRACE_S, on_change: PodChange | None = None) -> dict | None:
+        """Stop the TrainJob from outside its controller (``localflow run`` interrupted): kill its
+        Pods that still run (:func:`~localflow.controllers.trainingjob.stop_pods`, up to ``timeout``
+        wall seconds, ``on_change`` sees their changes), then leave it as its controller would once
+        they are gone (:func:`localflow.training.trainjob.final_trainjob_status`: ``Failed=True``,
+        ``FailedJobs``, ``TrainJob <name> is failed because <reason>; its Pods were stopped.``).
+        Returns the TrainJob (None if it does not exist)."""
+        try:
+            tj = self.store.get("TrainJob", name, namespace)
+        except NotFound:
+            return None
+        stop_pods(self.store, self.scheduler, namespace, {LABEL_JOBSET_NAME: name}, timeout=timeout, on_change=on_change)
+        tj = self._lookup("TrainJob", name, namespace) or tj
+        message = f"TrainJob {name} is failed because {reason}; its Pods were stopped."
+        finished = is_terminal(tj.get("status"))
+        status = final_trainjob_status(tj, self.clock.now(), message)
+        if status != tj.get("status"):
+            tj = self.store.update_status("TrainJob", name, status, namespace)
+        if not finished:
+            self._emit(tj, "Warning", "FailedJobs", message)
+        return tj
 
     def _emit(self, tj: dict, type_: str, reason: str, message: str) -> None:
         key = (tj["metadata"].get("namespace") or "default", tj["metadata"]["name"])

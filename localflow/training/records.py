@@ -28,18 +28,27 @@ list+watch overlap does not move a replica backwards. A replica's error gets the
 container's log; a replica whose container restarts in place (``restartPolicy`` OnFailure/Always)
 stays RUNNING with the error ``restarting (N restarts): exit code X; last log line: ...``, reported
 to ``on_task`` at every restart (:mod:`localflow.training.trouble`).
+
+:func:`mark_abandoned` finishes the objects and records of a run whose localflow process died
+(``localflow gc``): its Pods, its job's status, its executions and the run.
 """
 from __future__ import annotations
 
 import time
 from typing import Callable
 
+import copy
 import os
 
-from localflow.errors import LocalflowError
+from localflow.clock import SYSTEM_CLOCK, Clock
+from localflow.errors import LocalflowError, NotFound
+from localflow.training.kinds import KINDS
+from localflow.training.policy import final_status
+from localflow.training.trainjob import final_trainjob_status
 from localflow.training.trouble import last_log_line, restart_error, restart_trouble
 
-__all__ = ["TrainingRunRecorder", "MODEL_SUFFIXES", "REPLICA_EXECUTION_TYPE", "job_outcome"]
+__all__ = ["TrainingRunRecorder", "MODEL_SUFFIXES", "REPLICA_EXECUTION_TYPE", "job_outcome", "mark_abandoned",
+           "stopped_message"]
 
 RUN_ID_LABEL = "localflow.dev/run-id"
 
@@ -95,6 +104,7 @@ class TrainingRunRecorder:
         group = job["apiVersion"].split("/")[0]
         self._trouble: dict[str, tuple[int, str | None]] = {}  # pod uid -> (restarts, detail) of its last restart
         self._failure: dict[str, str] = {}   # pod uid -> its FAILED error with the log line
+        self.stop_error: str | None = None   # set by the caller before it stops the job: the error of Pods it cancels
         self.md.create_run(self.run_id, self.name, self.kind, spec_path=source, executor=rt.scheduler.executor.name,
                            namespace=self.namespace)
         self.context_id = self.md.put_context(f"{group}/{self.kind}", self.name,
@@ -161,10 +171,17 @@ class TrainingRunRecorder:
                 line = self._log_line(rec.pod, rec.container)
                 self._failure[uid] = f"{rec.error}; last log line: {line}" if line else rec.error
             rec.error = self._failure[uid]
-        elif rec.state == "CANCELED" and uid in self._trouble and st.get("reason") != "Canceled":
-            n, detail = self._trouble[uid]  # stopped by the operator (backoffLimit): the replica is why the job failed
-            loop = f"crash-looping ({n} restart{'s' if n != 1 else ''})" + (f": {detail}" if detail else "")
-            rec.state, rec.error = "FAILED", f"stopped after {loop}"
+        elif rec.state == "CANCELED":
+            loop = None
+            if uid in self._trouble:
+                n, detail = self._trouble[uid]
+                loop = f"crash-looping ({n} restart{'s' if n != 1 else ''})" + (f": {detail}" if detail else "")
+            if st.get("reason") == "Canceled":  # stopped by the caller (Ctrl-C): CANCELED, with its trouble if any
+                rec.error = self.stop_error or rec.error
+                if loop:
+                    rec.error = f"{rec.error} (it was {loop})"
+            elif loop:  # stopped by the operator (backoffLimit): the replica is why the job failed
+                rec.state, rec.error = "FAILED", f"stopped after {loop}"
 
     def _record_execution(self, uid: str, rec, attempt: int) -> None:
         state = _EXEC_STATE[rec.state]
@@ -190,13 +207,14 @@ class TrainingRunRecorder:
 
     # ------------------------------------------------------------------ end of the run
 
-    def finish(self, state: str, error: str | None) -> None:
-        """Close the run: executions still NEW/RUNNING become CANCELED, PVC outputs become artifacts
-        (unless the run was canceled), and the run gets ``state`` and ``error``."""
+    def finish(self, state: str, error: str | None, replica_error: str | None = None) -> None:
+        """Close the run: executions still NEW/RUNNING become CANCELED (error ``replica_error``,
+        default: the job finished before the replica did), PVC outputs become artifacts (unless the
+        run was canceled), and the run gets ``state`` and ``error``."""
         for uid, eid in self._exec.items():
             if self._exec_state[uid] in ("NEW", "RUNNING"):
                 self.md.update_execution(eid, state="CANCELED", finished=True,
-                                         error=f"the {self.kind} finished before this replica did")
+                                         error=replica_error or f"the {self.kind} finished before this replica did")
                 self._exec_state[uid] = "CANCELED"
                 rec = self._by_uid[uid]
                 if self.records.get(rec.pod) is rec:
@@ -243,3 +261,100 @@ class TrainingRunRecorder:
                 self.md.attribute(self.context_id, aid)
                 count += 1
 
+
+# ---------------------------------------------------------------- runs whose localflow process died
+
+
+def stopped_message(kind: str, name: str, reason: str) -> str:
+    """The Failed condition message of a job stopped from outside its operator:
+    ``<Kind> <name> is failed because <reason>; its Pods were stopped.``"""
+    return f"{kind} {name} is failed because {reason}; its Pods were stopped."
+
+
+def _stopped_pod_status(pod: dict, ts: str, reason: str) -> dict:
+    """A Pod whose kubelet (the localflow process) died and whose processes were killed: Failed,
+    reason ``Orphaned`` (as ``localflow gc`` writes it), every container terminated (``Killed``,
+    exit code 137)."""
+    status = copy.deepcopy(pod.get("status") or {})
+    message = f"the Pod's run is gone: {reason}"
+    statuses = []
+    for cs in status.get("containerStatuses") or []:
+        cs = dict(cs)
+        state = cs.get("state") or {}
+        if "terminated" not in state:
+            started = (state.get("running") or {}).get("startedAt")
+            cs["state"] = {"terminated": {"exitCode": 137, "reason": "Killed", "message": message,
+                                          **({"startedAt": started} if started else {}), "finishedAt": ts}}
+        cs["ready"], cs["started"] = False, False
+        statuses.append(cs)
+    status.update(phase="Failed", reason="Orphaned", message=message, containerStatuses=statuses)
+    status["conditions"] = [dict(c, status="False", reason="PodFailed", lastTransitionTime=ts)
+                            if c.get("type") in ("Ready", "ContainersReady") else c
+                            for c in status.get("conditions") or []]
+    return status
+
+
+def mark_abandoned(store, run, reason: str, *, metadata=None, clock: Clock = SYSTEM_CLOCK) -> list[dict]:
+    """Finish what a training run left behind when the localflow process running it died (the
+    ``localflow gc`` hook; call it after the run's processes were killed).
+
+    ``store``: :class:`localflow.fakes.ObjectStore`; ``run``: the run's metadata row (a dict with
+    ``id``, as :meth:`localflow.metadata.MetadataStore.list_runs` gives) or its id; ``reason``: a
+    clause, e.g. ``"the localflow process running it is gone (cleaned by gc)"``.
+
+    - its Pods (label ``localflow.dev/run-id=<id>``) still Pending/Running become ``Failed``
+      (reason ``Orphaned``, containers terminated ``Killed`` with exit code 137): their kubelet is gone;
+    - its training job (a kubeflow.org/v1 kind or a TrainJob with that label) gets the status its
+      operator would write once the Pods are gone (:func:`localflow.training.policy.final_status`,
+      :func:`localflow.training.trainjob.final_trainjob_status`): ``Failed=True`` with
+      :func:`stopped_message` unless it had finished, nothing active, plus a Warning Event;
+    - with ``metadata`` (:class:`localflow.metadata.MetadataStore`), its executions still
+      NEW/RUNNING become CANCELED and the run, if still PENDING/RUNNING, FAILED, both with ``reason``.
+
+    Returns the jobs it updated (``[]`` for a run with no training job, e.g. a pipeline run).
+    Idempotent; raises nothing for a run id that is in neither store.
+    """
+    run_id = run if isinstance(run, str) else run["id"]
+    sel = {RUN_ID_LABEL: run_id}
+    now, ts = clock.now(), clock.rfc3339()
+    pods = []
+    for pod in store.list("Pod", None, label_selector=sel):
+        if (pod.get("status") or {}).get("phase", "Pending") in ("Pending", "Running"):
+            meta = pod["metadata"]
+            try:
+                pod = store.update_status("Pod", meta["name"], _stopped_pod_status(pod, ts, reason), meta.get("namespace"))
+            except NotFound:
+                continue
+        pods.append(pod)
+    updated = []
+    for kind in (*KINDS, "TrainJob"):
+        for job in store.list(kind, None, label_selector=sel):
+            meta = job["metadata"]
+            message = stopped_message(kind, meta["name"], reason)
+            conds = (job.get("status") or {}).get("conditions") or []
+            if kind == "TrainJob":
+                status = final_trainjob_status(job, now, message)
+                done = ("Complete", "Failed")
+                component, why = "trainjob-controller", "FailedJobs"
+            else:
+                status = final_status(job, pods, now, message)
+                done = ("Succeeded", "Failed")
+                component, why = KINDS[kind].operator_name, f"{kind}Failed"
+            finished_before = any(c.get("type") in done and c.get("status") == "True" for c in conds)
+            if status != job.get("status"):
+                job = store.update_status(kind, meta["name"], status, meta.get("namespace"))
+            if not finished_before:
+                store.record_event(job, why, message, type="Warning", component=component)
+            updated.append(job)
+    if metadata is None:
+        return updated
+    for e in metadata.list_executions(run_id=run_id):
+        if e["state"] in ("NEW", "RUNNING"):
+            metadata.update_execution(e["id"], state="CANCELED", finished=True, error=reason)
+    try:
+        row = metadata.get_run(run_id)
+    except NotFound:
+        return updated
+    if row["state"] in ("PENDING", "RUNNING"):
+        metadata.update_run(run_id, state="FAILED", error=reason, finished=True)
+    return updated
