@@ -331,16 +331,19 @@ class Scheduler:
         deadline_s = (manifest.get("spec") or {}).get("activeDeadlineSeconds")
         deadline = clock.monotonic() + float(deadline_s) if deadline_s else None
         restarts = 0
+        last: list[ContainerResult] = []  # the results before a restart (lastState)
         while True:
             with self._lock:
                 if e.kill_reason:
-                    self._write_final(e, [], phase="Failed", reason=e.kill_reason, message="killed before start")
+                    self._write_final(e, last, phase="Failed", reason=e.kill_reason,
+                                      message="killed before start" if not last else "killed while backing off",
+                                      restarts=restarts)
                     return
             try:
                 running = self.executor.start(spec)
             except LocalflowError as exc:
                 self.store.record_event(manifest, "Failed", exc.message, type="Warning", component="kubelet")
-                self._write_final(e, [], phase="Failed", reason="ContainerCannotRun", message=str(exc))
+                self._write_final(e, [], phase="Failed", reason="ContainerCannotRun", message=str(exc), restarts=restarts)
                 return
             with self._lock:
                 e.running = running
@@ -364,7 +367,9 @@ class Scheduler:
             self._patch_status(e, {
                 "phase": "Running", **ip,
                 "conditions": [_cond(t, "True", clock) for t in ("Initialized", "ContainersReady", "Ready")],
-                "containerStatuses": [_container_running(c, restarts, clock, ids.get(c.name)) for c in spec.containers]})
+                "containerStatuses": [_container_running(c, restarts, clock, ids.get(c.name),
+                                                         next((r for r in last if r.name == c.name), None))
+                                      for c in spec.containers]})
             results = self._wait(running, deadline, e)
             with self._lock:
                 killed = e.kill_reason
@@ -378,6 +383,7 @@ class Scheduler:
                                     type="Warning", component="kubelet")
             self._patch_status(e, {"containerStatuses": [
                 _container_waiting(c, r, restarts, clock) for c, r in zip(spec.containers, results)]})
+            last = results
             clock.wait(e.wake, backoff)
         if killed == "DeadlineExceeded":
             self._write_final(e, results, phase="Failed", reason="DeadlineExceeded",
@@ -672,11 +678,14 @@ def _cond(type_: str, status: str, clock: Clock, reason: str | None = None, mess
     return c
 
 
-def _container_running(c: ContainerSpec, restarts: int, clock: Clock, container_id: str | None = None) -> dict:
+def _container_running(c: ContainerSpec, restarts: int, clock: Clock, container_id: str | None = None,
+                       previous: ContainerResult | None = None) -> dict:
     status = {"name": c.name, "image": c.image, "ready": True, "started": True, "restartCount": restarts,
               "state": {"running": {"startedAt": clock.rfc3339()}}}
     if container_id:
         status["containerID"] = container_id
+    if previous is not None:  # kubelet keeps the previous run's end as lastState
+        status["lastState"] = {"terminated": _terminated(previous, clock)}
     return status
 
 

@@ -123,11 +123,20 @@ def test_active_deadline_kills_pod_with_deadline_exceeded(rt):
 
 
 def test_on_failure_restarts_in_place_and_counts_restarts(tmp_path):
-    marker = tmp_path / "marker"
-    script = f"import os,sys\nif not os.path.exists({str(marker)!r}):\n    open({str(marker)!r},'w').close(); sys.exit(1)\n"
+    marker, gate = tmp_path / "marker", tmp_path / "gate"
+    script = (f"import os,sys,time\nif not os.path.exists({str(marker)!r}):\n    open({str(marker)!r},'w').close(); sys.exit(1)\n"
+              f"while not os.path.exists({str(gate)!r}): time.sleep(0.01)\n")
     clock = FakeClock()  # backoff (10 s) passes instantly
     with open_runtime(tmp_path / "ws", clock=clock, capacity=Capacity(cpu=2, memory=8 << 30)) as rt:
         rt.scheduler.submit(pod("flaky", [PY, "-c", script], restart="OnFailure"))
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # the second run: running, with the first run's end as lastState
+            cs = (rt.store.get("Pod", "flaky")["status"].get("containerStatuses") or [{}])[0]
+            if "running" in (cs.get("state") or {}) and cs.get("lastState"):
+                break
+            time.sleep(0.01)
+        assert cs["restartCount"] == 1 and cs["lastState"]["terminated"]["exitCode"] == 1
+        gate.write_text("go")
         p = wait_phase(rt.store, "flaky")
         assert p["status"]["phase"] == "Succeeded"
         assert p["status"]["containerStatuses"][0]["restartCount"] == 1
@@ -303,4 +312,5 @@ def test_kill_during_restart_backoff_is_immediate(tmp_path):
         rt.scheduler.kill_pod("crash", reason="Canceled")
         p = wait_phase(rt.store, "crash", timeout=5)
         assert time.monotonic() - t0 < 3
-        assert p["status"]["phase"] == "Failed"
+        assert p["status"]["phase"] == "Failed" and p["status"]["reason"] == "Canceled"
+        assert p["status"]["containerStatuses"][0]["restartCount"] >= 1
