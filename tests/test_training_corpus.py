@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -129,9 +130,11 @@ def torch_multi_node(run, logs):
     env = {e["name"]: e.get("value") for p in run.pods for e in p["spec"]["containers"][0].get("env") or []}
     assert (env["PET_NNODES"], env["PET_NPROC_PER_NODE"]) == ("3", "auto")
     world = 3 * per_node("auto")
-    ranks = sorted(int(line.split()[1]) for p in run.tasks for line in logs(p) if line.startswith("RANK: "))
-    sizes = {line for p in run.tasks for line in logs(p) if line.startswith("WORLD_SIZE")}
-    assert ranks == list(range(world)) and sizes == {f"WORLD_SIZE: {world}"}
+    # torchrun's worker processes share one stdout: their lines may interleave in the log
+    text = "\n".join(line for p in run.tasks for line in logs(p))
+    ranks = sorted(int(r) for r in re.findall(r"(?<![A-Z_])RANK: (\d+)", text))
+    sizes = set(re.findall(r"WORLD_SIZE: (\d+)", text))
+    assert ranks == list(range(world)) and sizes == {str(world)}
 
 
 GPU = "but this machine has no GPU"
