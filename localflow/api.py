@@ -100,6 +100,10 @@ class Run:
     object: dict | None = None
     pods: list = field(default_factory=list)
 
+    def __repr__(self) -> str:
+        return (f"Run(name={self.name!r}, kind={self.kind!r}, state={self.state!r}, tasks={len(self.tasks)}, "
+                f"outputs={sorted(self.outputs)!r}, workspace={str(self.workspace.root)!r})")
+
     @property
     def succeeded(self) -> bool:
         return self.state == "SUCCEEDED"

@@ -229,11 +229,17 @@ def get(kind, name, output, selector, run_name, namespace, all_namespaces, works
         return
     if info.kind == "Pod":
         headers = ["NAME", "READY", "STATUS", "RESTARTS", "AGE"] + (["IP", "NODE"] if output == "wide" else [])
-        click.echo(render.table(headers, [render.pod_row(p, output == "wide") for p in items]))
+        rows = [render.pod_row(p, output == "wide") for p in items]
     elif info.kind == "Event":
-        click.echo(render.table(["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"], [render.event_row(e) for e in items]))
+        headers = ["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"]
+        rows = [render.event_row(e) for e in items]
     else:
-        click.echo(render.table(["NAME", "STATE", "AGE"], [render.object_row(o) for o in items]))
+        headers = ["NAME", "STATE", "AGE"]
+        rows = [render.object_row(o) for o in items]
+    if ns is None and info.namespaced:  # -A: say where each object lives, as kubectl does
+        headers = ["NAMESPACE"] + headers
+        rows = [[o["metadata"].get("namespace", "")] + r for o, r in zip(items, rows)]
+    click.echo(render.table(headers, rows))
 
 
 def _metadata_id(what: str, name: str) -> int:
