@@ -71,9 +71,13 @@ MANAGED_LABEL = "localflow.dev/managed-by"
 NETWORK_LABEL = "localflow.dev/network"
 RUN_ID_LABEL = "localflow.dev/run-id"
 WORKSPACE_LABEL = "localflow.dev/workspace"
-#: Images a spec names that localflow's own base image stands in for when the engine lacks them and
-#: ``localflow.yaml`` maps them nowhere (``python:3.11`` is kfp's default ``base_image``).
-FALLBACK_IMAGES = (("python:3*", "localflow/python:3.11"), ("docker.io/library/python:3*", "localflow/python:3.11"))
+#: Images a spec names that localflow's own base images stand in for when the engine lacks them and
+#: ``localflow.yaml`` maps them nowhere (``python:3.11`` is kfp's default ``base_image``; busybox's
+#: shell and tools stand in for alpine's in the small shell commands container components run).
+FALLBACK_IMAGES = (("python:3*", "localflow/python:3.11"), ("docker.io/library/python:3*", "localflow/python:3.11"),
+                   ("alpine:*", "localflow/busybox:latest"), ("busybox:*", "localflow/busybox:latest"),
+                   ("docker.io/library/alpine:*", "localflow/busybox:latest"),
+                   ("docker.io/library/busybox:*", "localflow/busybox:latest"))
 NETWORK_PREFIX = "localflow-"
 _LOG_JOIN_S = 10.0
 _START_WAIT_S = 60.0
@@ -115,7 +119,7 @@ def missing_image_error(image: str, requested: str) -> ExecutorError:
         f"image {image!r}{mapped} is not in the local Docker engine, and localflow never pulls",
         fix=f"provide it with `docker load -i <file>.tar` or `docker build -t {image} <dir>`, build the base "
         f"images with `localflow images build-base`, or map it in localflow.yaml "
-        f"(images: {{{requested!r}: {{docker_image: localflow/python:3.11}}}}), or use --executor subprocess",
+        f"(images: {{{requested!r}: {{docker: localflow/python:3.11}}}}), or use --executor subprocess",
     )
 
 

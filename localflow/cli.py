@@ -358,17 +358,29 @@ def logs(pod, container, follow, namespace, workspace):
     from localflow.api import read_logs
 
     ws, store, md = _open_stores(workspace)
-    store.get("Pod", pod, namespace)  # NotFound with a hint
-    if container is None:
-        d = ws.logs_dir / namespace / pod
-        names = sorted(p.stem for p in d.glob("*.log")) if d.is_dir() else []
-        container = names[0] if len(names) == 1 else ("main" if "main" in names else None)
+    obj = store.get("Pod", pod, namespace)  # NotFound with a hint
+    spec = obj.get("spec") or {}
+    main = [c["name"] for c in spec.get("containers") or []]
+    every = main + [c["name"] for c in spec.get("initContainers") or []]
+    if container is None:  # kubectl's default: the only (or the default) regular container
+        if len(main) != 1 and "main" not in main:
+            raise SpecError("-c", f"pod {pod} has containers {', '.join(main)}", fix="choose one with -c NAME")
+        container = main[0] if len(main) == 1 else "main"
+    elif container not in every:
+        raise NotFound(f"pod {pod} has no container {container!r}", fix=f"containers: {', '.join(every)}")
+    if not (ws.logs_dir / namespace / pod / f"{container}.log").exists():
+        statuses = (obj.get("status") or {}).get("containerStatuses") or []
+        term = next(((cs.get("state") or {}).get("terminated") or {} for cs in statuses if cs.get("name") == container), {})
+        why = f": {term.get('reason')}" + (f": {term['message']}" if term.get("message") else "") if term else ""
+        if not follow or term:
+            raise NotFound(f"container {container!r} of pod {pod} never started{why}")
     if not follow:
         click.echo(read_logs(ws, pod, container, namespace), nl=False)
         return
     path = ws.logs_dir / namespace / pod / f"{container}.log"
     pos = 0
     while True:
+        chunk = b""
         if path.exists():
             with open(path, "rb") as f:
                 f.seek(pos)
@@ -472,15 +484,26 @@ def build_base(ctx):
     sys.exit(images_main(["build-base", *ctx.args]) or 0)
 
 
-def _terminated(signum, frame):
-    raise KeyboardInterrupt  # SIGTERM cancels a run as Ctrl-C does: Pods killed, everything recorded
+_interrupted = False
+
+
+def _interrupt(signum, frame):
+    """The first Ctrl-C or SIGTERM cancels the run (Pods killed, everything recorded); later ones
+    are ignored, so they cannot cut that recording short."""
+    global _interrupted
+    if _interrupted:
+        click.echo("localflow: already canceling; the Pods are being stopped", err=True)
+        return
+    _interrupted = True
+    raise KeyboardInterrupt
 
 
 def main() -> None:
     """Console-script entry point. SIGTERM is handled like Ctrl-C."""
     import signal
 
-    signal.signal(signal.SIGTERM, _terminated)
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     cli(prog_name="localflow")
 
 

@@ -199,7 +199,9 @@ class Scheduler:
         return created
 
     def kill_pod(self, name: str, namespace: str = "default", reason: str = "Killed") -> None:
-        """Kill a running Pod (its phase becomes Failed with ``reason``) or drop a pending one."""
+        """Kill a running Pod (its phase becomes Failed with ``reason``) or drop a pending one.
+        Returns at once: the kill (SIGTERM, then SIGKILL after the grace period) runs in the
+        background; watch the Pod, or :meth:`wait_idle`, to see it end."""
         with self._lock:
             entry = self._active.get((namespace, name))
             if entry is None:
@@ -214,7 +216,9 @@ class Scheduler:
             running = entry.running
         if running is not None:
             self.store.record_event(entry.manifest, "Killing", f"Stopping container(s) of pod {name}: {reason}")
-            running.kill(reason)
+            # asynchronous, like the API server's delete: Pods stop in parallel (each may wait out its
+            # grace period); the kubelet thread writes the end as usual
+            threading.Thread(target=running.kill, args=(reason,), name=f"kill-{name}", daemon=True).start()
 
     def delete_pod(self, name: str, namespace: str = "default") -> None:
         """Kill the Pod if it runs, then delete its object (cascading to what it owns)."""

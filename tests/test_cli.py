@@ -245,3 +245,29 @@ def test_sigterm_cancels_the_run_like_ctrl_c(tmp_path):
     assert runs[0]["state"] == "CANCELED"
     pods = json.loads(lf("get", "pods", "-w", tmp_path, "-o", "json", check=0).stdout)["items"]
     assert pods and all(p["status"]["phase"] == "Failed" for p in pods)
+
+
+def _job_yaml(tmp_path, name, replica_key="replicas", metadata=None, command=None):
+    job = {"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob", "metadata": metadata or {"name": name},
+           "spec": {"pytorchReplicaSpecs": {"Master": {replica_key: 1, "restartPolicy": "Never", "template": {"spec": {
+               "containers": [{"name": "pytorch", "image": "example/trainer:1",
+                               "command": command or [sys.executable, "-c", "pass"]}]}}}}}}
+    f = tmp_path / f"{name}.yaml"
+    f.write_text(yaml.safe_dump(job))
+    return f
+
+
+def test_a_misspelled_replica_field_and_a_scalar_metadata_are_spec_errors(tmp_path):
+    p = lf("run", _job_yaml(tmp_path, "typo", replica_key="replica"), "-w", tmp_path / "ws", check=2)
+    assert "pytorchReplicaSpecs.Master.replica: unknown field" in p.stderr and "replicas" in p.stderr
+    p = lf("run", _job_yaml(tmp_path, "meta", metadata="name pytorch-ddp"), "-w", tmp_path / "ws", check=2)
+    assert "PyTorchJob.metadata: must be a mapping" in p.stderr
+
+
+def test_logs_of_a_container_that_never_started_say_why(tmp_path):
+    f = _job_yaml(tmp_path, "nostart", command=["python3", "/opt/scenario/train.py"])
+    lf("run", f, "-w", tmp_path / "ws", check=1)
+    p = lf("logs", "nostart-master-0", "-w", tmp_path / "ws", check=1)
+    assert "never started: ContainerCannotRun" in p.stderr and "/opt/scenario/train.py" in p.stderr
+    p = lf("logs", "nostart-master-0", "-c", "nope", "-w", tmp_path / "ws", check=1)
+    assert "containers: pytorch" in p.stderr

@@ -134,3 +134,34 @@ def test_gc_after_localflow_is_killed_mid_run_leaves_nothing(tmp_path, docker_cl
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_ctrl_c_stops_every_container_in_parallel_and_records_the_cancel(tmp_path, docker_client, python_image):  # noqa: F811
+    ws = tmp_path / "ws"
+    proc = subprocess.Popen([sys.executable, "-m", "localflow", "run", str(PIPELINES / "sleep_fanout.yaml"),
+                             "-p", "seconds=300", "--no-cache", "--executor", "docker", "-w", str(ws)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        mine = []
+        while time.monotonic() < deadline and len(mine) < 4:
+            found = docker_client.containers.list(filters={"label": "localflow.dev/run-id", "status": "running"})
+            mine = [c for c in found if str(ws) in json.dumps(c.attrs.get("Mounts") or [])]
+            time.sleep(0.2)
+        assert len(mine) >= 4
+        run_id = mine[0].labels["localflow.dev/run-id"]
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)  # a second Ctrl-C must not cut the recording short
+        proc.wait(120)
+        # every container gets its grace period at the same time, not one after another
+        assert time.monotonic() - t0 < 25
+        assert proc.returncode == 130
+        assert _labelled(docker_client, run_id)[0] == []
+        runs = yaml.safe_load(subprocess.run([sys.executable, "-m", "localflow", "get", "runs", "-w", str(ws), "-o", "yaml"],
+                                             capture_output=True, text=True, check=True).stdout)
+        assert runs[0]["state"] == "CANCELED"
+    finally:
+        if proc.poll() is None:
+            proc.kill()

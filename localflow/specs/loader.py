@@ -130,4 +130,8 @@ def detect_kind(doc: dict[str, Any], path: str = "") -> str:
             f"expected {' or '.join(allowed)} (got {api})",
             fix=f"set apiVersion: {allowed[-1] if len(allowed) > 1 else allowed[0]}",
         )
+    for key in ("metadata", "spec"):
+        if key in doc and not isinstance(doc[key], dict):
+            raise SpecError(f"{prefix}{kind}.{key}", f"must be a mapping (got {type(doc[key]).__name__} {str(doc[key])[:40]!r})",
+                            fix="check the indentation and the ':' after each key")
     return kind

@@ -14,6 +14,8 @@ Entry points: :func:`load_job` (default + validate a v1 job, returns the default
 """
 from __future__ import annotations
 
+import difflib
+
 import re
 
 from localflow.errors import SpecError
@@ -202,6 +204,9 @@ def _pytorch_errors(spec: dict, rspecs: dict, errs: list[SpecError]) -> None:
         errs.append(SpecError(f"{path}.rdzvBackend", f"unsupported value {be!r}", fix="use c10d, etcd or etcd-v2"))
 
 
+_REPLICA_SPEC_FIELDS = ("replicas", "template", "restartPolicy")
+
+
 def job_errors(job: dict, *, gpus: int | None = None) -> list[SpecError]:
     """Every problem of a (defaulted) v1 job, in document order; ``[]`` when it is valid.
 
@@ -237,6 +242,12 @@ def job_errors(job: dict, *, gpus: int | None = None) -> list[SpecError]:
         if not isinstance(rs, dict):
             errs.append(SpecError(rpath, "must be a mapping with replicas, restartPolicy and template"))
             continue
+        for key in rs:  # ReplicaSpec has these fields only (kubeflow/training-operator pkg/apis/kubeflow.org/v1/common_types.go)
+            if key not in _REPLICA_SPEC_FIELDS:
+                near = difflib.get_close_matches(str(key), _REPLICA_SPEC_FIELDS, n=1)
+                errs.append(SpecError(f"{rpath}.{key}", "unknown field",
+                                      fix=f"did you mean {near[0]!r}?" if near else
+                                      f"a replica spec has: {', '.join(_REPLICA_SPEC_FIELDS)}"))
         n = rs.get("replicas", 1)
         if not _is_int(n):
             errs.append(SpecError(f"{rpath}.replicas", f"must be an integer (got {n!r})"))
