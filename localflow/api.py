@@ -230,7 +230,7 @@ def apply(spec: Any, workspace: str | os.PathLike | Workspace | None = None, *,
     """``kubectl apply``: create or replace the objects in ``spec`` (path, YAML text or dicts) in the
     workspace's object store, e.g. the Secrets, ConfigMaps and TrainingRuntimes that runs refer to.
 
-    Returns ``[("created" | "configured", stored object), ...]``. A Secret's ``stringData`` is
+    Returns ``[("created" | "configured" | "unchanged", stored object), ...]``. A Secret's ``stringData`` is
     merged into ``data`` base64-encoded, as the API server does. Kinds localflow runs (pipelines,
     training jobs) are refused with a
     pointer to ``localflow run``; a kind the store does not know is a :class:`SpecError` listing the
@@ -265,6 +265,11 @@ def apply(spec: Any, workspace: str | os.PathLike | Workspace | None = None, *,
                 current = store.get(obj.get("kind"), meta.get("name"), meta["namespace"])
             except _NotFound:
                 out.append(("created", store.create(obj)))
+                continue
+            same = all(obj.get(k) == current.get(k) for k in set(obj) | set(current) if k not in ("metadata", "status")) \
+                and all(meta.get(k) == current["metadata"].get(k) for k in ("labels", "annotations"))
+            if same:
+                out.append(("unchanged", current))
                 continue
             meta["uid"] = current["metadata"]["uid"]
             meta.pop("resourceVersion", None)

@@ -119,6 +119,8 @@ def test_bad_spec_exits_2_with_one_line(tmp_path, text, needle):
 def test_missing_required_parameter_names_it(specs, tmp_path):
     p = lf("run", specs / "hello.yaml", "-p", "nope=1", "-w", tmp_path, check=2)
     assert "nope" in p.stderr and "msg" in p.stderr
+    p = lf("run", specs / "hello.yaml", "-p", "mgs=1", "-w", tmp_path, check=2)
+    assert "did you mean 'msg'?" in p.stderr
 
 
 def test_delete_run_cascades_to_its_pods(specs, tmp_path):
@@ -172,7 +174,10 @@ def test_applied_secret_reaches_a_pipeline_task_as_env(tmp_path):
                       "data: {token: czNjcjN0}\n")
     p = lf("apply", "-f", secret, "-w", tmp_path / "ws", check=0)
     assert p.stdout.strip() == "secret/api created"
-    p = lf("apply", "-f", secret, "-w", tmp_path / "ws", check=0)  # applying again updates in place
+    p = lf("apply", "-f", secret, "-w", tmp_path / "ws", check=0)  # the same file again changes nothing
+    assert p.stdout.strip() == "secret/api unchanged"
+    secret.write_text(secret.read_text().replace("metadata: {name: api}", "metadata: {name: api, labels: {team: ml}}"))
+    p = lf("apply", "-f", secret, "-w", tmp_path / "ws", check=0)
     assert p.stdout.strip() == "secret/api configured"
     stored = json.loads(lf("get", "secrets", "api", "-w", tmp_path / "ws", "-o", "json", check=0).stdout)
     assert stored["data"] == {"token": "czNjcjN0"} and "stringData" not in stored

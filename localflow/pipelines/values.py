@@ -15,6 +15,7 @@ Follows kubeflow/pipelines ``api/v2alpha1/pipeline_spec.proto`` (ParameterType),
 """
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import re
@@ -326,10 +327,11 @@ def resolve_input_definitions(
     known = ", ".join(sorted(params)) or "none"
     for name in given:
         if name not in params:
+            near = difflib.get_close_matches(name, list(params), n=1)
             raise SpecError(
                 f"{path}.parameters['{name}']",
                 f"unknown parameter (known: {known})",
-                fix="check the spelling with the pipeline's inputDefinitions",
+                fix=f"did you mean {near[0]!r}?" if near else "check the spelling with the pipeline's inputDefinitions",
             )
     resolved: dict = {}
     for name, spec in params.items():
