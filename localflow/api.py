@@ -218,11 +218,23 @@ def run(spec: Any, params: dict | None = None, executor: str = "subprocess",
         raise SpecError(f"{source or 'spec'}: kind", f"localflow cannot run kind {kind!r} yet",
                         fix=f"runnable kinds: {', '.join(sorted(RUNNERS))}")
     if runtime is not None:
-        return runner(docs, runtime, params=params, cache=cache, namespace=namespace, on_task=on_task,
-                      source=source, **options)
+        return _with_config_hint(runner(docs, runtime, params=params, cache=cache, namespace=namespace,
+                                        on_task=on_task, source=source, **options), runtime, source)
     with open_runtime(workspace, executor, config=config, clock=clock) as rt:
-        return runner(docs, rt, params=params, cache=cache, namespace=namespace, on_task=on_task,
-                      source=source, **options)
+        return _with_config_hint(runner(docs, rt, params=params, cache=cache, namespace=namespace, on_task=on_task,
+                                        source=source, **options), rt, source)
+
+
+def _with_config_hint(run: Run, rt: Runtime, source: str | None) -> Run:
+    """A failed run that used no ``localflow.yaml`` while one lies beside its spec (as the bundled
+    scenarios have) says so in its error: that file is not read unless passed with ``--config``."""
+    if run.succeeded or rt.config.path is not None or not source or source.startswith("<"):
+        return run
+    beside = Path(source).resolve().parent / "localflow.yaml"
+    if beside.is_file():
+        hint = f"note: {os.path.relpath(beside)} maps this spec's images and was not used; pass --config {os.path.relpath(beside)}"
+        run.error = f"{run.error} ({hint})" if run.error else hint
+    return run
 
 
 def apply(spec: Any, workspace: str | os.PathLike | Workspace | None = None, *,

@@ -276,3 +276,10 @@ def test_logs_of_a_container_that_never_started_say_why(tmp_path):
     assert "never started: ContainerCannotRun" in p.stderr and "/opt/scenario/train.py" in p.stderr
     p = lf("logs", "nostart-master-0", "-c", "nope", "-w", tmp_path / "ws", check=1)
     assert "containers: pytorch" in p.stderr
+
+
+def test_a_failed_run_points_at_the_unused_localflow_yaml_beside_its_spec(tmp_path):
+    p = lf("run", ROOT / "scenarios/training/pytorchjob.yaml", "--name", "hint", "-w", tmp_path, check=1)
+    assert "/opt/scenario/pytorch_ddp.py" in p.stdout
+    assert "maps this spec's images and was not used; pass --config" in p.stdout
+    assert "scenarios/training/localflow.yaml" in p.stdout
