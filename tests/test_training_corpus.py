@@ -60,7 +60,20 @@ class Refused:
 
 
 def reports(lines: list[str]) -> list[dict]:
-    return [json.loads(line) for line in lines if line.startswith("{")]
+    """The JSON objects the scripts printed, in order. Processes that share one stdout (torchrun's
+    workers) interleave their writes, and print() writes a line's text and its newline separately,
+    so two objects can share a line: decode every object wherever it starts."""
+    out = []
+    decoder = json.JSONDecoder()
+    for line in lines:
+        i = 0
+        while line.startswith("{", i):  # a report starts the line or follows another one directly
+            try:
+                obj, i = decoder.raw_decode(line, i)
+            except ValueError:
+                break
+            out.append(obj)
+    return out
 
 
 def jax_allreduce(n: int):
