@@ -14,6 +14,7 @@ from __future__ import annotations
 from .base import (
     ContainerResult,
     ContainerSpec,
+    DrivenPod,
     Executor,
     ImageMapping,
     Mount,
@@ -31,6 +32,7 @@ __all__ = [
     "PodSpec",
     "Resources",
     "RunningPod",
+    "DrivenPod",
     "get_executor",
     "EXECUTOR_NAMES",
 ]

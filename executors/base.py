@@ -9,6 +9,7 @@ Modelled on kfp.local's one-method runner interface (kubeflow/pipelines
 from __future__ import annotations
 
 import abc
+import threading
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -152,6 +153,19 @@ class RunningPod(abc.ABC):
         """``{container name: containerID}`` of the containers started so far, in the Kubernetes
         ``<runtime>://<id>`` form (``process://<pid>``, ``docker://<id>``)."""
         return {}
+
+
+class DrivenPod(RunningPod):
+    """A RunningPod driven by one thread of its executor, which stores the results in
+    ``self._results`` and then sets ``self._done`` (a :class:`threading.Event`)."""
+
+    _done: "threading.Event"
+    _results: list[ContainerResult]
+
+    def wait(self, timeout: float | None = None) -> list[ContainerResult] | None:
+        if not self._done.wait(timeout):
+            return None
+        return list(self._results)
 
 
 class Executor(abc.ABC):

@@ -46,7 +46,7 @@ import uuid
 
 from localflow.errors import ExecutorError
 
-from .base import ContainerResult, ContainerSpec, Executor, PodSpec, RunningPod
+from .base import ContainerResult, ContainerSpec, DrivenPod, Executor, PodSpec
 
 __all__ = [
     "DockerExecutor",
@@ -267,7 +267,7 @@ class DockerExecutor(Executor):
         self._networks_created.clear()
 
 
-class DockerPod(RunningPod):
+class DockerPod(DrivenPod):
     """A Pod whose containers run on the Docker engine; one thread drives it.
 
     Beyond :class:`RunningPod`: :meth:`port_map` (container port -> published 127.0.0.1 port) and
@@ -294,11 +294,6 @@ class DockerPod(RunningPod):
         self._thread = threading.Thread(target=self._drive, name=f"docker-pod-{spec.name}", daemon=True)
 
     # -- RunningPod ------------------------------------------------------------------------
-    def wait(self, timeout: float | None = None) -> list[ContainerResult] | None:
-        if not self._done.wait(timeout):
-            return None
-        return list(self._results)
-
     def kill(self, reason: str = "Killed", grace_seconds: float = 5.0) -> None:
         """``docker stop`` every container (SIGTERM, SIGKILL after ``grace_seconds``, rounded up to
         whole seconds as Docker takes them), in parallel; returns when they have stopped."""

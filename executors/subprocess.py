@@ -35,7 +35,7 @@ import psutil
 from localflow.errors import ExecutorError
 
 from . import warm as _warm
-from .base import ContainerResult, ContainerSpec, Executor, PodSpec, RunningPod
+from .base import ContainerResult, ContainerSpec, DrivenPod, Executor, PodSpec
 
 _BASE_ENV_KEYS = ("LANG", "LC_ALL", "TZ", "TMPDIR", "VIRTUAL_ENV", "LD_LIBRARY_PATH", "SSL_CERT_FILE",
                   "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
@@ -73,7 +73,7 @@ class SubprocessExecutor(Executor):
         return running
 
 
-class SubprocessPod(RunningPod):
+class SubprocessPod(DrivenPod):
     """A Pod whose containers are process groups; driven by one thread."""
 
     def __init__(self, spec: PodSpec, default_python: str, warm: bool = False):
@@ -88,11 +88,6 @@ class SubprocessPod(RunningPod):
         self._thread = threading.Thread(target=self._drive, name=f"pod-{spec.name}", daemon=True)
 
     # -- RunningPod ------------------------------------------------------------------------
-    def wait(self, timeout: float | None = None) -> list[ContainerResult] | None:
-        if not self._done.wait(timeout):
-            return None
-        return list(self._results)
-
     def kill(self, reason: str = "Killed", grace_seconds: float = 5.0) -> None:
         with self._lock:
             if self._killed is None:

@@ -15,7 +15,6 @@ from localflow.errors import SpecError
 
 __all__ = ["Requirement", "parse_selector", "matches", "format_selector"]
 
-OPS = ("=", "!=", "in", "notin", "exists", "!", ">", "<")
 
 # A qualified label key: optional DNS prefix "/" name; values: alphanumerics, '-', '_', '.'.
 _KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import threading
 from dataclasses import dataclass
 from typing import Iterable
@@ -57,13 +56,6 @@ def workspace_id(workspace) -> str:
     import hashlib
 
     return hashlib.sha1(str(workspace.root).encode()).hexdigest()[:12]
-
-
-def free_port() -> int:
-    """A TCP port that is free on 127.0.0.1 right now (the kernel picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def pod_requests(pod: dict, path: str = "Pod.spec") -> tuple[float, int]:
