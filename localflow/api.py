@@ -67,7 +67,7 @@ def open_runtime(workspace: str | os.PathLike | Workspace | None = None, executo
     ex.check()
     store = ObjectStore(ws.db_path, clock=clock)
     metadata = MetadataStore(ws.db_path, clock=clock)
-    scheduler = Scheduler(store, ex, ws, images=cfg.images, clock=clock, capacity=capacity)
+    scheduler = Scheduler(store, ex, ws, images=cfg.images, clock=clock, capacity=capacity, host_paths=cfg.host_paths)
     rt = Runtime(ws, store, metadata, scheduler, cfg, clock)
     try:
         yield rt

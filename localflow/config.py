@@ -12,11 +12,17 @@ Shape (every key optional)::
         docker: localflow/python:3.11       # local image tag for the docker executor
         command: [python, /opt/app/train.py] # the image's ENTRYPOINT, for containers that set no command
         args: [--epochs, "1"]               # the image's CMD, for containers that set no args
+    hostPaths:
+      allow: [/data/shared]                 # host directories hostPath volumes may name (and below)
 
 Image keys are exact references or shell-style patterns (``fnmatch``); the first exact match
 wins, then the longest matching pattern. An image with no entry runs its command on the host as
 it is (subprocess) or as that local image (docker). Read by :func:`load_config`; passed down
 explicitly (no global config), as kfp.local's ``local.init`` recommends against singletons.
+
+``hostPaths.allow`` lists the host directories a spec's ``hostPath`` volumes may name (the
+directory itself or anything below it, symbolic links resolved); without it every ``hostPath``
+volume is refused. Relative entries are taken relative to this file.
 """
 from __future__ import annotations
 
@@ -58,10 +64,13 @@ class ImageMap:
 
 @dataclass
 class Config:
-    """Parsed ``localflow.yaml``: ``images`` (:class:`ImageMap`) and ``path`` it came from (or None)."""
+    """Parsed ``localflow.yaml``: ``images`` (:class:`ImageMap`), ``host_paths`` (resolved absolute
+    directories ``hostPath`` volumes may use, from ``hostPaths.allow``) and ``path`` it came from
+    (or None)."""
 
     images: ImageMap = field(default_factory=ImageMap)
     path: str | None = None
+    host_paths: tuple[str, ...] = ()
 
 
 def load_config(path: str | os.PathLike | None = None, *, cwd: str | os.PathLike | None = None) -> Config:
@@ -89,9 +98,10 @@ def parse_config(doc: dict, *, source: str = DEFAULT_CONFIG_NAME, base_dir: str 
     """Validate a config mapping; relative host paths are taken relative to ``base_dir``."""
     if not isinstance(doc, dict):
         raise SpecError(source, "must be a mapping with an 'images' key")
-    unknown = set(doc) - {"images"}
+    unknown = set(doc) - {"images", "hostPaths"}
     if unknown:
-        raise SpecError(f"{source}: {sorted(unknown)[0]}", "unknown key", fix="the known key is 'images'")
+        raise SpecError(f"{source}: {sorted(unknown)[0]}", "unknown key", fix="the known keys are 'images' and 'hostPaths'")
+    host_paths = _host_paths(doc.get("hostPaths"), f"{source}: hostPaths", base_dir)
     images = doc.get("images") or {}
     if not isinstance(images, dict):
         raise SpecError(f"{source}: images", "must map image references to settings")
@@ -123,4 +133,25 @@ def parse_config(doc: dict, *, source: str = DEFAULT_CONFIG_NAME, base_dir: str 
         entries[str(ref)] = ImageMapping(image=str(ref), python=python, workdir=settings.get("workdir"),
                                          paths=host_paths, env={str(k): str(v) for k, v in env.items()},
                                          docker_image=settings.get("docker"), **argv)
-    return Config(images=ImageMap(entries), path=source)
+    return Config(images=ImageMap(entries), path=source, host_paths=host_paths)
+
+
+def _host_paths(section, path: str, base_dir) -> tuple[str, ...]:
+    """``hostPaths: {allow: [dir, ...]}`` as resolved absolute paths (relative to ``base_dir``)."""
+    if section is None:
+        return ()
+    if not isinstance(section, dict) or set(section) - {"allow"}:
+        raise SpecError(path, "must be a mapping with the key 'allow'", fix="hostPaths: {allow: [/data/shared]}")
+    allow = section.get("allow") or []
+    if not isinstance(allow, list):
+        raise SpecError(f"{path}.allow", "must be a list of host directories", fix="allow: [/data/shared]")
+    out = []
+    for i, d in enumerate(allow):
+        if not isinstance(d, str) or not d or "\0" in d:
+            raise SpecError(f"{path}.allow[{i}]", f"must be a directory path (got {d!r})")
+        resolved = os.path.realpath(Path(base_dir) / os.path.expanduser(d))
+        if resolved == os.sep:
+            raise SpecError(f"{path}.allow[{i}]", "allows the whole filesystem",
+                            fix="list the directories Pods may mount, e.g. /data/shared")
+        out.append(resolved)
+    return tuple(out)

@@ -17,6 +17,7 @@ from localflow.controllers.sideobjects import RUN_ID_LABEL, SIDE_KINDS, create_s
 from localflow.errors import AlreadyExists, LocalflowError, SpecError, Unschedulable
 from localflow.training.kinds import KINDS
 from localflow.training.records import TrainingRunRecorder, job_outcome
+from localflow.volumes import validate_documents
 
 
 def run_pipeline(docs: list[dict], rt: Runtime, *, params=None, cache=True, namespace="default", on_task=None,
@@ -211,6 +212,7 @@ def run_training_job(docs: list[dict], rt: Runtime, *, namespace: str = "default
     job = next((d for d in docs if isinstance(d, dict) and d.get("kind") in KINDS), None)
     if job is None:
         raise SpecError(f"{source or 'spec'}", "holds no kubeflow.org/v1 training job", fix=f"kinds: {', '.join(KINDS)}")
+    validate_documents(docs, rt.workspace, rt.scheduler.host_paths)  # volumes and mounts, before anything is stored
     job = _named(job, run_name, namespace)
     ns, kind = job["metadata"]["namespace"], job["kind"]
     if ((job.get("spec") or {}).get("runPolicy") or {}).get("suspend") is True:
@@ -247,6 +249,7 @@ def run_trainjob(docs: list[dict], rt: Runtime, *, namespace: str = "default", o
         names = [f"{d.get('kind')}/{(d.get('metadata') or {}).get('name')}" for d in docs if isinstance(d, dict)]
         raise SpecError(f"{source or 'spec'}", f"holds no TrainJob (only {', '.join(names)})",
                         fix="add a TrainJob whose spec.runtimeRef names the runtime, in the same file")
+    validate_documents(docs, rt.workspace, rt.scheduler.host_paths)  # volumes and mounts, before anything is stored
     tj = _named(tj, run_name, namespace)
     ns = tj["metadata"]["namespace"]
     if (tj.get("spec") or {}).get("suspend") is True:

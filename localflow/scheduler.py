@@ -28,6 +28,7 @@ from localflow.config import ImageMap
 from localflow.errors import LocalflowError, SpecError, Unschedulable
 from localflow.executors.base import ContainerResult, ContainerSpec, Executor, Mount, PodSpec, Resources, RunningPod
 from localflow.quantity import format_cpu, format_memory, parse_cpu, parse_memory
+from localflow.volumes import check_mount_sources, container_mounts, resolve_volumes, validate_pod_volumes
 
 NODE_NAME = "localflow"
 NETWORK_ANNOTATION = "localflow.dev/network"
@@ -125,14 +126,16 @@ class Scheduler:
 
     ``store``: :class:`localflow.fakes.ObjectStore`; ``executor``: runs resolved Pods;
     ``workspace``: where logs and volumes live; ``images``: image map from ``localflow.yaml``;
-    ``capacity``: allocatable cpu/memory (default: the whole machine).
+    ``capacity``: allocatable cpu/memory (default: the whole machine); ``host_paths``: host
+    directories ``hostPath`` volumes may use (``localflow.yaml`` ``hostPaths.allow``; none by default).
     ``addressing`` is ``"loopback"`` (every Pod is 127.0.0.1, controllers give replicas distinct
     ports) or ``"dns"`` (Pods reach each other by hostname on a per-group network: docker).
     """
 
     def __init__(self, store, executor: Executor, workspace, images: ImageMap | None = None,
-                 clock: Clock = SYSTEM_CLOCK, capacity: Capacity | None = None):
+                 clock: Clock = SYSTEM_CLOCK, capacity: Capacity | None = None, host_paths=()):
         self.store = store
+        self.host_paths = tuple(host_paths)
         self.executor = executor
         self.workspace = workspace
         self.images = images or ImageMap()
@@ -153,7 +156,8 @@ class Scheduler:
         """Create the Pod object (phase Pending) and queue it for admission; returns the stored Pod.
 
         Raises :class:`Unschedulable` when its requests exceed the whole machine,
-        :class:`SpecError` for an invalid manifest.
+        :class:`SpecError` for an invalid manifest (volumes and mounts are checked here, before
+        anything is created: :func:`localflow.volumes.validate_pod_volumes`).
         """
         return self.submit_gang([pod], gang=None)[0]
 
@@ -165,6 +169,7 @@ class Scheduler:
         sized = []
         for pod in pods:
             _validate_pod(pod)
+            validate_pod_volumes(pod, f"Pod({pod['metadata']['name']}).spec", self.workspace, self.host_paths)
             sized.append((pod, *pod_requests(pod, f"Pod({pod['metadata']['name']}).spec")))
         total_cpu = sum(c for _, c, _ in sized)
         total_mem = sum(m for _, _, m in sized)
@@ -469,7 +474,8 @@ class Scheduler:
         uid = meta["uid"]
         pod_dir = str(self.workspace.pod_dir(uid))
         os.makedirs(pod_dir, exist_ok=True)
-        volumes = self._volumes(spec, pod_dir, ns)
+        volumes = resolve_volumes(spec, pod_dir, ns, store=self.store, workspace=self.workspace,
+                                  host_paths=self.host_paths, path=f"Pod({meta['name']}).spec")
         log_dir = os.path.join(self.workspace.logs_dir, ns, meta["name"])
         os.makedirs(log_dir, exist_ok=True)
         path = f"Pod({meta['name']}).spec"
@@ -490,14 +496,8 @@ class Scheduler:
                                 fix=f"set command, or add command: [...] for {image!r} under images: in localflow.yaml")
             command = [expand_vars(str(a), env) for a in (command or [])]
             args = [expand_vars(str(a), env) for a in (args or [])]
-            mounts = []
-            for j, vm in enumerate(c.get("volumeMounts") or []):
-                host = volumes.get(vm.get("name"))
-                if host is None:
-                    raise SpecError(f"{p}.volumeMounts[{j}].name", f"no volume named {vm.get('name')!r}",
-                                    fix=f"add it to {path}.volumes (known: {', '.join(sorted(volumes)) or 'none'})")
-                sub = vm.get("subPath")
-                mounts.append(Mount(os.path.join(host, sub) if sub else host, vm["mountPath"], bool(vm.get("readOnly"))))
+            mounts = container_mounts(c, volumes, env, p, expand_vars)
+            check_mount_sources(mounts, self.workspace, self.host_paths, f"{p}.volumeMounts")
             res = c.get("resources") or {}
             req, lim = res.get("requests") or {}, res.get("limits") or {}
             resources = Resources(
@@ -519,64 +519,6 @@ class Scheduler:
             init_containers=[container(c, "initContainers", i) for i, c in enumerate(spec.get("initContainers") or [])],
             labels=labels, hostname=spec.get("hostname"), subdomain=spec.get("subdomain"),
             network=f"{self.workspace_id}-{network}" if network else None, workdir=pod_dir)
-
-    def _volumes(self, spec: dict, pod_dir: str, ns: str) -> dict[str, str]:
-        out = {}
-        for i, v in enumerate(spec.get("volumes") or []):
-            name = v.get("name")
-            p = f"Pod.spec.volumes[{i}]"
-            if "emptyDir" in v:
-                host = os.path.join(pod_dir, "volumes", name)
-            elif "hostPath" in v:
-                host = os.path.abspath(v["hostPath"]["path"])
-            elif "persistentVolumeClaim" in v:
-                host = self.workspace.pvc_dir(v["persistentVolumeClaim"]["claimName"])
-            elif "configMap" in v or "secret" in v:
-                host = os.path.join(pod_dir, "volumes", name)
-                self._project_keys(v, host, ns, f"{p}")
-            else:
-                raise SpecError(p, f"volume {name!r} has a source localflow cannot map",
-                                fix="use emptyDir, hostPath, persistentVolumeClaim, configMap or secret")
-            os.makedirs(host, exist_ok=True)
-            out[name] = str(host)
-        return out
-
-    def _project_keys(self, v: dict, host: str, ns: str, path: str) -> None:
-        kind, key = ("ConfigMap", "configMap") if "configMap" in v else ("Secret", "secret")
-        ref = v[key]
-        name = ref.get("name") or ref.get("secretName")
-        try:
-            obj = self.store.get(kind, name, ns)
-        except LocalflowError:
-            if ref.get("optional"):
-                return
-            raise SpecError(f"{path}.{key}", f"{kind} {name!r} does not exist in namespace {ns!r}",
-                            fix=f"create it with `localflow apply -f {kind.lower()}.yaml` (or put it in the job's YAML) or mark the volume optional")
-        os.makedirs(host, exist_ok=True)
-        data = dict(obj.get("data") or {})
-        if kind == "Secret":
-            import base64
-
-            data = {k: base64.b64decode(val).decode() for k, val in data.items()}
-            data.update(obj.get("stringData") or {})
-        items = ref.get("items")
-        default_mode = ref.get("defaultMode", 0o644)
-        if items:
-            chosen = []
-            for j, it in enumerate(items):
-                if it.get("key") not in data:
-                    if ref.get("optional"):
-                        continue
-                    raise SpecError(f"{path}.{key}.items[{j}].key", f"{kind} {name!r} has no key {it.get('key')!r}")
-                chosen.append((it["path"], data[it["key"]], it.get("mode", default_mode)))
-        else:
-            chosen = [(k, val, default_mode) for k, val in data.items()]
-        for rel, val, mode in chosen:
-            target = os.path.join(host, rel)
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-            with open(target, "w") as f:
-                f.write(str(val))
-            os.chmod(target, int(mode))
 
     def _env(self, c: dict, pod: dict, path: str) -> dict[str, str]:
         env: dict[str, str] = {}

@@ -11,17 +11,12 @@ import os
 from pathlib import Path
 
 from localflow.errors import SpecError
+from localflow.safepath import check_component, safe_join
 
 __all__ = ["Workspace", "resolve_workspace", "ENV_VAR", "DEFAULT_DIR"]
 
 ENV_VAR = "LOCALFLOW_HOME"
 DEFAULT_DIR = ".localflow"
-
-
-def _safe_component(kind: str, name: str) -> str:
-    if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
-        raise SpecError(kind, f"{name!r} cannot name a directory", fix="use letters, digits, '-', '_' or '.'")
-    return name
 
 
 class Workspace:
@@ -36,13 +31,17 @@ class Workspace:
         self.artifacts_dir = self.root / "artifacts"
         self.logs_dir = self.root / "logs"
 
-    def pvc_dir(self, name: str) -> Path:
-        """Host directory backing PersistentVolumeClaim ``name`` (``pvc/<name>``)."""
-        return self.root / "pvc" / _safe_component("persistentVolumeClaim.claimName", name)
+    def pvc_dir(self, name: str, field: str = "persistentVolumeClaim.claimName") -> Path:
+        """Host directory backing PersistentVolumeClaim ``name`` (``pvc/<name>``). ``name`` must be
+        one directory entry (:func:`localflow.safepath.check_component`) and the result stay in the
+        workspace (no symbolic link out); else :class:`SpecError` at ``field``."""
+        return safe_join(self.root, "pvc", check_component(name, field, what="claim name"), field=field)
 
     def pod_dir(self, uid: str) -> Path:
-        """Private scratch directory of the Pod with ``uid`` (``pods/<uid>``)."""
-        return self.root / "pods" / _safe_component("Pod.metadata.uid", uid)
+        """Private scratch directory of the Pod with ``uid`` (``pods/<uid>``); SpecError for a uid
+        that is not one directory entry."""
+        return safe_join(self.root, "pods", check_component(uid, "Pod.metadata.uid", what="uid"),
+                         field="Pod.metadata.uid")
 
     def ensure(self) -> "Workspace":
         """Create the root and its standard directories if missing; returns self.

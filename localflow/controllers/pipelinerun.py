@@ -39,10 +39,12 @@ from localflow.clock import SYSTEM_CLOCK, Clock
 from localflow.controllers.ownership import owner_annotations
 from localflow.errors import LocalflowError, SpecError
 from localflow.pipelines import cel, launcher, placeholders, platform
+from localflow.pipelines.names import check_ir_names, check_platform_paths
 from localflow.pipelines.preflight import check_pipeline
 from localflow.pipelines.cache import fingerprint
 from localflow.pipelines.launcher import k8s_name as _k8s_name, random_suffix as _suffix
 from localflow.pipelines.values import cast_parameter, format_value, resolve_input_definitions
+from localflow.safepath import safe_join
 from localflow.specs.pipeline import PipelineDocument
 
 RUN_API_VERSION = "pipelines.kubeflow.org/v2beta1"
@@ -86,8 +88,9 @@ class _Node:
     """One running instance of a DAG component (root, group, nested pipeline, loop iteration)."""
 
     def __init__(self, component_name: str, component: dict, params: dict, artifacts: dict, prefix: str,
-                 owner: "_Task | None", execution_id: int | None):
+                 owner: "_Task | None", execution_id: int | None, dirs: tuple = ()):
         self.component_name = component_name
+        self.dirs = dirs  # raw task keys and loop indices from the root: the node's place on disk
         self.component = component
         self.params = params
         self.artifacts = artifacts
@@ -112,6 +115,7 @@ class _Task:
         self.spec = spec
         path = f"{node.prefix}.{key}" if node.prefix else key
         self.path = path
+        self.dirs = node.dirs + (key,)  # never split the dotted path: a key may hold '.' (or '/')
         display = (spec.get("taskInfo") or {}).get("name") or key
         self.record = TaskRecord(name=path, task=key, display_name=display, kind="container")
         self.params: dict = {}
@@ -171,6 +175,8 @@ class PipelineRunController:
         self.pipeline_name = doc.name
         root = self.spec.get("root") or {}
         check_pipeline(self.spec)
+        check_ir_names(self.spec)  # names that become paths of the run
+        check_platform_paths(self.platform)
         for name, d in ((root.get("inputDefinitions") or {}).get("artifacts") or {}).items():
             if not (d or {}).get("isOptional"):
                 raise SpecError(f"root.inputDefinitions.artifacts['{name}']",
@@ -182,7 +188,9 @@ class PipelineRunController:
         self.run_id = str(uuid.uuid4())
         self.run_name = run_name or f"{_k8s_name(self.pipeline_name, 57)}-{_suffix()}"
         self.create_time = clock.rfc3339()
-        self.run_root = os.path.join(str(workspace.artifacts_dir), _k8s_name(self.pipeline_name, 100), self.run_id)
+        # sanitized name and a uuid: nothing from the spec reaches the path raw
+        self.run_root = str(safe_join(workspace.root, "artifacts", _k8s_name(self.pipeline_name, 100), self.run_id,
+                                      field="pipelineInfo.name"))
         self.spec_path = spec_path
         self.tasks: dict[str, TaskRecord] = {}
         self._pods: dict[str, _Task] = {}
@@ -300,7 +308,7 @@ class PipelineRunController:
             elif "dag" in comp:
                 t.record.kind = "dag"
                 self._set_state(t, "RUNNING")
-                t.child = self._new_node(comp_name, comp, t.params, t.artifacts, t.path, t)
+                t.child = self._new_node(comp_name, comp, t.params, t.artifacts, t.path, t, t.dirs)
                 self._advance(t.child)
             else:
                 label = comp.get("executorLabel")
@@ -348,12 +356,12 @@ class PipelineRunController:
             if kind == "dag":
                 self._record_skipped_dag(sub, rec.name, error)
 
-    def _new_node(self, comp_name, comp, params, artifacts, prefix, owner) -> _Node:
+    def _new_node(self, comp_name, comp, params, artifacts, prefix, owner, dirs=()) -> _Node:
         exec_id = self.metadata.create_execution(self.run_id, "system.DAGExecution", prefix, state="RUNNING",
                                                  inputs={"parameters": params}, parent_id=owner.node.execution_id if owner else None)
         self.metadata.associate(self.run_ctx, exec_id)
         self.metadata.update_execution(exec_id, started=True)
-        node = _Node(comp_name, comp, dict(params), dict(artifacts), prefix, owner, exec_id)
+        node = _Node(comp_name, comp, dict(params), dict(artifacts), prefix, owner, exec_id, tuple(dirs))
         for task in node.tasks.values():
             self.tasks[task.path] = task.record
         return node
@@ -574,7 +582,7 @@ class PipelineRunController:
                 params[item_input] = value
             else:
                 arts[item_input] = value
-            child = self._new_node(comp_name, comp, params, arts, f"{t.path}[{i}]", t)
+            child = self._new_node(comp_name, comp, params, arts, f"{t.path}[{i}]", t, t.dirs + (str(i),))
             rec = TaskRecord(name=child.prefix, task=t.key, display_name=f"{t.record.display_name}[{i}]",
                              kind="iteration", state="RUNNING", started_at=self.clock.rfc3339(),
                              inputs={"parameters": {item_input: value} if kind == "param" else {},
@@ -649,7 +657,7 @@ class PipelineRunController:
                     return
         t.attempt += 1
         t.record.attempts = t.attempt
-        task_root = launcher.prepare_task_root(self.run_root, t.path, t.attempt)
+        task_root = launcher.prepare_task_root(self.run_root, t.dirs, t.attempt)
         executor_input = launcher.executor_input(t.params, t.artifacts, comp, task_root)
         exec_id = self.metadata.create_execution(
             self.run_id, "system.ContainerExecution", t.path, state="NEW", inputs=t.record.inputs,
@@ -734,6 +742,7 @@ class PipelineRunController:
         t.record.execution_id = exec_id
         if op == "create":
             name = platform.pvc_name(t.params, f"{path}.inputs.parameters")
+            self.workspace.pvc_dir(name, f"{path}.inputs.parameters['pvc_name']")  # one directory name, or refused
             if self._exists("PersistentVolumeClaim", name):
                 raise SpecError(f"{path}.inputs.parameters['pvc_name']", f"PersistentVolumeClaim {name!r} already exists",
                                 fix=f"delete it first (localflow delete pvc {name}) or use pvc_name_suffix")
@@ -753,7 +762,7 @@ class PipelineRunController:
                 raise SpecError(f"{path}.inputs.parameters['pvc_name']", "DeletePVC needs the name of a PVC")
             if self._exists("PersistentVolumeClaim", name):
                 self.store.delete("PersistentVolumeClaim", name, self.namespace)
-            shutil.rmtree(self.workspace.pvc_dir(name), ignore_errors=True)
+            shutil.rmtree(self.workspace.pvc_dir(name, f"{path}.inputs.parameters['pvc_name']"), ignore_errors=True)
         self.metadata.update_execution(exec_id, state="COMPLETE", outputs=self._outputs_for_md(t), finished=True)
         self._set_state(t, "SUCCEEDED")
 
@@ -821,7 +830,8 @@ class PipelineRunController:
         """Collect the task's outputs (:func:`localflow.pipelines.launcher.collect_outputs`) and record
         each output artifact in metadata: an artifact, an OUTPUT event, attribution to the run."""
         ctx = t.exec_ctx
-        params, arts = launcher.collect_outputs(ctx["executor_input"], ctx["component"], f"task {t.path}")
+        params, arts = launcher.collect_outputs(ctx["executor_input"], ctx["component"], f"task {t.path}",
+                                                root=self.run_root)
         for k, result in arts.items():
             for i, a in enumerate(result):
                 aid = self.metadata.create_artifact(a["uri"], (a.get("type") or {}).get("schemaTitle", "system.Artifact"),

@@ -30,21 +30,38 @@ from localflow.errors import ExecutorError, SpecError
 from localflow.pipelines import bootstrap, placeholders
 from localflow.pipelines.platform import PodPatch
 from localflow.pipelines.values import cast_parameter, read_output_parameter
+from localflow.safepath import encode_component, safe_join, within
 from localflow.training.gpus import detect_gpus
 
-__all__ = ["prepare_task_root", "executor_input", "local_lightweight", "main_container", "task_pod", "resources",
+__all__ = ["prepare_task_root", "task_dir_parts", "executor_input", "local_lightweight", "main_container", "task_pod", "resources",
            "collect_outputs", "importer_source", "log_tail", "pod_failure", "copy_content", "public_artifact",
            "k8s_name", "random_suffix"]
 
 
-def prepare_task_root(run_root: str, task_path: str, attempt: int) -> str:
-    """Create and return the directory of one attempt of a task: ``<run_root>/<task path split on
-    '.' and loop brackets>/attempt-<n>``, with ``outputs/parameters`` inside it (the launcher's
-    ``prepareOutputFolders`` in ``launcher_v2.go``). ``for-loop-2[0].square`` attempt 1 ->
-    ``<run_root>/for-loop-2/0/square/attempt-1``."""
-    task_root = os.path.join(run_root, *task_path.replace("[", "/").replace("]", "").split("."), f"attempt-{attempt}")
-    os.makedirs(os.path.join(task_root, "outputs", "parameters"), exist_ok=True)
-    return task_root
+#: Entries of an attempt's directory that are not artifacts (an artifact of that name is encoded).
+_TASK_ROOT_ENTRIES = ("outputs", "executor_output.json")
+
+
+def task_dir_parts(task_dirs) -> list[str]:
+    """The directory names of a task inside its run: each element of ``task_dirs`` (the DAG task
+    keys and loop indices from the root to the task, e.g. ``("for-loop-2", 0, "square")``) encoded
+    with :func:`localflow.safepath.encode_component`, so any task name stays one directory."""
+    return [encode_component(str(d)) for d in task_dirs]
+
+
+def prepare_task_root(run_root: str, task_dirs, attempt: int) -> str:
+    """Create and return the directory of one attempt of a task:
+    ``<run_root>/<encoded task keys and loop indices>/attempt-<n>``, with ``outputs/parameters``
+    inside it (the launcher's ``prepareOutputFolders`` in ``launcher_v2.go``).
+    ``("for-loop-2", 0, "square")`` attempt 1 -> ``<run_root>/for-loop-2/0/square/attempt-1``; a task
+    named ``a.b`` is the directory ``a.b``, one named ``../x`` the directory ``%2E.%2Fx``.
+    Raises :class:`SpecError` when a symbolic link would lead the directory out of ``run_root``."""
+    if isinstance(task_dirs, str):
+        task_dirs = [task_dirs]
+    task_root = safe_join(run_root, *task_dir_parts(task_dirs), f"attempt-{int(attempt)}", field="task path")
+    os.makedirs(task_root / "outputs" / "parameters", exist_ok=True)
+    safe_join(run_root, os.path.relpath(task_root / "outputs" / "parameters", run_root), field="task path")
+    return str(task_root)
 
 
 def executor_input(params: dict, artifacts: dict, component: dict, task_root: str) -> dict:
@@ -56,14 +73,15 @@ def executor_input(params: dict, artifacts: dict, component: dict, task_root: st
     attempt's directory. Output parameter files are ``<task_root>/outputs/parameters/<name>``, output
     artifact URIs ``<task_root>/<name>`` and the executor output file
     ``<task_root>/executor_output.json``, as the driver provisions them
-    (``backend/src/v2/driver/driver.go`` ``provisionOutputs``).
+    (``backend/src/v2/driver/driver.go`` ``provisionOutputs``); names are encoded
+    (:func:`localflow.safepath.encode_component`), so every file stays in ``task_root``.
     """
     outs = component.get("outputDefinitions") or {}
-    out_params = {k: {"outputFile": os.path.join(task_root, "outputs", "parameters", k)}
+    out_params = {k: {"outputFile": os.path.join(task_root, "outputs", "parameters", encode_component(k))}
                   for k in outs.get("parameters") or {}}
     out_arts = {}
     for k, d in (outs.get("artifacts") or {}).items():
-        uri = os.path.join(task_root, k)
+        uri = os.path.join(task_root, encode_component(k, reserved=_TASK_ROOT_ENTRIES))
         out_arts[k] = {"artifacts": [{"name": k, "type": d.get("artifactType") or {"schemaTitle": "system.Artifact"},
                                       "uri": uri, "metadata": dict(d.get("metadata") or {})}]}
     return {
@@ -172,7 +190,7 @@ def resources(res: dict, ctx: placeholders.PlaceholderContext, path: str) -> dic
     return {k: v for k, v in out.items() if v}
 
 
-def collect_outputs(executor_input: dict, component: dict, where: str) -> tuple[dict, dict]:
+def collect_outputs(executor_input: dict, component: dict, where: str, root: str | None = None) -> tuple[dict, dict]:
     """launcher_v2.go output rules: executor output JSON, then parameter files, then artifacts.
 
     ``executor_input``: the attempt's ExecutorInput (:func:`executor_input`); ``component``: its
@@ -182,7 +200,8 @@ def collect_outputs(executor_input: dict, component: dict, where: str) -> tuple[
     and ``metadata`` merged in; content left at a ``customPath`` is copied to the URI). Nothing is
     recorded: the caller records the artifacts in metadata. Raises SpecError for an executor output
     that is not JSON or a declared parameter that was not written, ExecutorError when custom-path
-    content cannot be copied.
+    content cannot be copied or would be copied outside ``root`` (the run's directory; default:
+    the attempt's directory).
     """
     ei = executor_input
     out_file = ei["outputs"]["outputFile"]
@@ -225,7 +244,8 @@ def collect_outputs(executor_input: dict, component: dict, where: str) -> tuple[
             if custom:
                 # the launcher uploads what the task left at its custom path to the artifact's URI
                 # (launcher_v2.go retrieveArtifactPath); consumers then read it from the URI
-                copy_content(custom, placeholders.uri_to_path(a["uri"]), f"{path}: output artifact '{k}'")
+                copy_content(custom, placeholders.uri_to_path(a["uri"]), f"{path}: output artifact '{k}'",
+                             root=root or os.path.dirname(out_file))
             if e.get("name") and len(entries) > 1:
                 a["name"] = e["name"]
             result.append(a)
@@ -295,15 +315,18 @@ def pod_failure(pod: dict, log_tail: str) -> str:
     return msg
 
 
-def copy_content(src: str, dst: str, where: str) -> None:
+def copy_content(src: str, dst: str, where: str, root: str | None = None) -> None:
     """Copy a file or directory tree from ``src`` to ``dst`` (nothing when they are the same or
-    ``src`` is missing: an artifact with no content is allowed)."""
+    ``src`` is missing: an artifact with no content is allowed). With ``root``, ``dst`` must lie
+    inside it (symbolic links resolved), else ExecutorError: localflow writes only into the run."""
     if not os.path.exists(src) or os.path.abspath(src) == os.path.abspath(dst):
         return
+    if root is not None and not within(dst, root):
+        raise ExecutorError(f"{where}: refusing to copy {src} to {dst}, outside the run's directory {root}")
     try:
         os.makedirs(os.path.dirname(dst) or ".", exist_ok=True)
         if os.path.isdir(src):
-            shutil.copytree(src, dst, dirs_exist_ok=True)
+            shutil.copytree(src, dst, symlinks=True, dirs_exist_ok=True)  # links are copied, not followed
         else:
             shutil.copy2(src, dst)
     except OSError as e:

@@ -39,6 +39,8 @@ from typing import Callable
 
 import copy
 import os
+import stat
+from pathlib import Path
 
 from localflow.clock import SYSTEM_CLOCK, Clock
 from localflow.errors import LocalflowError, NotFound
@@ -236,15 +238,18 @@ class TrainingRunRecorder:
         for claim in sorted(claims):
             producer = self._producer(claims[claim])
             mount = next(v["mountPath"] for v in producer.volumes if v["claim"] == claim)
-            root = self.ws.pvc_dir(claim)
+            try:
+                root = self.ws.pvc_dir(claim)
+            except LocalflowError:  # a claim name that is no directory name was refused before any Pod ran
+                continue
             if not root.is_dir():
                 continue
-            for path in sorted(root.rglob("*")):
+            for path in sorted(_files_below(root)):
                 try:
-                    st = path.stat()
+                    st = path.lstat()
                 except OSError:
                     continue
-                if not path.is_file() or st.st_mtime < since:
+                if not stat.S_ISREG(st.st_mode) or st.st_mtime < since:  # symbolic links are not followed
                     continue
                 if count >= _MAX_ARTIFACTS:
                     return
@@ -260,6 +265,15 @@ class TrainingRunRecorder:
                     pass
                 self.md.attribute(self.context_id, aid)
                 count += 1
+
+
+def _files_below(root: Path) -> list[Path]:
+    """Every entry below ``root`` without following symbolic links to directories (a link planted in
+    a claim must not make the walk record files outside the workspace)."""
+    out = []
+    for d, dirs, files in os.walk(root, followlinks=False):
+        out.extend(Path(d) / f for f in files)
+    return out
 
 
 # ---------------------------------------------------------------- runs whose localflow process died
