@@ -380,3 +380,51 @@ def test_odd_but_legal_names_run_and_their_outputs_land_in_the_run_dir(box):
     assert uri.parent.name == "attempt-1" and uri.parent.parent.name == "make.v2"
     assert task.outputs["parameters"]["note"] == "ok"
     box.assert_nothing_outside()
+
+
+def test_a_trainjob_runtime_patch_with_a_host_path_is_refused(box):
+    tj = {"apiVersion": "trainer.kubeflow.org/v1alpha1", "kind": "TrainJob", "metadata": {"name": "tj"},
+          "spec": {"runtimeRef": {"apiGroup": "trainer.kubeflow.org", "kind": "ClusterTrainingRuntime",
+                                  "name": "torch-distributed"},
+                   "trainer": {"numNodes": 1, "image": "python:3.11", "command": ["sh", "-c", "echo ok"]},
+                   "runtimePatches": [{"manager": "test", "trainingRuntimeSpec": {"template": {"spec": {
+                       "replicatedJobs": [{"name": "node", "template": {"spec": {"template": {"spec": {
+                           "volumes": [{"name": "h", "hostPath": {"path": f"/tmp/{box.token}"}}],
+                           "containers": [{"name": "node", "volumeMounts": [{"name": "h", "mountPath": "/h"}]}]}}}}}]}}}}]}}
+    box.refused(box.write("tj.yaml", [tj]), "TrainJob.spec.runtimePatches[0].trainingRuntimeSpec.template.spec"
+                                            ".replicatedJobs[0].template.spec.template.spec.volumes[0].hostPath.path")
+
+
+def test_every_bind_source_must_be_in_the_workspace_or_an_allowed_directory(tmp_path):
+    from localflow.executors.base import Mount
+    from localflow.volumes import check_mount_sources
+    from localflow.workspace import Workspace
+
+    ws = Workspace(tmp_path / "ws").ensure()
+    allowed = tmp_path / "shared"
+    allowed.mkdir()
+    check_mount_sources([Mount(str(ws.root / "pvc" / "x"), "/x"), Mount(str(allowed / "a"), "/a")], ws,
+                        (str(allowed),), "Pod(p).spec.containers[0].volumeMounts")
+    with pytest.raises(SpecError, match=r"^Pod\(p\)\.spec\.containers\[0\]\.volumeMounts: .*outside the workspace"):
+        check_mount_sources([Mount("/etc", "/etc")], ws, (str(allowed),), "Pod(p).spec.containers[0].volumeMounts")
+
+
+def test_mounts_of_allowed_host_paths_are_marked_for_the_executors(tmp_path):
+    from localflow.executors.base import Mount
+    from localflow.scheduler import expand_vars
+    from localflow.volumes import container_mounts, resolve_volumes
+    from localflow.workspace import Workspace
+
+    if "kind" not in Mount.__dataclass_fields__:
+        pytest.skip("executors.base.Mount has no kind yet")
+    ws = Workspace(tmp_path / "ws").ensure()
+    allowed = tmp_path / "shared"
+    allowed.mkdir()
+    spec = {"volumes": [{"name": "h", "hostPath": {"path": str(allowed)}}, {"name": "e", "emptyDir": {}}],
+            "containers": [{"name": "c", "volumeMounts": [{"name": "h", "mountPath": "/h"},
+                                                          {"name": "e", "mountPath": "/e", "subPath": "s"}]}]}
+    vols = resolve_volumes(spec, str(ws.pod_dir("u1")), "default", store=None, workspace=ws,
+                           host_paths=(str(allowed),))
+    mounts = container_mounts(spec["containers"][0], vols, {}, "Pod(p).spec.containers[0]", expand_vars)
+    assert [(m.kind, m.host_path) for m in mounts] == [
+        ("hostPath", str(allowed)), ("volume", str(ws.pod_dir("u1") / "volumes" / "e" / "s"))]
