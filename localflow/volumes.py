@@ -51,7 +51,8 @@ def _items(ref: dict, path: str) -> None:
         if not isinstance(it, dict):
             raise SpecError(f"{path}.items[{j}]", "must be a mapping with key and path")
         value = it.get("path")
-        check_relative(value, p)
+        if not check_relative(value, p):
+            raise SpecError(p, f"{value!r} names the volume itself, not a file in it", fix="name a file")
         if value.startswith(".."):  # validateLocalNonReservedPath: kubelet's own ..data entries
             raise SpecError(p, f"the path {value!r} must not start with '..'", fix="rename the file")
 

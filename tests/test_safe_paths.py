@@ -428,3 +428,18 @@ def test_mounts_of_allowed_host_paths_are_marked_for_the_executors(tmp_path):
     mounts = container_mounts(spec["containers"][0], vols, {}, "Pod(p).spec.containers[0]", expand_vars)
     assert [(m.kind, m.host_path) for m in mounts] == [
         ("hostPath", str(allowed)), ("volume", str(ws.pod_dir("u1") / "volumes" / "e" / "s"))]
+
+
+@pytest.mark.parametrize("vname", ["/tmp/{token}", "../../../../../../../../tmp/{token}", ".."])
+def test_a_volume_named_like_a_path_writes_nothing_outside(box, vname):
+    vname = vname.format(token=box.token)
+    cm = config_map("cm", {"k": "v"})
+    job = tfjob("vn", volumes=[{"name": vname, "emptyDir": {}}, {"name": "c" + vname, "configMap": {"name": "cm"}}],
+                mounts=[{"name": vname, "mountPath": "/e"}, {"name": "c" + vname, "mountPath": "/c"}],
+                command=["sh", "-c", 'echo x > "$0/f"'], args=["/e"])
+    p = lf("run", box.write("vn.yaml", [cm, job]), "-w", box.ws)
+    assert p.returncode in (0, 2), p.stderr  # refused as no DNS label, or run with the name encoded
+    if p.returncode == 0:
+        pods = list((box.ws / "pods").iterdir())
+        assert [f.read_text() for f in pods[0].glob("volumes/*/f")] == ["x\n"]
+    box.assert_nothing_outside()
