@@ -13,6 +13,10 @@ task Pod (``backend/src/v2/driver/k8s.go`` ``initPodSpecPatch`` / ``extendPodSpe
   ``genericEphemeralVolume`` -> ``emptyDir`` volumes;
 - ``podMetadata`` -> labels and annotations; ``activeDeadlineSeconds`` -> the Pod's.
 
+Claim names, ``subPath`` values and volume names never reach a host path unchecked: constants are
+checked before the run (:func:`localflow.pipelines.names.check_platform_paths`), every value when
+the task's Pod is submitted (:func:`localflow.volumes.validate_pod_volumes`).
+
 Names given as ``*NameParameter`` (``runtimeValue``, ``componentInputParameter``,
 ``taskOutputParameter``) are resolved by the caller's ``resolve(spec, path)``. Scheduling hints
 that mean nothing on one node (``nodeSelector``, ``tolerations``, ``nodeAffinity``,
