@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from localflow import dbconn
 from localflow.clock import SYSTEM_CLOCK, Clock
 from localflow.config import Config, load_config
 from localflow.errors import NotFound, RunFailed, SpecError
@@ -67,7 +68,9 @@ def open_runtime(workspace: str | os.PathLike | Workspace | None = None, executo
     ex.check()
     store = ObjectStore(ws.db_path, clock=clock)
     metadata = MetadataStore(ws.db_path, clock=clock)
-    scheduler = Scheduler(store, ex, ws, images=cfg.images, clock=clock, capacity=capacity, host_paths=cfg.host_paths)
+    dbconn.reserve_space(ws.db_path)  # room to record a failure when a task fills the disk
+    scheduler = Scheduler(store, ex, ws, images=cfg.images, clock=clock, capacity=capacity, host_paths=cfg.host_paths,
+                          max_pods=cfg.max_pods)
     rt = Runtime(ws, store, metadata, scheduler, cfg, clock)
     try:
         yield rt

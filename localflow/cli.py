@@ -495,7 +495,9 @@ def _interrupt(signum, frame):
         click.echo("localflow: already canceling; the Pods are being stopped", err=True)
         return
     _interrupted = True
-    raise KeyboardInterrupt
+    from localflow.faults import on_signal
+
+    on_signal()  # raises KeyboardInterrupt now, or when the run's recording section ends
 
 
 def main() -> None:

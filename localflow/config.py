@@ -14,6 +14,8 @@ Shape (every key optional)::
         args: [--epochs, "1"]               # the image's CMD, for containers that set no args
     hostPaths:
       allow: [/data/shared]                 # host directories hostPath volumes may name (and below)
+    node:
+      maxPods: 110                          # kubelet's maxPods: Pods running at once; more wait Pending
 
 Image keys are exact references or shell-style patterns (``fnmatch``); the first exact match
 wins, then the longest matching pattern. An image with no entry runs its command on the host as
@@ -71,6 +73,7 @@ class Config:
     images: ImageMap = field(default_factory=ImageMap)
     path: str | None = None
     host_paths: tuple[str, ...] = ()
+    max_pods: int = 110  # node: {maxPods: N}: kubelet's maxPods, Pods that may run at once
 
 
 def load_config(path: str | os.PathLike | None = None, *, cwd: str | os.PathLike | None = None) -> Config:
@@ -98,10 +101,12 @@ def parse_config(doc: dict, *, source: str = DEFAULT_CONFIG_NAME, base_dir: str 
     """Validate a config mapping; relative host paths are taken relative to ``base_dir``."""
     if not isinstance(doc, dict):
         raise SpecError(source, "must be a mapping with an 'images' key")
-    unknown = set(doc) - {"images", "hostPaths"}
+    unknown = set(doc) - {"images", "hostPaths", "node"}
     if unknown:
-        raise SpecError(f"{source}: {sorted(unknown)[0]}", "unknown key", fix="the known keys are 'images' and 'hostPaths'")
+        raise SpecError(f"{source}: {sorted(unknown)[0]}", "unknown key",
+                        fix="the known keys are 'images', 'hostPaths' and 'node'")
     host_paths = _host_paths(doc.get("hostPaths"), f"{source}: hostPaths", base_dir)
+    max_pods = _node_max_pods(doc.get("node"), source)
     images = doc.get("images") or {}
     if not isinstance(images, dict):
         raise SpecError(f"{source}: images", "must map image references to settings")
@@ -133,7 +138,7 @@ def parse_config(doc: dict, *, source: str = DEFAULT_CONFIG_NAME, base_dir: str 
         entries[str(ref)] = ImageMapping(image=str(ref), python=python, workdir=settings.get("workdir"),
                                          paths=host_paths, env={str(k): str(v) for k, v in env.items()},
                                          docker_image=settings.get("docker"), **argv)
-    return Config(images=ImageMap(entries), path=source, host_paths=host_paths)
+    return Config(images=ImageMap(entries), path=source, host_paths=host_paths, max_pods=max_pods)
 
 
 def _host_paths(section, path: str, base_dir) -> tuple[str, ...]:
@@ -155,3 +160,19 @@ def _host_paths(section, path: str, base_dir) -> tuple[str, ...]:
                             fix="list the directories Pods may mount, e.g. /data/shared")
         out.append(resolved)
     return tuple(out)
+
+
+def _node_max_pods(node, source: str) -> int:
+    """``node: {maxPods: N}`` (kubelet's ``--max-pods``, default 110): a positive int32."""
+    if node is None:
+        return 110
+    if not isinstance(node, dict):
+        raise SpecError(f"{source}: node", "must be a mapping", fix="e.g. node: {maxPods: 20}")
+    bad = set(node) - {"maxPods"}
+    if bad:
+        raise SpecError(f"{source}: node.{sorted(bad)[0]}", "unknown key", fix="the known key is 'maxPods'")
+    value = node.get("maxPods", 110)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 2**31 - 1:
+        raise SpecError(f"{source}: node.maxPods", f"must be a whole number from 1 to {2**31 - 1} (got {value!r})",
+                        fix="e.g. maxPods: 110 (kubelet's default)")
+    return value

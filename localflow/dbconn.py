@@ -6,11 +6,17 @@ object store (``localflow.fakes``) and ``localflow.metadata`` both use it.
 """
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from contextlib import contextmanager
 
 BUSY_TIMEOUT_S = 10.0
+# Kept allocated beside the database and deleted when SQLite finds the disk full, so the writes that
+# record the failure (a Pod's end, a run's FAILED) still fit: a task that fills the workspace's disk
+# must not leave its run RUNNING for want of a few pages.
+RESERVE_BYTES = 8 << 20
+_reserve_used: set[str] = set()
 
 
 def connect(db_path: str) -> sqlite3.Connection:
@@ -38,16 +44,102 @@ def retry_locked(fn, seconds: float = BUSY_TIMEOUT_S):
             delay = min(delay * 2, 0.2)
 
 
+def is_full_error(err: sqlite3.Error) -> bool:
+    """SQLite's SQLITE_FULL (``database or disk is full``)."""
+    return getattr(err, "sqlite_errorcode", None) == 13 or "disk is full" in str(err)
+
+
+def reserve_path(db_path) -> str:
+    """The space reserve of a database file: ``<db>-reserve`` beside it."""
+    return f"{db_path}-reserve"
+
+
+def reserve_space(db_path, nbytes: int = RESERVE_BYTES) -> bool:
+    """Allocate the space reserve of ``db_path`` (really allocated: ``posix_fallocate``) unless it
+    exists; False when there is no room for it (the disk is already full)."""
+    path = reserve_path(db_path)
+    if os.path.exists(path):
+        return True
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return True
+    except OSError:
+        return False
+    try:
+        try:
+            os.posix_fallocate(fd, 0, nbytes)
+        except (AttributeError, OSError) as err:
+            if getattr(err, "errno", None) not in (None, 95):  # EOPNOTSUPP: write it instead
+                raise
+            block = b"\0" * (1 << 16)
+            for _ in range(nbytes // len(block)):
+                os.write(fd, block)
+    except OSError:
+        os.close(fd)
+        os.unlink(path)
+        return False
+    os.close(fd)
+    _reserve_used.discard(os.path.abspath(str(db_path)))
+    return True
+
+
+def release_reserve(db_path) -> bool:
+    """Delete the space reserve of ``db_path``; True when there was one to free."""
+    try:
+        os.unlink(reserve_path(db_path))
+    except OSError:
+        return False
+    _reserve_used.add(os.path.abspath(str(db_path)))
+    return True
+
+
+def reserve_used(db_path) -> bool:
+    """True when this process freed the reserve of ``db_path`` because the disk was full."""
+    return os.path.abspath(str(db_path)) in _reserve_used
+
+
+def _db_file(conn: sqlite3.Connection) -> str | None:
+    try:
+        row = conn.execute("PRAGMA database_list").fetchone()
+    except sqlite3.Error:
+        return None
+    return row[2] if row and row[2] else None
+
+
+def _on_full(conn: sqlite3.Connection) -> bool:
+    """The disk is full: free the database's reserve (True when that gave room back)."""
+    path = _db_file(conn)
+    return bool(path) and release_reserve(path)
+
+
 @contextmanager
 def immediate(conn: sqlite3.Connection):
-    """``BEGIN IMMEDIATE`` … ``COMMIT`` (``ROLLBACK`` on any exception): one writer at a time."""
+    """``BEGIN IMMEDIATE`` … ``COMMIT`` (``ROLLBACK`` on any exception): one writer at a time.
+
+    When SQLite finds the disk full, the space reserve (:func:`reserve_space`) is freed; a COMMIT
+    that failed so is retried once, and later writes find the room."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield
-    except BaseException:
-        conn.execute("ROLLBACK")
+    except BaseException as err:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        if isinstance(err, sqlite3.OperationalError) and is_full_error(err):
+            _on_full(conn)
         raise
-    conn.execute("COMMIT")
+    try:
+        conn.execute("COMMIT")
+    except sqlite3.OperationalError as err:
+        if is_full_error(err) and _on_full(conn) and conn.in_transaction:
+            try:
+                conn.execute("COMMIT")
+                return
+            except sqlite3.OperationalError:
+                pass
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
 
 
 def has_tables(conn: sqlite3.Connection, names) -> bool:

@@ -14,7 +14,9 @@ import time
 
 from localflow.api import Run, Runtime, register_runner
 from localflow.controllers.sideobjects import RUN_ID_LABEL, SIDE_KINDS, create_side_objects
+from localflow import dbconn
 from localflow.errors import AlreadyExists, LocalflowError, SpecError, Unschedulable
+from localflow.faults import SchedulerFault, critical, is_disk_full, run_fault_message, take_pending, with_space_note
 from localflow.training.kinds import KINDS
 from localflow.training.records import TrainingRunRecorder, job_outcome
 from localflow.volumes import validate_documents
@@ -145,7 +147,31 @@ def _stop(rec, cancel, reason: str, replica_error: str) -> dict | None:
         return None
 
 
-def _run_training(rt: Runtime, obj_after_apply, wait, cancel, record_fn, *, on_task, source, started: float) -> Run:
+def _fault(rt: Runtime, rec, cancel, exc: BaseException) -> tuple[dict | None, str, str]:
+    """End a training run that met an unexpected error mid-run (a bug, a full disk, a kubelet that
+    failed): its Pods are stopped, the job left Failed, its unfinished replicas and the run FAILED
+    with one line naming the workspace and the cause. Returns ``(job, "FAILED", message)``."""
+    if is_disk_full(exc):
+        dbconn.release_reserve(rt.workspace.db_path)
+    message = run_fault_message(rt.workspace, exc)
+    with critical():
+        job = _stop(rec, cancel, f"localflow failed: {message}", message)
+        if job is None:
+            try:
+                job = rt.store.get(rec.kind, rec.name, rec.namespace)
+            except Exception:  # noqa: BLE001 - the store cannot be read either
+                job = None
+        try:
+            rec.finish("FAILED", message, replica_error=message, replica_state="FAILED")
+        except Exception as exc2:  # noqa: BLE001
+            raise LocalflowError(f"{rec.kind} {rec.name} FAILED: {message}; its end could not be recorded: "
+                                 f"{run_fault_message(rt.workspace, exc2)}",
+                                 fix="free space there, then `localflow gc` ends its records") from exc
+    return job, "FAILED", message
+
+
+def _run_training(rt: Runtime, obj_after_apply, wait, cancel, record_fn, *, on_task, source, started: float,
+                  interrupted: bool = False) -> Run:
     """Shared tail of the training runners: record the run, wait with live replica updates, finish.
 
     ``wait(on_change)`` runs the controller until the job finishes; ``cancel(reason, on_change)``
@@ -153,31 +179,47 @@ def _run_training(rt: Runtime, obj_after_apply, wait, cancel, record_fn, *, on_t
     Failed as the operator would once they are gone, so ``localflow get`` shows no live job
     afterwards. An interrupted run is CANCELED in the metadata with its unfinished replicas.
     """
-    rec = TrainingRunRecorder(rt, obj_after_apply, source=source, record_fn=record_fn, on_task=on_task,
-                              started_wall=started)
+    with critical():
+        rec = TrainingRunRecorder(rt, obj_after_apply, source=source, record_fn=record_fn, on_task=on_task,
+                                  started_wall=started)
+        # a Ctrl-C while the job was created (``interrupted``) or recorded: it is canceled below
+        interrupted = take_pending() or interrupted
     try:
+        if interrupted:
+            raise KeyboardInterrupt
         final = wait(rec.on_pod_change)
     except TimeoutError as exc:
-        job = _stop(rec, cancel, f"it did not finish in time ({exc})", "stopped: the run did not finish in time")
-        rec.finish("FAILED", (job_outcome(job)[1] if job else None) or str(exc),
-                   replica_error="stopped: the run did not finish in time")
+        with critical():
+            job = _stop(rec, cancel, f"it did not finish in time ({exc})", "stopped: the run did not finish in time")
+            rec.finish("FAILED", (job_outcome(job)[1] if job else None) or str(exc),
+                       replica_error="stopped: the run did not finish in time")
         raise
+    except SchedulerFault as exc:  # a kubelet thread could not record a Pod's end (a full disk)
+        final, state, error = _fault(rt, rec, cancel, exc)
     except LocalflowError as exc:  # e.g. Unschedulable when a later step's gang is created
-        try:
-            failed = job_outcome(rt.store.get(rec.kind, rec.name, rec.namespace))[1]
-        except LocalflowError:
-            failed = None
-        rec.finish("FAILED", failed or getattr(exc, "message", None) or str(exc))
+        with critical():
+            try:
+                failed = job_outcome(rt.store.get(rec.kind, rec.name, rec.namespace))[1]
+            except LocalflowError:
+                failed = None
+            rec.finish("FAILED", failed or getattr(exc, "message", None) or str(exc))
         raise
+    except Exception as exc:  # a bug or a full disk mid-run: a true record, not an internal error
+        final, state, error = _fault(rt, rec, cancel, exc)
     except BaseException:  # KeyboardInterrupt (Ctrl-C), SystemExit
-        try:
-            _stop(rec, cancel, CANCEL_REASON, CANCEL_REPLICA_ERROR)
-        finally:
-            rec.finish("CANCELED", "interrupted: the run was canceled", replica_error=CANCEL_REPLICA_ERROR)
+        with critical():
+            try:
+                _stop(rec, cancel, CANCEL_REASON, CANCEL_REPLICA_ERROR)
+            finally:
+                rec.finish("CANCELED", "interrupted: the run was canceled", replica_error=CANCEL_REPLICA_ERROR)
         raise
-    state, error = job_outcome(final)
-    _let_replicas_finish(rt, rec, REPLICA_GRACE_S if state == "SUCCEEDED" else 0.0)
-    rec.finish(state, error)
+    else:
+        state, error = job_outcome(final)
+        _let_replicas_finish(rt, rec, REPLICA_GRACE_S if state == "SUCCEEDED" else 0.0)
+        if state == "FAILED":
+            error = with_space_note(rt.workspace, error)
+        with critical():
+            rec.finish(state, error)
     return Run(id=rec.run_id, name=rec.name, kind=rec.kind, state=state, workspace=rt.workspace, tasks=dict(rec.records),
                error=error, object=final,
                pods=rt.store.list("Pod", rec.namespace, label_selector={RUN_ID_LABEL: rec.run_id}))
@@ -220,15 +262,18 @@ def run_training_job(docs: list[dict], rt: Runtime, *, namespace: str = "default
     ctl = TrainingJobController(rt.store, rt.scheduler, rt.clock)
     started = time.time()  # wall time: compared with file mtimes of PVC outputs
     create_side_objects(rt.store, docs, ns)
-    try:
-        obj = _apply(ctl.apply, job, source)
-    except Unschedulable as exc:
-        _record_unschedulable(rt, kind, job["metadata"].get("name", ""), ns, source, exc)
-        raise
+    with critical():  # an interrupt while the job and its Pods are created is held, then cancels the run
+        try:
+            obj = _apply(ctl.apply, job, source)
+        except Unschedulable as exc:
+            _record_unschedulable(rt, kind, job["metadata"].get("name", ""), ns, source, exc)
+            raise
+        interrupted = take_pending()
     name = obj["metadata"]["name"]
     return _run_training(rt, obj, lambda cb: ctl.run_until_done(name, ns, timeout=timeout, kind=kind, on_change=cb),
                          lambda why, cb: ctl.cancel(name, ns, why, kind=kind, on_change=cb),
-                         lambda pod: replica_record(kind, pod), on_task=on_task, source=source, started=started)
+                         lambda pod: replica_record(kind, pod), on_task=on_task, source=source, started=started,
+                         interrupted=interrupted)
 
 
 def run_trainjob(docs: list[dict], rt: Runtime, *, namespace: str = "default", on_task=None,
@@ -263,15 +308,17 @@ def run_trainjob(docs: list[dict], rt: Runtime, *, namespace: str = "default", o
             ctl.apply_runtime(rtd)
     started = time.time()
     create_side_objects(rt.store, docs, ns)
-    try:
-        obj = _apply(ctl.apply, tj, source)
-    except Unschedulable as exc:
-        _record_unschedulable(rt, "TrainJob", tj["metadata"].get("name", ""), ns, source, exc)
-        raise
+    with critical():
+        try:
+            obj = _apply(ctl.apply, tj, source)
+        except Unschedulable as exc:
+            _record_unschedulable(rt, "TrainJob", tj["metadata"].get("name", ""), ns, source, exc)
+            raise
+        interrupted = take_pending()
     name = obj["metadata"]["name"]
     return _run_training(rt, obj, lambda cb: ctl.run_until_done(name, ns, timeout=timeout, on_change=cb),
                          lambda why, cb: ctl.cancel(name, ns, why, on_change=cb),
-                         node_record, on_task=on_task, source=source, started=started)
+                         node_record, on_task=on_task, source=source, started=started, interrupted=interrupted)
 
 
 # ---------------------------------------------------------------- files that start with something else

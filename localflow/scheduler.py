@@ -11,7 +11,14 @@ executor, writing the status transitions kubelet would write (``pkg/kubelet/stat
 
 Pods that do not fit wait with ``PodScheduled=False/Unschedulable`` and an Event
 ``0/1 nodes are available: Insufficient cpu.``; a Pod (or gang) that could never fit the whole
-machine is refused at once with :class:`~localflow.errors.Unschedulable`.
+machine is refused at once with :class:`~localflow.errors.Unschedulable`. The node runs at most
+``max_pods`` Pods at once (kubelet's ``maxPods``, default 110, ``node: {maxPods: N}`` in
+``localflow.yaml``): more wait Pending with ``0/1 nodes are available: Too many pods.`` and a gang
+larger than that is refused at once, before any of its Pods is created.
+
+A kubelet thread never lets an exception escape: what it meets (a bug, a full disk) ends its Pod
+Failed, the process killed; when even that cannot be written, the failure is kept in
+:attr:`Scheduler.faults` for the controller waiting on the Pod (:meth:`Scheduler.raise_fault`).
 """
 from __future__ import annotations
 
@@ -25,7 +32,9 @@ import psutil
 
 from localflow.clock import SYSTEM_CLOCK, Clock
 from localflow.config import ImageMap
+from localflow import dbconn
 from localflow.errors import LocalflowError, SpecError, Unschedulable
+from localflow.faults import SchedulerFault, describe, is_disk_full
 from localflow.executors.base import ContainerResult, ContainerSpec, Executor, Mount, PodSpec, Resources, RunningPod
 from localflow.quantity import format_cpu, format_memory, parse_cpu, parse_memory
 from localflow.volumes import check_mount_sources, container_mounts, resolve_volumes, validate_pod_volumes
@@ -35,6 +44,8 @@ NETWORK_ANNOTATION = "localflow.dev/network"
 WORKSPACE_LABEL = "localflow.dev/workspace"
 _BACKOFF_INITIAL_S = 10.0  # kubelet's container restart backoff: 10 s doubling to 5 min
 _BACKOFF_MAX_S = 300.0
+DEFAULT_MAX_PODS = 110  # kubelet's --max-pods default
+TOO_MANY_PODS = "0/1 nodes are available: Too many pods."
 
 
 @dataclass
@@ -127,13 +138,15 @@ class Scheduler:
     ``store``: :class:`localflow.fakes.ObjectStore`; ``executor``: runs resolved Pods;
     ``workspace``: where logs and volumes live; ``images``: image map from ``localflow.yaml``;
     ``capacity``: allocatable cpu/memory (default: the whole machine); ``host_paths``: host
-    directories ``hostPath`` volumes may use (``localflow.yaml`` ``hostPaths.allow``; none by default).
+    directories ``hostPath`` volumes may use (``localflow.yaml`` ``hostPaths.allow``; none by default);
+    ``max_pods``: how many Pods may run at once (kubelet's ``maxPods``).
     ``addressing`` is ``"loopback"`` (every Pod is 127.0.0.1, controllers give replicas distinct
     ports) or ``"dns"`` (Pods reach each other by hostname on a per-group network: docker).
     """
 
     def __init__(self, store, executor: Executor, workspace, images: ImageMap | None = None,
-                 clock: Clock = SYSTEM_CLOCK, capacity: Capacity | None = None, host_paths=()):
+                 clock: Clock = SYSTEM_CLOCK, capacity: Capacity | None = None, host_paths=(),
+                 max_pods: int = DEFAULT_MAX_PODS):
         self.store = store
         self.host_paths = tuple(host_paths)
         self.executor = executor
@@ -150,6 +163,8 @@ class Scheduler:
         self._used_mem = 0
         self._idle = threading.Condition(self._lock)
         self._closed = False
+        self.max_pods = int(max_pods)
+        self.faults: list[SchedulerFault] = []  # kubelet failures whose Pod end could not be written
 
     # -- public API ----------------------------------------------------------------------
     def submit(self, pod: dict) -> dict:
@@ -171,6 +186,8 @@ class Scheduler:
             _validate_pod(pod)
             validate_pod_volumes(pod, f"Pod({pod['metadata']['name']}).spec", self.workspace, self.host_paths)
             sized.append((pod, *pod_requests(pod, f"Pod({pod['metadata']['name']}).spec")))
+        self.check_pod_count(len(pods), f"gang {gang!r}" if gang else "Pod",
+                             f"Pod({pods[0]['metadata']['name']})" if pods else "Pod")
         total_cpu = sum(c for _, c, _ in sized)
         total_mem = sum(m for _, _, m in sized)
         if total_cpu > self.capacity.cpu + 1e-9 or total_mem > self.capacity.memory:
@@ -194,6 +211,25 @@ class Scheduler:
                 created.append(obj)
             self._admit_locked()
         return created
+
+    def check_pod_count(self, count: int, what: str, path: str, fix: str = "lower the number of replicas") -> None:
+        """Raise :class:`Unschedulable` when ``count`` Pods that must run together (a gang, a job's
+        replicas) can never run at once on this node: more than ``max_pods``. Controllers call it
+        before building the Pods, so an absurd replica count costs nothing."""
+        if count > self.max_pods:
+            raise Unschedulable(path, f"the {what} needs {count} Pods running at once but this node runs at most "
+                                      f"{self.max_pods} (maxPods): {TOO_MANY_PODS[:-1]}",
+                                fix=f"{fix}, or raise node.maxPods in localflow.yaml")
+
+    def raise_fault(self, pods: Iterable[str] | None = None) -> None:
+        """Raise the first kubelet failure that left a Pod's end unrecorded (:class:`SchedulerFault`;
+        only those of the Pods named in ``pods`` when given): the controller waiting for that Pod
+        would otherwise wait forever."""
+        names = None if pods is None else set(pods)
+        with self._lock:
+            for fault in self.faults:
+                if names is None or fault.pod in names:
+                    raise fault
 
     def kill_pod(self, name: str, namespace: str = "default", reason: str = "Killed") -> None:
         """Kill a running Pod (its phase becomes Failed with ``reason``) or drop a pending one.
@@ -268,7 +304,8 @@ class Scheduler:
             group = [e for e in self._pending if entry.gang is not None and e.gang == entry.gang] or [entry]
             cpu = sum(e.cpu for e in group)
             mem = sum(e.memory for e in group)
-            if cpu <= free_cpu + 1e-9 and mem <= free_mem:
+            slots = len(self._active) + len(group) <= self.max_pods
+            if cpu <= free_cpu + 1e-9 and mem <= free_mem and slots:
                 for e in group:
                     self._pending.remove(e)
                     self._start_locked(e)
@@ -283,6 +320,8 @@ class Scheduler:
                         short.append("Insufficient cpu")
                     if mem > free_mem:
                         short.append("Insufficient memory")
+                    if not slots:
+                        short.append("Too many pods")
                     msg = f"0/1 nodes are available: {', '.join(short)}."
                     self.store.record_event(e.manifest, "FailedScheduling", msg, type="Warning",
                                             component="default-scheduler")
@@ -310,10 +349,42 @@ class Scheduler:
     def _kubelet(self, e: _Entry) -> None:
         try:
             self._run_pod(e)
-        except Exception as exc:  # a bug or an executor failure must still end the Pod
-            self._write_final(e, [], phase="Failed", reason="Error", message=f"localflow could not run the pod: {exc}")
+        except Exception as exc:  # a bug, a full disk, an executor failure: the Pod must still end
+            self._pod_fault(e, exc)
         finally:
-            self._release(e)
+            try:
+                self._release(e)
+            except Exception as exc:  # noqa: BLE001 - admitting the next Pods failed (a full disk)
+                self._note_fault(e, exc)
+
+    def _pod_fault(self, e: _Entry, exc: Exception) -> None:
+        """End a Pod whose kubelet met ``exc``: kill its process if it still runs, write it Failed
+        (after freeing the database's space reserve when the disk is full); when that write fails
+        too, keep the fault for the controller (:meth:`raise_fault`)."""
+        running, results = e.running, None
+        if running is not None:
+            try:
+                results = running.wait(0)
+                if results is None:
+                    running.kill("Error")
+                    results = running.wait()
+            except Exception:  # noqa: BLE001 - the process is gone or cannot be reached
+                pass
+        if is_disk_full(exc):
+            dbconn.release_reserve(self.workspace.db_path)
+        message = f"localflow failed while running the pod: {describe(exc)}"
+        try:
+            self._write_final(e, list(results or []), phase="Failed", reason="Error", message=message)
+        except Exception as exc2:  # noqa: BLE001
+            self._note_fault(e, exc2)
+
+    def _note_fault(self, e: _Entry, exc: Exception) -> None:
+        fault = SchedulerFault(f"pod {e.namespace}/{e.name}: {describe(exc)}")
+        fault.__cause__ = exc
+        fault.pod = e.name
+        with self._lock:
+            self.faults.append(fault)
+            self._idle.notify_all()
 
     def _run_pod(self, e: _Entry) -> None:
         clock = self.clock

@@ -35,9 +35,11 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from localflow import dbconn
 from localflow.clock import SYSTEM_CLOCK, Clock
 from localflow.controllers.ownership import owner_annotations
 from localflow.errors import LocalflowError, SpecError
+from localflow.faults import SchedulerFault, critical, describe, is_disk_full, run_fault_message, with_space_note
 from localflow.pipelines import cel, launcher, placeholders, platform
 from localflow.pipelines.names import check_ir_names, check_platform_paths
 from localflow.pipelines.preflight import check_pipeline
@@ -201,42 +203,53 @@ class PipelineRunController:
         self.error: str | None = None
         self.outputs: dict = {"parameters": {}, "artifacts": {}}
         self.run_object: dict | None = None
+        self._nodes: list[_Node] = []  # every DAG instance, for their executions' end on cancel/fault
+        self._recorded = False  # the run is in the metadata (a fault from here on is recorded)
 
     # ------------------------------------------------------------------ public
     def run(self) -> str:
         """Execute the run; returns its final state (SUCCEEDED, FAILED or CANCELED).
 
-        Ctrl-C (KeyboardInterrupt) cancels: running Pods are killed, the run ends CANCELED and the
-        interrupt is re-raised after everything is recorded.
+        Ctrl-C (KeyboardInterrupt) cancels: running Pods are killed, the run, its executions and
+        DAG executions end CANCELED and the interrupt is re-raised after everything is recorded.
+        An unexpected error mid-run (a bug, a full disk, a kubelet thread that failed) kills the
+        Pods and ends everything FAILED with one line naming the workspace and the cause
+        (:func:`localflow.faults.run_fault_message`); the run is returned FAILED. Other
+        :class:`LocalflowError` s are recorded the same way, then re-raised. The recording is a
+        :func:`~localflow.faults.critical` section: an interrupt never cuts it short.
         """
         md = self.metadata
-        # the object first: a name that is taken or invalid is refused before anything is recorded
-        self.run_object = self.store.create({
-            "apiVersion": RUN_API_VERSION, "kind": "Run",
-            "metadata": {"name": self.run_name, "namespace": self.namespace,
-                         "labels": {RUN_ID_LABEL: self.run_id, LF_RUN_LABEL: self.run_id,
-                                    "pipelines.kubeflow.org/pipeline": _k8s_name(self.pipeline_name, 63)},
-                         "annotations": owner_annotations()},
-            "spec": {"displayName": self.run_name, "pipelineName": self.pipeline_name,
-                     "runtimeConfig": {"parameters": self.params, "pipelineRoot": self.run_root},
-                     "specPath": self.spec_path},
-            "status": {"state": "PENDING", "runId": self.run_id, "createdAt": self.create_time}})
-        md.create_run(self.run_id, self.run_name, "PipelineRun", pipeline_name=self.pipeline_name,
-                      spec_path=self.spec_path, parameters=self.params, executor=self.scheduler.executor.name,
-                      namespace=self.namespace)
-        self.pipeline_ctx = md.put_context("system.Pipeline", self.pipeline_name)
-        self.run_ctx = md.put_context("system.PipelineRun", self.run_name, {"run_id": self.run_id})
-        self.state = "RUNNING"
-        md.update_run(self.run_id, state="RUNNING")
-        self._write_run_status()
-        watch = self.store.watch(kind="Pod", namespace=self.namespace, label_selector={LF_RUN_LABEL: self.run_id})
-        interrupted = None
+        watch = None
         try:
-            root_exec = md.create_execution(self.run_id, "system.DAGExecution", self.pipeline_name, state="RUNNING",
-                                            inputs={"parameters": self.params})
-            md.associate(self.run_ctx, root_exec)
-            md.update_execution(root_exec, started=True)
-            self.root = _Node("root", self.spec.get("root") or {}, dict(self.params), {}, "", None, root_exec)
+            with critical():
+                # the object first: a name that is taken or invalid is refused before anything is recorded
+                self.run_object = self.store.create({
+                    "apiVersion": RUN_API_VERSION, "kind": "Run",
+                    "metadata": {"name": self.run_name, "namespace": self.namespace,
+                                 "labels": {RUN_ID_LABEL: self.run_id, LF_RUN_LABEL: self.run_id,
+                                            "pipelines.kubeflow.org/pipeline": _k8s_name(self.pipeline_name, 63)},
+                                 "annotations": owner_annotations()},
+                    "spec": {"displayName": self.run_name, "pipelineName": self.pipeline_name,
+                             "runtimeConfig": {"parameters": self.params, "pipelineRoot": self.run_root},
+                             "specPath": self.spec_path},
+                    "status": {"state": "PENDING", "runId": self.run_id, "createdAt": self.create_time}})
+                md.create_run(self.run_id, self.run_name, "PipelineRun", pipeline_name=self.pipeline_name,
+                              spec_path=self.spec_path, parameters=self.params, executor=self.scheduler.executor.name,
+                              namespace=self.namespace)
+                self._recorded = True
+                self.pipeline_ctx = md.put_context("system.Pipeline", self.pipeline_name)
+                self.run_ctx = md.put_context("system.PipelineRun", self.run_name, {"run_id": self.run_id})
+                self.state = "RUNNING"
+                md.update_run(self.run_id, state="RUNNING")
+                self._write_run_status()
+                watch = self.store.watch(kind="Pod", namespace=self.namespace,
+                                         label_selector={LF_RUN_LABEL: self.run_id})
+                root_exec = md.create_execution(self.run_id, "system.DAGExecution", self.pipeline_name,
+                                                state="RUNNING", inputs={"parameters": self.params})
+                md.associate(self.run_ctx, root_exec)
+                md.update_execution(root_exec, started=True)
+                self.root = _Node("root", self.spec.get("root") or {}, dict(self.params), {}, "", None, root_exec)
+                self._nodes.append(self.root)
             self._advance(self.root)
             while not self.root.done:
                 timeout = None
@@ -246,17 +259,37 @@ class PipelineRunController:
                 if ev is not None:
                     self._on_pod_event(ev)
                 self._fire_timers()
-        except KeyboardInterrupt as e:
-            interrupted = e
-            self._cancel("CANCELED: interrupted")
-        except BaseException as e:
-            self._cancel(f"localflow failed: {e!r}")
+                self.scheduler.raise_fault(self._pods)  # a Pod whose end could not be written
+        except KeyboardInterrupt:
+            if not self._recorded:
+                raise
+            with critical():
+                self._cancel("CANCELED: interrupted")
+                try:
+                    self._finish()
+                except LocalflowError:
+                    pass  # exits 130 even when the end could not be recorded (gc ends it later)
+            raise
+        except Exception as e:
+            if not self._recorded:
+                raise
+            with critical():
+                self._abort(e)
+                self._finish()
+            if isinstance(e, LocalflowError) and not isinstance(e, SchedulerFault):
+                raise
+            return self.state
+        except BaseException:  # SystemExit
+            if self._recorded:
+                with critical():
+                    self._cancel("CANCELED: localflow is exiting")
+                    self._finish()
             raise
         finally:
-            watch.close()
-        self._finish()
-        if interrupted is not None:
-            raise interrupted
+            if watch is not None:
+                watch.close()
+        with critical():
+            self._finish()
         return self.state
 
     def cancel(self) -> None:
@@ -362,6 +395,7 @@ class PipelineRunController:
         self.metadata.associate(self.run_ctx, exec_id)
         self.metadata.update_execution(exec_id, started=True)
         node = _Node(comp_name, comp, dict(params), dict(artifacts), prefix, owner, exec_id, tuple(dirs))
+        self._nodes.append(node)
         for task in node.tasks.values():
             self.tasks[task.path] = task.record
         return node
@@ -941,27 +975,78 @@ class PipelineRunController:
         self.store.update_status("Run", self.run_name, status, self.namespace)
 
     def _cancel(self, message: str) -> None:
-        self.state = "CANCELED"
+        """Kill the run's Pods and end it CANCELED: every unfinished task, execution and DAG execution."""
+        self._end_all("CANCELED", message, pod_reason="Canceled")
+
+    def _abort(self, exc: BaseException) -> None:
+        """End the run FAILED after an unexpected error ``exc``: Pods killed, every unfinished task,
+        execution and DAG execution FAILED with one line naming the workspace and the cause. A full
+        disk first frees the database's space reserve so the record fits."""
+        if is_disk_full(exc):
+            dbconn.release_reserve(self.workspace.db_path)
+        if isinstance(exc, LocalflowError) and not isinstance(exc, SchedulerFault):
+            message = describe(exc)
+        else:
+            message = run_fault_message(self.workspace, exc)
+        if os.environ.get("LOCALFLOW_DEBUG"):
+            import traceback
+
+            traceback.print_exception(exc)
+        self._end_all("FAILED", message, pod_reason="Error")
+
+    def _end_all(self, state: str, message: str, *, pod_reason: str) -> None:
+        """End everything still open in ``state`` (CANCELED or FAILED) with ``message``. Each record
+        is written on its own: one that fails (a disk still full) does not stop the others."""
+        self.state = state
         self.error = message
-        for name, t in list(self._pods.items()):
-            self.scheduler.kill_pod(name, self.namespace, "Canceled")
+        mlmd = _MLMD_STATE[state]
+        for name in list(self._pods):
+            self._try(self.scheduler.kill_pod, name, self.namespace, pod_reason)
+        now = self.clock.rfc3339()
         for rec in self.tasks.values():
             if rec.state in ("PENDING", "RUNNING"):
-                rec.state = "CANCELED"
-                rec.finished_at = self.clock.rfc3339()
-                if rec.execution_id is not None:
-                    self.metadata.update_execution(rec.execution_id, state="CANCELED", finished=True)
+                rec.state = state
+                rec.finished_at = now
+                if state == "FAILED":
+                    rec.error = rec.error or message
+                if rec.execution_id is not None and rec.kind in ("container", "importer", "pvc"):
+                    self._try(self.metadata.update_execution, rec.execution_id, state=mlmd, finished=True,
+                              error=message)
+        for node in self._nodes:
+            if not node.done:
+                node.done = True
+                node.state = state
+                self._try(self.metadata.update_execution, node.execution_id, state=mlmd, finished=True, error=message)
         self._pods.clear()
-        if hasattr(self, "root"):
-            self.root.done = True
+        self._timers.clear()
+
+    def _try(self, fn, *args, **kwargs) -> None:
+        """Write one record of a run that is ending on a fault or a cancel; a failure is remembered
+        (:meth:`_finish` reports it) instead of interrupting the other records."""
+        try:
+            fn(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001
+            self._unrecorded = getattr(self, "_unrecorded", None) or exc
 
     def _finish(self) -> None:
-        if self.state == "CANCELED":
-            pass
-        elif self.root.state == "FAILED":
+        """Write the run's end (metadata and Run object). Raises :class:`LocalflowError` naming the
+        workspace when even that cannot be written (the disk stays full): ``localflow gc`` ends the
+        run's records later."""
+        if self.state not in ("CANCELED", "FAILED") and getattr(self, "root", None) is not None \
+                and self.root.state == "FAILED":
             self.state = "FAILED"
-        self.metadata.update_run(self.run_id, state=self.state, error=self.error, outputs=self.outputs, finished=True)
-        self._write_run_status()
+        if self.state == "FAILED":
+            self.error = with_space_note(self.workspace, self.error)
+        try:
+            self.metadata.update_run(self.run_id, state=self.state, error=self.error, outputs=self.outputs,
+                                     finished=True)
+            self._write_run_status()
+        except Exception as exc:  # noqa: BLE001
+            self._unrecorded = exc
+        if getattr(self, "_unrecorded", None) is not None:
+            raise LocalflowError(f"run {self.run_name} {self.state}: {self.error}; its end could not be recorded in "
+                                 f"workspace {self.workspace.root}: {describe(self._unrecorded)}",
+                                 fix="free space there, then `localflow gc` ends its records")
 
     # ------------------------------------------------------------------ timers
     def _at(self, delay: float, fn: Callable[[], None]) -> None:

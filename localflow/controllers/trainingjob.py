@@ -22,6 +22,7 @@ from localflow.controllers.sideobjects import RUN_ID_LABEL
 from localflow.errors import LocalflowError, NotFound, Unschedulable
 from localflow.specs.training import job_warnings, load_job
 from localflow.training.conditions import is_failed, is_finished, reason, update_conditions
+from localflow.training.defaults import replica_specs
 from localflow.training.conditions import reason as reason_of
 from localflow.training.kinds import KINDS, LABEL_JOB_NAME, LABEL_OPERATOR_NAME, LABEL_REPLICA_INDEX, LABEL_REPLICA_TYPE
 from localflow.training.mpi import config_map
@@ -202,6 +203,7 @@ class TrainingJobController:
             if "overwritten" in w:
                 self._emit(obj, "Warning", "SetPodTemplateRestartPolicy",
                            "Restart policy in pod template will be overwritten by restart policy in replica spec")
+        self._check_pod_count(obj)
         if obj["kind"] == "MPIJob":
             self.store.create(config_map(obj))
         manifests = replica_pods(obj, self.scheduler.addressing, self.ports)
@@ -286,6 +288,7 @@ class TrainingJobController:
                     return current
                 if timeout is not None and time.monotonic() - start > timeout:
                     raise TimeoutError(f"{kind} {name} did not finish within {timeout}s")
+                self.scheduler.raise_fault(self._manifests.get(self._key(current)) or ())
                 wait = _POLL_S if decision is None or decision.requeue_after is None else min(_POLL_S, max(decision.requeue_after, 0.0))
                 first = pods_w.get(timeout=wait)
                 if first is not None or job_w.get(timeout=0) is not None:
@@ -367,6 +370,25 @@ class TrainingJobController:
                 return
             seen.add((type_, reason_, message))
         self.store.record_event(job, reason_, message, type=type_, component=KINDS[job["kind"]].operator_name)
+
+    def _check_pod_count(self, job: dict) -> None:
+        """Refuse a job whose replicas can never run at once on this node (more than kubelet's
+        ``maxPods``), before a single Pod manifest is built: the job is Failed, and
+        :class:`~localflow.errors.Unschedulable` raised as for a gang that needs too much cpu."""
+        check = getattr(self.scheduler, "check_pod_count", None)
+        if check is None:
+            return
+        specs = replica_specs(job)
+        total = sum(int((s or {}).get("replicas", 1)) for s in specs.values())
+        name = job["metadata"]["name"]
+        biggest = max(specs, key=lambda t: int((specs[t] or {}).get("replicas", 1)), default="Worker")
+        try:
+            check(total, f"gang '{job['metadata'].get('namespace') or 'default'}/{job['kind']}/{name}'",
+                  f"{job['kind']}.spec.{KINDS[job['kind']].replica_specs_field}.{biggest}.replicas",
+                  fix="lower the replicas")
+        except Unschedulable as exc:
+            self._fail(job, f"{job['kind']} {name} cannot be scheduled: {exc.message}")
+            raise
 
     def _create_pods(self, job: dict, manifests: list[dict]) -> None:
         if not manifests:

@@ -21,7 +21,7 @@ from localflow.scheduler import pod_requests
 from localflow.specs.training import validate_runtime, validate_trainjob
 from localflow.training.ports import PortAllocator
 from localflow.training.runtimes import (LABEL_COMPLETION_INDEX, LABEL_JOBSET_NAME, LABEL_REPLICATED_JOB, ReplicatedJobPlan,
-                                         resolve_runtime, trainjob_plan)
+                                         num_nodes, resolve_runtime, trainjob_plan)
 from localflow.training.trainjob import (TrainJobDecision, TrainJobState, final_trainjob_status, is_terminal,
                                          reconcile_trainjob, set_condition)
 
@@ -85,6 +85,7 @@ class TrainJobController:
             obj = self.store.patch("TrainJob", meta["name"], {"metadata": {"labels": {RUN_ID_LABEL: obj["metadata"]["uid"]}}},
                                    meta["namespace"])
         key = (meta["namespace"], meta["name"])
+        self._check_node_count(obj, runtime)
         plans = trainjob_plan(obj, runtime, self.scheduler.addressing, self.ports)
         with self._lock:
             self._plans[key] = plans
@@ -92,6 +93,22 @@ class TrainJobController:
         for plan in plans:  # every step's gang must fit before the first one starts (no half-run job)
             self._check_fits(obj, plan, plans)
         return self.reconcile(meta["name"], meta["namespace"])[0]
+
+    def _check_node_count(self, tj: dict, runtime: dict) -> None:
+        """Refuse (Failed, :class:`Unschedulable`) a TrainJob whose nodes can never run at once on
+        this node (more than kubelet's ``maxPods``) before any of their Pod manifests is built."""
+        check = getattr(self.scheduler, "check_pod_count", None)
+        if check is None:
+            return
+        meta = tj["metadata"]
+        field = "TrainJob.spec.trainer.numNodes" if ((tj.get("spec") or {}).get("trainer") or {}).get("numNodes") \
+            else f"{runtime.get('kind', 'TrainingRuntime')}.spec.mlPolicy.numNodes"
+        try:
+            check(num_nodes(tj, runtime), f"gang '{meta['namespace']}/TrainJob/{meta['name']}'", field,
+                  fix="lower trainer.numNodes")
+        except Unschedulable as exc:
+            self._fail_unschedulable(tj, exc, dict(tj.get("status") or {}))
+            raise
 
     def _check_fits(self, tj: dict, plan: ReplicatedJobPlan, plans: list[ReplicatedJobPlan]) -> None:
         """Raise :class:`Unschedulable` (and fail the TrainJob) when one replicated job's Pods together
@@ -186,6 +203,8 @@ class TrainJobController:
                     return tj
                 if timeout is not None and time.monotonic() - start > timeout:
                     raise TimeoutError(f"TrainJob {name} did not finish within {timeout}s")
+                plans = self._plans.get((namespace, name)) or []
+                self.scheduler.raise_fault(p["metadata"]["name"] for plan in plans for p in plan.pods)
                 wait = _POLL_S if d is None or d.requeue_after is None else min(_POLL_S, max(d.requeue_after, 0.0))
                 first = pw.get(timeout=wait)
                 if first is not None or jw.get(timeout=0) is not None:

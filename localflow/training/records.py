@@ -209,19 +209,21 @@ class TrainingRunRecorder:
 
     # ------------------------------------------------------------------ end of the run
 
-    def finish(self, state: str, error: str | None, replica_error: str | None = None) -> None:
-        """Close the run: executions still NEW/RUNNING become CANCELED (error ``replica_error``,
-        default: the job finished before the replica did), PVC outputs become artifacts (unless the
-        run was canceled), and the run gets ``state`` and ``error``."""
+    def finish(self, state: str, error: str | None, replica_error: str | None = None,
+               replica_state: str = "CANCELED") -> None:
+        """Close the run: executions still NEW/RUNNING become ``replica_state`` (CANCELED, or FAILED
+        when a fault ended the run; error ``replica_error``, default: the job finished before the
+        replica did), PVC outputs become artifacts (unless the run was canceled or met a fault),
+        and the run gets ``state`` and ``error``."""
         for uid, eid in self._exec.items():
             if self._exec_state[uid] in ("NEW", "RUNNING"):
-                self.md.update_execution(eid, state="CANCELED", finished=True,
+                self.md.update_execution(eid, state=replica_state, finished=True,
                                          error=replica_error or f"the {self.kind} finished before this replica did")
-                self._exec_state[uid] = "CANCELED"
+                self._exec_state[uid] = replica_state
                 rec = self._by_uid[uid]
                 if self.records.get(rec.pod) is rec:
-                    rec.state = "CANCELED"
-        if state != "CANCELED" and self.started_wall is not None:
+                    rec.state = replica_state
+        if state != "CANCELED" and replica_state != "FAILED" and self.started_wall is not None:
             self._record_outputs()
         self.md.update_run(self.run_id, state=state, error=error, finished=True)
 
