@@ -42,12 +42,15 @@ class Runtime:
     clock: Clock
 
     def close(self, cancel: bool = True) -> None:
-        try:
-            self.scheduler.shutdown(cancel=cancel)
-            self.scheduler.executor.close()
-        finally:
-            self.store.close()
-            self.metadata.close()
+        from localflow.faults import critical
+
+        with critical():  # a Ctrl-C now waits until every Pod is stopped
+            try:
+                self.scheduler.shutdown(cancel=cancel)
+                self.scheduler.executor.close()
+            finally:
+                self.store.close()
+                self.metadata.close()
 
 
 @contextlib.contextmanager
@@ -304,7 +307,7 @@ def _abandon_objects(store, md, run: dict) -> None:
     """Put what a dead run left in the object store into a truthful terminal state: its Pods that
     were still Pending/Running become Failed (reason ``Orphaned``), a pipeline's Run object FAILED,
     and a training job gets the terminal status its controller gives a canceled job. Its
-    executions still NEW/RUNNING become CANCELED."""
+    executions still NEW/RUNNING (container, importer and DAG executions alike) become CANCELED."""
     from localflow.errors import NotFound as _NotFound
 
     for pod in store.list("Pod", None, label_selector={"localflow.dev/run-id": run["id"]}):
@@ -378,7 +381,8 @@ def garbage_collect(workspace: str | os.PathLike | Workspace | None = None, *, d
     """Clean up after runs whose localflow process died (killed, crashed, machine rebooted).
 
     Runs still PENDING/RUNNING in the metadata whose owning process is gone are marked FAILED
-    (their records stay), and Docker containers and networks labelled with a run id that is not
+    (their records stay; their executions still NEW/RUNNING, a pipeline's DAG executions
+    included, CANCELED), and Docker containers and networks labelled with a run id that is not
     alive are removed (``executors/docker.py`` ``remove_leftovers``). Returns
     ``{"runs": [names], "processes": [pids], "containers": [names], "networks": [names]}``:
     the process groups of their Pods on the subprocess executor (``containerID:
