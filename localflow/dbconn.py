@@ -15,7 +15,7 @@ BUSY_TIMEOUT_S = 10.0
 # Kept allocated beside the database and deleted when SQLite finds the disk full, so the writes that
 # record the failure (a Pod's end, a run's FAILED) still fit: a task that fills the workspace's disk
 # must not leave its run RUNNING for want of a few pages.
-RESERVE_BYTES = 8 << 20
+RESERVE_BYTES = 4 << 20
 _reserve_used: set[str] = set()
 
 

@@ -251,7 +251,7 @@ class Scheduler:
             self.store.record_event(entry.manifest, "Killing", f"Stopping container(s) of pod {name}: {reason}")
             # asynchronous, like the API server's delete: Pods stop in parallel (each may wait out its
             # grace period); the kubelet thread writes the end as usual
-            threading.Thread(target=running.kill, args=(reason,), name=f"kill-{name}", daemon=True).start()
+            threading.Thread(target=_kill_quietly, args=(running, reason), name=f"kill-{name}", daemon=True).start()
 
     def delete_pod(self, name: str, namespace: str = "default") -> None:
         """Kill the Pod if it runs, then delete its object (cascading to what it owns)."""
@@ -646,6 +646,15 @@ class Scheduler:
 
 
 # -- status helpers -------------------------------------------------------------------------------
+def _kill_quietly(running: RunningPod, reason: str) -> None:
+    """``running.kill(reason)`` on a thread of its own: a process already gone (or an engine that
+    does not answer) is no traceback; the kubelet thread records the Pod's end either way."""
+    try:
+        running.kill(reason)
+    except Exception:  # noqa: BLE001
+        pass
+
+
 def _validate_pod(pod: dict) -> None:
     meta = pod.get("metadata") or {}
     if not meta.get("name"):

@@ -165,7 +165,7 @@ def small_workspace(tmp_path):
 
 def test_a_task_that_fills_the_disk_fails_the_run_in_one_line_with_a_true_record(tmp_path, small_workspace):
     """The task writes 200 MiB into a 48 MiB workspace. SQLite may find the disk full too: the
-    database's 8 MiB reserve (``localflow.db-reserve``) is freed then, so the failure is recorded."""
+    database's 4 MiB reserve (``localflow.db-reserve``) is freed then, so the failure is recorded."""
     ws = small_workspace
     proc = lf_run(compiled(tmp_path, disk_full), "-p", "mib=200", "-w", ws)
     out, err = proc.communicate(timeout=300)
@@ -183,6 +183,28 @@ def test_a_task_that_fills_the_disk_fails_the_run_in_one_line_with_a_true_record
     [run_obj] = [o for o in objects if o["kind"] == "Run"]
     assert run_obj["status"]["state"] == "FAILED"
     assert {o["status"]["phase"] for o in objects if o["kind"] == "Pod"} == {"Failed"}
+
+
+def test_a_training_replica_that_fills_the_disk_fails_the_job_in_one_line(small_workspace, tmp_path):
+    ws = small_workspace
+    code = ("import sys\nwith open(sys.argv[1], 'wb') as f:\n    for _ in range(200):\n"
+            "        f.write(b'x' * (1 << 20))")
+    job = tfjob("filler", 1)
+    tmpl = job["spec"]["tfReplicaSpecs"]["Worker"]["template"]["spec"]
+    tmpl["containers"][0].update(command=[PY, "-c", code, "/data/big"], volumeMounts=[{"name": "d", "mountPath": "/data"}])
+    tmpl["volumes"] = [{"name": "d", "persistentVolumeClaim": {"claimName": "data"}}]
+    spec = tmp_path / "filler.yaml"
+    spec.write_text(yaml.safe_dump(job))
+    proc = lf_run(spec, "-w", ws)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 1, err
+    assert "Traceback" not in err + out and "internal error" not in err + out
+    assert [ln for ln in (out + err).splitlines() if str(ws) in ln and "No space left on device" in ln], out + err
+    runs, execs, objects = records(ws)
+    assert runs[0]["state"] == "FAILED" and "No space left on device" in runs[0]["error"]
+    assert [x["state"] for x in execs] == ["FAILED"]
+    [tf] = [o for o in objects if o["kind"] == "TFJob"]
+    assert tf["status"]["conditions"][-1]["type"] == "Failed"
 
 
 # ---------------------------------------------------------------- internal error mid-run
