@@ -297,7 +297,7 @@ def test_cancel_of_a_training_job_exits_130_and_ends_every_replica_canceled(tmp_
                      if "running" in cs.get("state", {}) and str(cs.get("containerID", "")).startswith("process://")]
             return found if len(found) == 2 else None
 
-        pids = poll(running, "both replicas running")
+        pids = poll(running, "both replicas running", timeout=180)
         for sig in signals:
             proc.send_signal(sig)
         out, err = proc.communicate(timeout=60)
