@@ -12,53 +12,35 @@ de-duplication like client-go ``tools/record/events_cache.go``.
 One SQLite connection (WAL, ``busy_timeout`` 10 s, ``check_same_thread=False``) guarded by a
 re-entrant lock makes the store thread-safe; every write runs in ``BEGIN IMMEDIATE`` so a second
 process (``localflow get pods`` while a run executes) reads committed data and may write too.
-Watches are in-process only: they see writes made through this ``ObjectStore`` instance.
+Each write also appends to the change log in the same transaction (:mod:`.changelog`; deletes
+take a resourceVersion and log a tombstone), so watches see the writes of every process on the
+file and can resume from a resourceVersion (:mod:`.watch`); Events are indexed by involved object
+and de-dup key and expire after ``event_ttl`` (:mod:`.events`). Tables: :mod:`.schema`.
 """
 from __future__ import annotations
 
 import json
-import re
-import secrets
 import threading
 import uuid
 from contextlib import contextmanager
 
 from localflow.clock import SYSTEM_CLOCK, Clock
-from localflow.dbconn import connect, has_tables, immediate, retry_locked
+from localflow.dbconn import connect, immediate, snapshot
 from localflow.errors import AlreadyExists, Conflict, NotFound, SpecError
 
+from . import changelog
+from .changelog import LogLimits
+from .events import EVENTS_FOR_NAME, EVENTS_FOR_UID, EXPIRED_EVENTS, FIND_DUPLICATE, INDEX_EVENT, UNINDEX_EVENT, dedup_args, new_event
 from .kinds import KindInfo, api_group, resolve_kind
+from .objectmeta import dumps, generate_name, merge_patch, normalise, object_matches
+from .schema import ensure_schema
 from .selectors import Requirement, parse_selector
 from .watch import ADDED, DELETED, MODIFIED, Watch, WatchHub
 
 __all__ = ["ObjectStore", "merge_patch"]
 
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_GEN_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # apimachinery pkg/util/rand
 _PROPAGATIONS = ("Background", "Foreground", "Orphan")
 _CONDITION_STATUSES = ("True", "False", "Unknown")
-
-
-def merge_patch(target, patch):
-    """Apply an RFC 7386 JSON merge patch: dicts merge recursively, ``None`` deletes a key, any
-    other value (lists included) replaces. Returns a new value; inputs are not modified."""
-    if not isinstance(patch, dict):
-        return json.loads(json.dumps(patch))
-    result = dict(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        else:
-            result[key] = merge_patch(result.get(key), value)
-    return result
-
-
-def _dumps(obj: dict, path: str) -> str:
-    try:
-        return json.dumps(obj, sort_keys=False, allow_nan=False)
-    except (TypeError, ValueError) as err:
-        raise SpecError(path, f"object is not JSON-serialisable: {err}", fix="use only dicts, lists, strings, numbers, booleans and null") from None
 
 
 class ObjectStore:
@@ -69,35 +51,34 @@ class ObjectStore:
     :class:`AlreadyExists`, :class:`Conflict` (stale ``resourceVersion``).
     ``kind`` arguments accept anything :func:`localflow.fakes.kinds.resolve_kind` does (``Pod``,
     ``pods``, ``po``). For cluster-scoped kinds the ``namespace`` argument is ignored.
+
+    ``event_ttl``: seconds (store clock) an Event is kept after its ``lastTimestamp``, as the API
+    server's ``--event-ttl`` (default 1 h; ``None`` keeps Events forever). ``log_limits``: bounds
+    of the change log (:class:`~localflow.fakes.changelog.LogLimits`). ``poll_interval``: seconds
+    between the watch poller's checks for writes by other processes. Opening a workspace made by
+    an older localflow adds the missing tables (:func:`~localflow.fakes.schema.ensure_schema`).
     """
 
-    def __init__(self, db_path, clock: Clock = SYSTEM_CLOCK):
+    def __init__(
+        self,
+        db_path,
+        clock: Clock = SYSTEM_CLOCK,
+        *,
+        event_ttl: float | None = 3600.0,
+        log_limits: LogLimits | None = None,
+        poll_interval: float = 0.01,
+    ):
         self.db_path = str(db_path)
         self.clock = clock
+        self.event_ttl = event_ttl
+        self.log_limits = log_limits or LogLimits()
         self._lock = threading.RLock()
-        self._hub = WatchHub()
+        self._hub = WatchHub(self.db_path, poll_interval)
         self._conn = connect(self.db_path)
         self._closed = False
-        if not has_tables(self._conn, ("objects", "object_counters")):
-            retry_locked(self._create_schema)
-
-    # ------------------------------------------------------------------ setup
-
-    def _create_schema(self) -> None:
-        import sqlite_utils  # only for a new workspace: it imports numpy when present (~0.3 s)
-
-        db = sqlite_utils.Database(self._conn)
-        with self._lock, immediate(self._conn):
-            db["objects"].create(
-                {"uid": str, "grp": str, "kind": str, "namespace": str, "name": str, "rv": int, "seq": int, "body": str},
-                pk="uid",
-                not_null={"grp", "kind", "namespace", "name", "rv", "seq", "body"},
-                if_not_exists=True,
-            )
-            db["objects"].create_index(["grp", "kind", "namespace", "name"], unique=True, if_not_exists=True)
-            db["objects"].create_index(["kind", "namespace", "seq"], if_not_exists=True)
-            db["object_counters"].create({"name": str, "value": int}, pk="name", if_not_exists=True)
-            self._conn.execute("INSERT OR IGNORE INTO object_counters (name, value) VALUES ('resourceVersion', 0)")
+        self._writes = 0
+        self._maintaining = False
+        ensure_schema(self._conn, clock.now())
 
     def close(self) -> None:
         """Close every watch and the database connection. Idempotent."""
@@ -118,15 +99,24 @@ class ObjectStore:
 
     @contextmanager
     def _write(self):
-        """A write transaction; yields a list to which (type, object) watch events are appended.
-        Events are published after COMMIT while the lock is still held, so every watch receives
-        them in resourceVersion order."""
+        """A write transaction; yields the list to which :meth:`_store`/:meth:`_log_deleted`
+        append their ``(rv, type, body, object)`` changes. They are published after COMMIT while
+        the lock is still held, so every watch receives them in resourceVersion order. Every
+        ``compact_every`` writes the log is compacted and old Events expire (:meth:`maintain`)."""
         with self._lock:
-            events: list[tuple[str, dict]] = []
+            events: list[tuple] = []
             with immediate(self._conn):
                 yield events
-            for type_, obj in events:
-                self._hub.publish(type_, obj)
+            if not events:
+                return
+            self._hub.publish(events, self._fill)
+            self._writes += 1
+            due = not self._maintaining and self._writes % self.log_limits.compact_every == 0
+        if due:
+            self.maintain()
+
+    def _fill(self, since: int, until: int) -> list:
+        return changelog.rows_since(self._conn, since, until)
 
     def _next_rv(self) -> int:
         row = self._conn.execute(
@@ -138,8 +128,7 @@ class ObjectStore:
     def resource_version(self) -> str:
         """The newest resourceVersion handed out (``"0"`` for an empty store)."""
         with self._lock:
-            row = self._conn.execute("SELECT value FROM object_counters WHERE name = 'resourceVersion'").fetchone()
-        return str(row[0] if row else 0)
+            return str(changelog.current_rv(self._conn))
 
     @staticmethod
     def _ns(info: KindInfo, namespace: str | None) -> str:
@@ -161,69 +150,38 @@ class ObjectStore:
             raise self._not_found(info, name, ns)
         return json.loads(row[3]), row[2]
 
-    def _store(self, obj: dict, seq: int, path: str) -> dict:
-        """Write ``obj`` (metadata.uid set) with a new resourceVersion; returns it."""
+    def _store(self, obj: dict, seq: int, path: str, type_: str, events: list) -> dict:
+        """Write ``obj`` (metadata.uid set) with a new resourceVersion, log it as ``type_`` and
+        queue the change on ``events``; returns ``obj``."""
         rv = self._next_rv()
         meta = obj["metadata"]
         meta["resourceVersion"] = str(rv)
-        body = _dumps(obj, path)
+        body = dumps(obj, path)
+        grp, ns = api_group(obj["apiVersion"]), meta.get("namespace") or ""
         self._conn.execute(
             "INSERT OR REPLACE INTO objects (uid, grp, kind, namespace, name, rv, seq, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (meta["uid"], api_group(obj["apiVersion"]), obj["kind"], meta.get("namespace") or "", meta["name"], rv, seq or rv, body),
+            (meta["uid"], grp, obj["kind"], ns, meta["name"], rv, seq or rv, body),
         )
+        changelog.append(self._conn, rv, type_, grp, obj["kind"], ns, meta["name"], self.clock.now(), body)
+        if grp == "" and obj["kind"] == "Event":
+            self._conn.execute(INDEX_EVENT, {"body": body, "rv": rv, "now": int(self.clock.now())})
+        events.append((rv, type_, body, obj))
         return obj
 
-    def _normalise(self, obj, verb: str) -> tuple[dict, KindInfo]:
-        """Validate the shape of an object for create/update; returns a private copy and its kind."""
-        if not isinstance(obj, dict):
-            raise SpecError("object", f"must be a mapping (got {type(obj).__name__})")
-        obj = json.loads(_dumps(obj, "object"))
-        kind = obj.get("kind")
-        if not isinstance(kind, str) or not kind:
-            raise SpecError("kind", "is required", fix="set kind, e.g. kind: Pod")
-        api_version = obj.get("apiVersion")
-        if api_version is not None and not isinstance(api_version, str):
-            raise SpecError(f"{kind}.apiVersion", f"must be a string (got {api_version!r})")
-        info = resolve_kind(kind, api_version)
-        if info.kind != kind:
-            raise SpecError("kind", f"{kind!r} is not a Kind name", fix=f"write kind: {info.kind}")
-        obj["apiVersion"] = api_version or info.api_version
-        obj = {"apiVersion": obj.pop("apiVersion"), "kind": obj.pop("kind"), "metadata": obj.pop("metadata", None), **obj}
-        meta = obj.get("metadata")
-        if meta is None:
-            meta = obj["metadata"] = {}
-        if not isinstance(meta, dict):
-            raise SpecError(f"{kind}.metadata", "must be a mapping")
-        if verb == "create" and not meta.get("name") and meta.get("generateName"):
-            meta["name"] = str(meta["generateName"]) + "".join(secrets.choice(_GEN_ALPHABET) for _ in range(5))
-        name = meta.get("name")
-        if not isinstance(name, str) or not name:
-            raise SpecError(f"{kind}.metadata.name", "is required", fix="set metadata.name (lowercase letters, digits, '-', '.')")
-        if len(name) > 253 or not _DNS_SUBDOMAIN.match(name):
-            raise SpecError(
-                f"{kind}.metadata.name",
-                f"{name!r} is not a valid name",
-                fix="use at most 253 lowercase letters, digits, '-' or '.', starting and ending with a letter or digit",
-            )
-        if info.namespaced:
-            ns = meta.get("namespace") or "default"
-            if not isinstance(ns, str) or len(ns) > 63 or not _DNS_LABEL.match(ns):
-                raise SpecError(f"{kind}.metadata.namespace", f"{ns!r} is not a valid namespace", fix="use lowercase letters, digits and '-'")
-            meta["namespace"] = ns
-        else:
-            meta.pop("namespace", None)
-        for field in ("labels", "annotations"):
-            value = meta.get(field)
-            if value is not None and (not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values())):
-                raise SpecError(f"{kind}.metadata.{field}", "must map strings to strings", fix='quote values, e.g. "true"')
-        refs = meta.get("ownerReferences")
-        if refs is not None:
-            if not isinstance(refs, list):
-                raise SpecError(f"{kind}.metadata.ownerReferences", "must be a list")
-            for i, ref in enumerate(refs):
-                if not isinstance(ref, dict) or not ref.get("uid"):
-                    raise SpecError(f"{kind}.metadata.ownerReferences[{i}].uid", "is required")
-        return obj, info
+    def _remove_row(self, uid: str, obj: dict) -> None:
+        self._conn.execute("DELETE FROM objects WHERE uid = ?", (uid,))
+        if obj.get("kind") == "Event" and api_group(obj.get("apiVersion", "")) == "":
+            self._conn.execute(UNINDEX_EVENT, (uid,))
+
+    def _log_deleted(self, obj: dict, events: list) -> None:
+        """The tombstone of a removed object: its last state with a new resourceVersion."""
+        rv = self._next_rv()
+        meta = obj["metadata"]
+        meta["resourceVersion"] = str(rv)
+        body = json.dumps(obj)
+        changelog.append(self._conn, rv, DELETED, api_group(obj["apiVersion"]), obj["kind"], meta.get("namespace") or "",
+                         meta["name"], self.clock.now(), body)
+        events.append((rv, DELETED, body, obj))
 
     # ------------------------------------------------------------------ CRUD
 
@@ -237,7 +195,7 @@ class ObjectStore:
         :class:`AlreadyExists` when (group, kind, namespace, name) is taken, :class:`SpecError` for
         a missing ``kind``/``metadata.name`` or an unknown kind. Emits ``ADDED``.
         """
-        obj, info = self._normalise(obj, "create")
+        obj, info = normalise(obj, "create")
         meta = obj["metadata"]
         for key in ("resourceVersion", "deletionTimestamp"):
             meta.pop(key, None)
@@ -249,15 +207,14 @@ class ObjectStore:
             for _ in range(8):  # a generated name that is taken gets another suffix
                 if not meta.get("generateName") or self._row(info, meta["name"], ns) is None:
                     break
-                meta["name"] = str(meta["generateName"]) + "".join(secrets.choice(_GEN_ALPHABET) for _ in range(5))
+                meta["name"] = generate_name(meta["generateName"])
             if self._row(info, meta["name"], ns) is not None:
                 where = f' in namespace "{ns}"' if ns else ""
                 raise AlreadyExists(
                     f'{info.kind} "{meta["name"]}" already exists{where}',
                     fix=f"delete it first (`localflow delete {info.plural} {meta['name']}`) or choose another name",
                 )
-            self._store(obj, 0, info.kind)
-            events.append((ADDED, obj))
+            self._store(obj, 0, info.kind, ADDED, events)
         return json.loads(json.dumps(obj))
 
     def get(self, kind: str, name: str, namespace: str | None = "default") -> dict:
@@ -306,6 +263,21 @@ class ObjectStore:
                 out.append(obj)
         return out
 
+    def list_with_rv(
+        self,
+        kind: str | None = None,
+        namespace: str | None = "default",
+        label_selector=None,
+        owner_uid: str | None = None,
+    ) -> tuple[list[dict], str]:
+        """``(objects, resourceVersion)``: :meth:`list` and the resourceVersion of the state it
+        read, taken in one read transaction (the list's ``metadata.resourceVersion`` in the API).
+        ``watch(..., since=rv)`` then continues exactly after the list, from any process."""
+        with self._lock, snapshot(self._conn):
+            rv = changelog.current_rv(self._conn)
+            items = self.list(kind, namespace, label_selector, owner_uid)
+        return items, str(rv)
+
     def update(self, obj: dict) -> dict:
         """Replace the stored object with ``obj`` (whole object, status included).
 
@@ -314,7 +286,7 @@ class ObjectStore:
         ``uid`` and ``creationTimestamp`` are kept; ``generation`` bumps when ``spec`` changed.
         Raises :class:`NotFound`. Emits ``MODIFIED``.
         """
-        new, info = self._normalise(obj, "update")
+        new, info = normalise(obj, "update")
         meta = new["metadata"]
         with self._write() as events:
             ns = meta.get("namespace", "")
@@ -329,8 +301,7 @@ class ObjectStore:
             meta["uid"] = old_meta["uid"]
             meta["creationTimestamp"] = old_meta.get("creationTimestamp")
             meta["generation"] = int(old_meta.get("generation", 1)) + (1 if new.get("spec") != old.get("spec") else 0)
-            self._store(new, seq, info.kind)
-            events.append((MODIFIED, new))
+            self._store(new, seq, info.kind, MODIFIED, events)
         return json.loads(json.dumps(new))
 
     @staticmethod
@@ -351,8 +322,7 @@ class ObjectStore:
             new = fn(info, obj)
             if new is None:
                 return obj
-            self._store(new, seq, info.kind)
-            events.append((MODIFIED, new))
+            self._store(new, seq, info.kind, MODIFIED, events)
         return json.loads(json.dumps(new))
 
     def patch(self, kind: str, name: str, patch: dict, namespace: str | None = "default") -> dict:
@@ -375,7 +345,7 @@ class ObjectStore:
                 if key in old["metadata"]:
                     new["metadata"][key] = old["metadata"][key]
             new["kind"], new["apiVersion"] = old["kind"], old["apiVersion"]
-            checked, _ = self._normalise(new, "update")
+            checked, _ = normalise(new, "update")
             checked["metadata"]["generation"] = int(old["metadata"].get("generation", 1)) + (
                 1 if checked.get("spec") != old.get("spec") else 0
             )
@@ -387,7 +357,7 @@ class ObjectStore:
         """Replace ``.status`` (the status subresource); ``generation`` is unchanged. Emits ``MODIFIED``."""
         if not isinstance(status, dict):
             raise SpecError("status", f"must be a mapping (got {type(status).__name__})")
-        status = json.loads(_dumps(status, "status"))
+        status = json.loads(dumps(status, "status"))
 
         def apply(info: KindInfo, obj: dict) -> dict:
             obj["status"] = status
@@ -447,7 +417,8 @@ class ObjectStore:
     # ------------------------------------------------------------------ delete
 
     def delete(self, kind: str, name: str, namespace: str | None = "default", propagation: str = "Background") -> dict:
-        """Delete the object and return its last state. Raises :class:`NotFound`.
+        """Delete the object and return its last state (with the deletion's resourceVersion).
+        Raises :class:`NotFound`.
 
         ``propagation`` as ``DeleteOptions.propagationPolicy``: ``Background`` and ``Foreground``
         delete, recursively, every object whose ``metadata.ownerReferences`` all point at deleted
@@ -455,7 +426,8 @@ class ObjectStore:
         (the garbage collector's rule). ``Background`` emits the owner's ``DELETED`` first,
         ``Foreground`` the dependents' first. ``Orphan`` deletes only the object and strips the
         references to it from its dependents (``MODIFIED``). There are no finalizers: deletion is
-        immediate.
+        immediate. Every deleted object takes a new resourceVersion, in the order its
+        ``DELETED`` is emitted, and leaves that tombstone in the change log.
         """
         if propagation not in _PROPAGATIONS:
             raise SpecError("propagationPolicy", f"unknown policy {propagation!r}", fix="use " + ", ".join(_PROPAGATIONS))
@@ -468,8 +440,7 @@ class ObjectStore:
             root = json.loads(row[3])
             deleted = [root]
             gone = {root["metadata"]["uid"]}
-            self._conn.execute("DELETE FROM objects WHERE uid = ?", (row[0],))
-            modified: list[dict] = []
+            self._remove_row(row[0], root)
             pending = [root["metadata"]["uid"]]
             while pending:
                 owner = pending.pop(0)
@@ -487,51 +458,107 @@ class ObjectStore:
                             dep["metadata"]["ownerReferences"] = keep
                         else:
                             dep["metadata"].pop("ownerReferences", None)
-                        self._store(dep, seq, dep["kind"])
-                        modified.append(dep)
+                        self._store(dep, seq, dep["kind"], MODIFIED, events)
                     else:
-                        self._conn.execute("DELETE FROM objects WHERE uid = ?", (uid,))
+                        self._remove_row(uid, dep)
                         gone.add(uid)
                         deleted.append(dep)
                         pending.append(uid)
-            order = deleted if propagation != "Foreground" else deleted[::-1]
-            events += [(MODIFIED, o) for o in modified] + [(DELETED, o) for o in order]
-        return root
+            for obj in deleted if propagation != "Foreground" else deleted[::-1]:
+                self._log_deleted(obj, events)
+        return json.loads(json.dumps(root))
 
     def _exists(self, uid) -> bool:
         return uid is not None and self._conn.execute("SELECT 1 FROM objects WHERE uid = ?", (uid,)).fetchone() is not None
 
     # ------------------------------------------------------------------ watch
 
-    def watch(self, kind: str | None = None, namespace: str | None = None, label_selector=None, owner_uid: str | None = None) -> Watch:
-        """Open a :class:`Watch` of changes made through this store from now on (in-process only).
+    def watch(
+        self,
+        kind: str | None = None,
+        namespace: str | None = None,
+        label_selector=None,
+        owner_uid: str | None = None,
+        since=None,
+    ) -> Watch:
+        """Open a :class:`Watch` of changes made by any process on this workspace file.
 
-        Filters as :meth:`list` (``namespace=None``: all namespaces). A watch sees no change made
-        before it opened: open the watch first and then list, or use :meth:`list_and_watch`.
-        Close it (or use ``with``) when done.
+        Filters as :meth:`list` (``namespace=None``: all namespaces). ``since=None``: changes
+        after now. ``since=rv`` (a resourceVersion, e.g. from :meth:`list_with_rv` or
+        :attr:`Watch.resource_version`): first every logged change after ``rv``, then the live
+        stream, without gap or duplicate. Raises :class:`localflow.errors.Gone` ("410 Gone …
+        relist") when the log no longer reaches back to ``rv``. Changes made through this store
+        arrive at once; other processes' within ``poll_interval`` plus a log read. Close the
+        watch (or use ``with``) when done.
         """
         info = resolve_kind(kind) if kind is not None else None
         reqs = parse_selector(label_selector)
+        if since is not None:
+            try:
+                since = int(str(since))
+            except ValueError:
+                raise SpecError("resourceVersion", f"{since!r} is not a resourceVersion", fix="pass the metadata.resourceVersion of a list or an object") from None
 
         def wanted(obj: dict) -> bool:
-            if info is not None and (obj.get("kind") != info.kind or api_group(obj.get("apiVersion", "")) != info.group):
-                return False
-            meta = obj.get("metadata", {})
-            if namespace is not None and (info is None or info.namespaced) and meta.get("namespace") != namespace:
-                return False
-            if owner_uid is not None and not any(r.get("uid") == owner_uid for r in meta.get("ownerReferences") or []):
-                return False
-            return _labels_match(obj, reqs)
+            return object_matches(obj, info, namespace, owner_uid) and _labels_match(obj, reqs)
 
         with self._lock:
-            return self._hub.open(wanted)
+            start = changelog.current_rv(self._conn) if since is None else since
+
+            def replay() -> list:
+                # One read transaction: compaction by another process cannot cut in between.
+                out = []
+                with snapshot(self._conn):
+                    changelog.check_resumable(self._conn, start)
+                    rv = start
+                    while True:
+                        rows = changelog.rows_since(self._conn, rv)
+                        out += rows
+                        if len(rows) < 1000:
+                            return out
+                        rv = rows[-1][0]
+
+            return self._hub.open(wanted, start, replay)
 
     def list_and_watch(self, kind: str | None = None, namespace: str | None = None, label_selector=None, owner_uid: str | None = None):
-        """``(objects, watch)`` taken atomically: every in-process change after the list is in the
-        watch, and none before it."""
-        with self._lock:
-            w = self.watch(kind, namespace, label_selector, owner_uid)
-            return self.list(kind, namespace, label_selector, owner_uid), w
+        """``(objects, watch)``: every change after the list is in the watch, and none before it
+        (:meth:`list_with_rv` then :meth:`watch` with ``since``)."""
+        items, rv = self.list_with_rv(kind, namespace, label_selector, owner_uid)
+        return items, self.watch(kind, namespace, label_selector, owner_uid, since=rv)
+
+    # ------------------------------------------------------------------ maintenance
+
+    def maintain(self) -> dict:
+        """Compact the change log to :attr:`log_limits` and delete expired Events now; returns
+        ``{"log_rows_removed": n, "events_expired": m}``. Writes run this every
+        ``log_limits.compact_every`` writes, so callers rarely need to."""
+        self._maintaining = True
+        try:
+            with self._write() as events:
+                expired = self._expire_events(events)
+                removed = changelog.compact(self._conn, self.log_limits, self.clock.now())
+        finally:
+            self._maintaining = False
+        return {"log_rows_removed": removed, "events_expired": expired}
+
+    def log_stats(self) -> dict:
+        """``{"entries", "bytes", "oldest", "newest"}`` of the change log: ``oldest`` is the
+        oldest resourceVersion a watch can resume from."""
+        with self._lock, snapshot(self._conn):
+            return changelog.log_stats(self._conn)
+
+    def _expire_events(self, events: list, limit: int = 500) -> int:
+        """Delete up to ``limit`` Events older than ``event_ttl`` (an index range read: free
+        when none is due), each leaving a ``DELETED`` tombstone as a TTL expiry in etcd does."""
+        if not self.event_ttl:
+            return 0
+        cutoff = int(self.clock.now() - self.event_ttl)
+        rows = self._conn.execute(EXPIRED_EVENTS, {"cutoff": cutoff, "limit": limit}).fetchall()
+        for _, body in rows:
+            ev = json.loads(body)
+            self._remove_row(ev["metadata"]["uid"], ev)
+            self._log_deleted(ev, events)
+        return len(rows)
 
     # ------------------------------------------------------------------ events
 
@@ -543,80 +570,44 @@ class ObjectStore:
         ``lastTimestamp``, ``source.component`` and the name ``<involved name>.<hex>``, in the
         involved object's namespace (``default`` for cluster-scoped ones). An event identical in
         (involved object, reason, message, type, component) bumps ``count`` and
-        ``lastTimestamp`` instead, as client-go's EventCorrelator does (kubectl shows ``x3``).
+        ``lastTimestamp`` instead, as client-go's EventCorrelator does (kubectl shows ``x3``);
+        the match is one seek in ``event_index``. Expired Events (``event_ttl``) are deleted
+        first, so an event repeated after the TTL starts a new Event.
         """
         if type not in ("Normal", "Warning"):
             raise SpecError("Event.type", f"{type!r} is not an event type", fix="use Normal or Warning")
         meta = (involved or {}).get("metadata") or {}
         if not involved or not involved.get("kind") or not meta.get("name"):
             raise SpecError("involvedObject", "needs kind and metadata.name", fix="pass the stored object")
-        ref = {
-            "apiVersion": involved.get("apiVersion", ""),
-            "kind": involved["kind"],
-            "name": meta["name"],
-            "namespace": meta.get("namespace", ""),
-            "uid": meta.get("uid", ""),
-        }
+        ref = {"apiVersion": involved.get("apiVersion", ""), "kind": involved["kind"], "name": meta["name"],
+               "namespace": meta.get("namespace", ""), "uid": meta.get("uid", "")}
         ev_ns = ref["namespace"] or "default"
         now = self.clock.rfc3339()
         with self._write() as events:
-            row = self._conn.execute(
-                "SELECT seq, body FROM objects WHERE grp = '' AND kind = 'Event' AND namespace = ?"
-                " AND json_extract(body, '$.involvedObject.uid') = ? AND json_extract(body, '$.involvedObject.kind') = ?"
-                " AND json_extract(body, '$.involvedObject.name') = ? AND json_extract(body, '$.reason') = ?"
-                " AND json_extract(body, '$.message') = ? AND json_extract(body, '$.type') = ?"
-                " AND json_extract(body, '$.source.component') = ? ORDER BY rv DESC LIMIT 1",
-                (ev_ns, ref["uid"], ref["kind"], ref["name"], reason, message, type, component),
-            ).fetchone()
+            self._expire_events(events)
+            row = self._conn.execute(FIND_DUPLICATE, dedup_args(ev_ns, ref, reason, message, type, component)).fetchone()
             if row is not None:
                 ev = json.loads(row[1])
                 ev["count"] = int(ev.get("count", 1)) + 1
                 ev["lastTimestamp"] = now
-                self._store(ev, row[0], "Event")
-                events.append((MODIFIED, ev))
+                self._store(ev, row[0], "Event", MODIFIED, events)
             else:
-                ev = {
-                    "apiVersion": "v1",
-                    "kind": "Event",
-                    "metadata": {
-                        "name": f"{ref['name']}.{uuid.uuid4().hex[:16]}",
-                        "namespace": ev_ns,
-                        "uid": str(uuid.uuid4()),
-                        "creationTimestamp": now,
-                        "generation": 1,
-                    },
-                    "involvedObject": ref,
-                    "reason": reason,
-                    "message": message,
-                    "type": type,
-                    "count": 1,
-                    "firstTimestamp": now,
-                    "lastTimestamp": now,
-                    "source": {"component": component},
-                    "reportingComponent": component,
-                }
-                self._store(ev, 0, "Event")
-                events.append((ADDED, ev))
+                ev = new_event(ref, ev_ns, reason, message, type, component, now)
+                self._store(ev, 0, "Event", ADDED, events)
         return json.loads(json.dumps(ev))
 
     def events_for(self, obj: dict) -> list[dict]:
-        """Events about ``obj`` (matched by uid, or kind/name/namespace when it has none), oldest
-        ``lastTimestamp`` first, as ``kubectl describe`` lists them."""
+        """Unexpired Events about ``obj`` (matched by uid, or kind/name/namespace when it has
+        none), oldest ``lastTimestamp`` first, as ``kubectl describe`` lists them; an index
+        range read of ``event_index``."""
         meta = obj.get("metadata") or {}
+        oldest = int(self.clock.now() - self.event_ttl) if self.event_ttl else -(2**62)
         if meta.get("uid"):
-            cond, args = "json_extract(body, '$.involvedObject.uid') = ?", [meta["uid"]]
+            sql, args = EVENTS_FOR_UID, (meta["uid"], oldest)
         else:
-            cond = (
-                "json_extract(body, '$.involvedObject.kind') = ? AND json_extract(body, '$.involvedObject.name') = ?"
-                " AND json_extract(body, '$.involvedObject.namespace') = ?"
-            )
-            args = [obj.get("kind"), meta.get("name"), meta.get("namespace", "")]
+            sql, args = EVENTS_FOR_NAME, (obj.get("kind") or "", meta.get("name") or "", meta.get("namespace") or "", oldest)
         with self._lock:
-            rows = self._conn.execute(
-                f"SELECT body FROM objects WHERE grp = '' AND kind = 'Event' AND {cond}"
-                " ORDER BY json_extract(body, '$.lastTimestamp'), rv",
-                args,
-            ).fetchall()
+            rows = self._conn.execute(sql, args).fetchall()
         return [json.loads(b) for (b,) in rows]
 
 

@@ -142,6 +142,20 @@ def immediate(conn: sqlite3.Connection):
         raise
 
 
+@contextmanager
+def snapshot(conn: sqlite3.Connection):
+    """``BEGIN`` … ``COMMIT`` around reads so that they all see one committed state (in WAL mode a
+    read transaction never blocks a writer). Inside an open transaction it adds nothing."""
+    if conn.in_transaction:
+        yield
+        return
+    conn.execute("BEGIN")
+    try:
+        yield
+    finally:
+        conn.execute("COMMIT")
+
+
 def has_tables(conn: sqlite3.Connection, names) -> bool:
     """True when every table in ``names`` exists (lets stores skip schema creation, and the import
     of sqlite-utils, when opening an existing workspace)."""

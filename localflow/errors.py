@@ -49,6 +49,10 @@ class Conflict(LocalflowError):
     """An update was made against a stale ``metadata.resourceVersion``. Exit code 1."""
 
 
+class Gone(LocalflowError):
+    """A watch asked for a resourceVersion the compacted change log no longer holds (HTTP 410): relist."""
+
+
 class ExecutorError(LocalflowError):
     """An executor cannot run a container at all (no such executable, no Docker engine, no image).
 
