@@ -503,7 +503,11 @@ class ObjectStore:
             return object_matches(obj, info, namespace, owner_uid) and _labels_match(obj, reqs)
 
         with self._lock:
-            start = changelog.current_rv(self._conn) if since is None else since
+            newest = changelog.current_rv(self._conn)
+            start = newest if since is None else since
+            if not 0 <= start <= newest:
+                raise SpecError("resourceVersion", f"{start} is not a version of this store (newest: {newest})",
+                                fix="pass a resourceVersion this workspace returned, or none to watch from now")
 
             def replay() -> list:
                 # One read transaction: compaction by another process cannot cut in between.

@@ -259,6 +259,10 @@ def test_one_poller_thread_serves_every_watch_and_stops_with_the_store(db_path):
 def test_watch_rejects_a_malformed_resource_version(store):
     with pytest.raises(SpecError, match="resourceVersion"):
         store.watch("cm", since="latest")
+    store.create(cm("a"))
+    for bad in (-1, 2):
+        with pytest.raises(SpecError, match="newest: 1"):
+            store.watch("cm", since=bad)
 
 
 # The schema localflow wrote before the change log existed (sqlite-utils made it).
