@@ -748,6 +748,9 @@ class PipelineRunController:
             for values in (t.node.params, t.params):
                 if values.get(name) is not None:
                     return values[name]
+            defs = ((t.node.component.get("inputDefinitions") or {}).get("parameters") or {}).get(name) or {}
+            if defs.get("isOptional"):
+                return None  # an optional input left unset: the driver skips what it names (k8s.go)
             raise SpecError(f"{path}.componentInputParameter", f"input {name!r} has no value in this DAG",
                             fix="pass the parameter to the pipeline (-p NAME=VALUE)")
         if "taskOutputParameter" in spec:

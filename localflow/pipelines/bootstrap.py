@@ -323,19 +323,20 @@ def missing_requirements(requirements, python: str) -> list[str]:
 #: ``python -c`` program: argv[1] is the module source, argv[2:] the component args. It sets
 #: ``_KFP_RUNTIME=true`` (so ``import kfp`` stays light), writes the source to
 #: ``<tmp>/ephemeral_component.py`` exactly like the compiled runner script, runs
-#: ``kfp.dsl.executor_main`` as ``__main__`` and removes the temporary directory afterwards.
+#: ``kfp.dsl.executor_main`` as ``__main__`` and removes the temporary directory at exit. The
+#: removal is an ``atexit`` handler, not a ``finally``: Python prints an uncaught exception's
+#: traceback before it runs atexit handlers, and the traceback reads the component's source lines
+#: from that file (kfp.local's tests assert the ``raise`` line is in the log).
 LAUNCHER = (
-    "import os, runpy, shutil, sys, tempfile\n"
+    "import atexit, os, runpy, shutil, sys, tempfile\n"
     "os.environ['_KFP_RUNTIME'] = 'true'\n"
     "d = tempfile.mkdtemp(prefix='kfp-component-')\n"
+    "atexit.register(shutil.rmtree, d, True)\n"
     "p = os.path.join(d, 'ephemeral_component.py')\n"
     "with open(p, 'w', encoding='utf-8') as f:\n"
     "    f.write(sys.argv[1])\n"
     "sys.argv = [sys.argv[0], '--component_module_path', p] + sys.argv[2:]\n"
-    "try:\n"
-    "    runpy.run_module({module!r}, run_name='__main__', alter_sys=True)\n"
-    "finally:\n"
-    "    shutil.rmtree(d, ignore_errors=True)\n"
+    "runpy.run_module({module!r}, run_name='__main__', alter_sys=True)\n"
 )
 
 

@@ -55,10 +55,15 @@ class PodPatch:
     spec: dict = field(default_factory=dict)
 
 
-def _name(entry: dict, legacy: str, param: str, resolve: Resolver, path: str, what: str) -> str:
+def _name(entry: dict, legacy: str, param: str, resolve: Resolver, path: str, what: str) -> str | None:
+    """The Secret/ConfigMap name of ``entry``; None when it is given by a parameter that resolved to
+    null (an optional pipeline input left unset): the driver then skips the entry
+    (``backend/src/v2/driver/k8s.go``: a null resolved parameter -> ``continue``)."""
     value = entry.get(legacy)
     if not value and entry.get(param):
         value = resolve(entry[param], f"{path}.{param}")
+        if value is None:
+            return None
     if not isinstance(value, str) or not value:
         raise SpecError(path, f"the {what} name has no value (got {value!r})",
                         fix=f"set {legacy} or {param} to a non-empty string")
@@ -87,18 +92,22 @@ def apply_executor_config(config: dict, resolve: Resolver, path: str) -> PodPatc
     errors) to a :class:`PodPatch`. ``resolve(spec, path)`` returns the value of a
     TaskInputParameterSpec (``{"runtimeValue": {"constant": ...}}``,
     ``{"componentInputParameter": name}``, ``{"taskOutputParameter": {...}}``) for the task being
-    started, raising SpecError when it has none. Raises SpecError for a name that resolves to
-    nothing."""
+    started (``None`` for an optional input left unset: that Secret/ConfigMap entry is skipped),
+    raising SpecError when it has none. Raises SpecError for a name that resolves to nothing else."""
     out = PodPatch()
     for i, s in enumerate(config.get("secretAsEnv") or []):
         p = f"{path}.secretAsEnv[{i}]"
         name = _name(s, "secretName", "secretNameParameter", resolve, p, "Secret")
+        if name is None:
+            continue
         for k in s.get("keyToEnv") or []:
             out.env.append({"name": k["envVar"], "valueFrom": {"secretKeyRef": {
                 "name": name, "key": k["secretKey"], "optional": bool(s.get("optional"))}}})
     for i, s in enumerate(config.get("configMapAsEnv") or []):
         p = f"{path}.configMapAsEnv[{i}]"
         name = _name(s, "configMapName", "configMapNameParameter", resolve, p, "ConfigMap")
+        if name is None:
+            continue
         for k in s.get("keyToEnv") or []:
             out.env.append({"name": k["envVar"], "valueFrom": {"configMapKeyRef": {
                 "name": name, "key": k["configMapKey"], "optional": bool(s.get("optional"))}}})
@@ -114,10 +123,14 @@ def apply_executor_config(config: dict, resolve: Resolver, path: str) -> PodPatc
         out.mounts.append(mount)
     for i, s in enumerate(config.get("secretAsVolume") or []):
         name = _name(s, "secretName", "secretNameParameter", resolve, f"{path}.secretAsVolume[{i}]", "Secret")
+        if name is None:
+            continue
         out.volumes.append({"name": f"secret-{i}", "secret": {"secretName": name, "optional": bool(s.get("optional"))}})
         out.mounts.append({"name": f"secret-{i}", "mountPath": s["mountPath"], "readOnly": True})
     for i, s in enumerate(config.get("configMapAsVolume") or []):
         name = _name(s, "configMapName", "configMapNameParameter", resolve, f"{path}.configMapAsVolume[{i}]", "ConfigMap")
+        if name is None:
+            continue
         out.volumes.append({"name": f"configmap-{i}", "configMap": {"name": name, "optional": bool(s.get("optional"))}})
         out.mounts.append({"name": f"configmap-{i}", "mountPath": s["mountPath"], "readOnly": True})
     for key in ("emptyDirMounts", "genericEphemeralVolume"):

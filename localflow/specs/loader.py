@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from localflow.errors import SpecError
+from localflow.specs import formats
 
 # libyaml's loader when PyYAML was built with it: same safe semantics, ~10x faster on compiled IR
 _SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -53,6 +54,8 @@ def load_documents(source: str | os.PathLike, *, text: str | None = None) -> lis
     SpecError(``<file>: document N``) when a document is not a mapping.
     """
     name = os.fspath(source)
+    if text is None and os.path.isfile(name) and formats.is_archive(name):
+        text = formats.read_spec_text(name)  # a .zip/.tar.gz package as kfp.Client uploads it
     if text is None:
         try:
             with open(name, encoding="utf-8") as fh:
