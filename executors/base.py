@@ -50,6 +50,8 @@ class ImageMapping:
     - ``docker_image``: local image tag the docker executor runs instead of ``image``.
     - ``command`` / ``args``: the image's ENTRYPOINT / CMD, used when a container sets no
       ``command`` / ``args`` (as a container runtime falls back to the image's).
+    - ``shell``: host program that a bare ``sh`` means for this image (subprocess executor; a
+      multi-call binary such as busybox must be reached through a link named ``sh``).
     """
 
     image: str
@@ -60,6 +62,7 @@ class ImageMapping:
     docker_image: str | None = None
     command: list[str] | None = None
     args: list[str] | None = None
+    shell: str | None = None
 
 
 @dataclass

@@ -46,7 +46,7 @@ import uuid
 
 from localflow.errors import ExecutorError
 
-from .base import ContainerResult, ContainerSpec, DrivenPod, Executor, PodSpec
+from .base import ContainerResult, ContainerSpec, DrivenPod, Executor, ImageMapping, PodSpec
 
 __all__ = [
     "DockerExecutor",
@@ -180,6 +180,18 @@ class DockerExecutor(Executor):
         if c.mapping and c.mapping.docker_image:
             return c.mapping.docker_image
         return self._fallbacks.get(c.image, c.image)
+
+    def image_entrypoint(self, image: str, mapping: ImageMapping | None = None) -> tuple[list[str], list[str]] | None:
+        """``(ENTRYPOINT, CMD)`` of the local image that ``image`` runs as (``[]`` for unset), or
+        None when the engine does not have it; the scheduler uses it for containers that set no
+        ``command``, as the container runtime would."""
+        c = ContainerSpec(name="", image=image, argv=[], mapping=mapping)
+        tag = self.image_for(c)
+        try:
+            cfg = self.client.images.get(tag).attrs.get("Config") or {}
+        except Exception:  # ImageNotFound, an engine that went away: the start reports it properly
+            return None
+        return list(cfg.get("Entrypoint") or []), list(cfg.get("Cmd") or [])
 
     def _has_image(self, image: str) -> bool:
         if image in self._known_images:  # one inspect per tag; a tag removed later fails at create

@@ -81,11 +81,13 @@ def _parse_params(values: tuple[str, ...]) -> dict:
 @workspace_option
 @click.option("--config", "-c", "config", default=None, help="localflow.yaml with image mappings (default ./localflow.yaml).")
 @click.option("--no-cache", is_flag=True, help="Do not reuse cached task results.")
+@click.option("--no-install", is_flag=True,
+              help="Never install packages_to_install into cached venvs (a task lacking them fails, naming them).")
 @click.option("--name", default=None, help="Run name (default <pipeline>-<random>).")
 @namespace_option
 @click.option("-o", "--output", type=click.Choice(OUTPUTS), default=None, help="Print the resulting objects as a List.")
 @handle_errors
-def run(spec, params, executor, workspace, config, no_cache, name, namespace, output):
+def run(spec, params, executor, workspace, config, no_cache, no_install, name, namespace, output):
     """Run SPEC (a compiled pipeline YAML or a training job YAML) to completion.
 
     \b
@@ -99,7 +101,7 @@ def run(spec, params, executor, workspace, config, no_cache, name, namespace, ou
 
     progress = _Progress(enabled=output is None)
     result = api.run(spec, _parse_params(params), executor, workspace, config=config, cache=not no_cache,
-                     namespace=namespace, on_task=progress, run_name=name)
+                     namespace=namespace, on_task=progress, run_name=name, **({"install": False} if no_install else {}))
     if output:
         items = [result.object] + list(result.pods) if result.object else list(result.pods)
         click.echo(dump(as_list(items), output))

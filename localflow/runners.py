@@ -23,14 +23,19 @@ from localflow.volumes import validate_documents
 
 
 def run_pipeline(docs: list[dict], rt: Runtime, *, params=None, cache=True, namespace="default", on_task=None,
-                 source=None, run_name=None, **_) -> Run:
+                 source=None, run_name=None, install=None, **_) -> Run:
     """Run a compiled KFP PipelineSpec with :class:`~localflow.controllers.pipelinerun.PipelineRunController`.
 
     ``params`` may hold strings (from ``-p``): they are parsed by the declared parameterType.
     ``Run.tasks`` maps task paths to TaskRecords; ``Run.outputs`` holds the root DAG's outputs
-    (parameters by value, artifacts as RuntimeArtifact dicts, one or a list).
+    (parameters by value, artifacts as RuntimeArtifact dicts, one or a list). ``install``: install
+    ``packages_to_install`` into cached venvs (default: ``packages.install`` of localflow.yaml, true;
+    ``--no-install`` passes False).
     """
+    import dataclasses
+
     from localflow.controllers.pipelinerun import PipelineRunController
+    from localflow.pipelines.packages import PackageInstaller
     from localflow.pipelines.values import parse_cli_value
     from localflow.specs.pipeline import load_pipeline
 
@@ -40,9 +45,14 @@ def run_pipeline(docs: list[dict], rt: Runtime, *, params=None, cache=True, name
     for k, v in list(given.items()):
         if isinstance(v, str) and k in defs and defs[k].get("parameterType") != "STRING":
             given[k] = parse_cli_value(v, defs[k].get("parameterType"), f"-p {k}")
+    settings = rt.config.packages
+    if install is not None:
+        settings = dataclasses.replace(settings, install=bool(install))
+    packages = PackageInstaller(settings, str(rt.workspace.root / "venvs"))
     ctl = PipelineRunController(doc, parameters=given, store=rt.store, scheduler=rt.scheduler, metadata=rt.metadata,
                                 workspace=rt.workspace, clock=rt.clock, cache=cache, namespace=namespace,
-                                run_name=run_name, spec_path=source, on_task=on_task)
+                                run_name=run_name, spec_path=source, on_task=on_task, packages=packages,
+                                storage=rt.config.storage)
     try:
         ctl.run()
     finally:

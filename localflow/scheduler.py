@@ -22,6 +22,7 @@ Failed, the process killed; when even that cannot be written, the failure is kep
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import threading
@@ -35,12 +36,15 @@ from localflow.config import ImageMap
 from localflow import dbconn
 from localflow.errors import LocalflowError, SpecError, Unschedulable
 from localflow.faults import SchedulerFault, describe, is_disk_full
-from localflow.executors.base import ContainerResult, ContainerSpec, Executor, Mount, PodSpec, Resources, RunningPod
+from localflow.executors.base import (ContainerResult, ContainerSpec, Executor, ImageMapping, Mount, PodSpec, Resources,
+                                      RunningPod)
 from localflow.quantity import format_cpu, format_memory, parse_cpu, parse_memory
 from localflow.volumes import check_mount_sources, container_mounts, resolve_volumes, validate_pod_volumes
 
 NODE_NAME = "localflow"
 NETWORK_ANNOTATION = "localflow.dev/network"
+#: Pod annotation: the interpreter python/python3 mean in its containers (a packages venv).
+PYTHON_ANNOTATION = "localflow.dev/python"
 WORKSPACE_LABEL = "localflow.dev/workspace"
 _BACKOFF_INITIAL_S = 10.0  # kubelet's container restart backoff: 10 s doubling to 5 min
 _BACKOFF_MAX_S = 300.0
@@ -538,6 +542,23 @@ class Scheduler:
         self.store.update_status("Pod", e.name, cur, e.namespace)
 
     # -- Pod manifest -> PodSpec -------------------------------------------------------------
+    def _image_entrypoint(self, c: dict, image: str, mapping, args, path: str):
+        """``(command, args)`` of a container that sets no ``command``: the image's ENTRYPOINT (and
+        its CMD when ``args`` is empty) from ``entrypoint:``/``args:`` in localflow.yaml, else from
+        the local image when the executor can read it (docker). SpecError when neither knows it."""
+        if mapping is not None and mapping.command is not None and (mapping.command or args or mapping.args):
+            return mapping.command, args or mapping.args or []
+        read = getattr(self.executor, "image_entrypoint", None)
+        found = read(image, mapping) if read is not None else None
+        if found is not None and (found[0] or found[1] or args):
+            return found[0], args or found[1]
+        if read is not None and found is None and args:
+            return [], args  # the engine lacks the image: starting the container says so
+        what = "sets no command, so the image's ENTRYPOINT would run" if args else "sets neither command nor args"
+        raise SpecError(path, f"container {c.get('name')!r} {what}; localflow does not know it for image {image!r}",
+                        fix=f"set command in the component, or add entrypoint: [...] for {image!r} under images: in "
+                            "localflow.yaml, or run with --executor docker with the image present")
+
     def _resolve(self, pod: dict) -> PodSpec:
         meta = pod["metadata"]
         spec = pod.get("spec") or {}
@@ -556,15 +577,12 @@ class Scheduler:
             env = self._env(c, pod, f"{p}.env")
             image = c.get("image") or ""
             mapping = self.images.resolve(image)
+            python = (meta.get("annotations") or {}).get(PYTHON_ANNOTATION)
+            if python and kind == "containers":  # a packages venv (localflow/pipelines/packages.py)
+                mapping = dataclasses.replace(mapping or ImageMapping(image=image), python=python)
             command, args = c.get("command"), c.get("args")
-            if not command and mapping is not None and mapping.command:
-                command = mapping.command  # the image's ENTRYPOINT
-                if not args and mapping.args:
-                    args = mapping.args  # the image's CMD
-            if not command and not args:
-                raise SpecError(f"{p}.command", f"container {c.get('name')!r} sets no command and image {image!r} "
-                                                "has no known entrypoint",
-                                fix=f"set command, or add command: [...] for {image!r} under images: in localflow.yaml")
+            if not command:
+                command, args = self._image_entrypoint(c, image, mapping, args, f"{p}.command")
             command = [expand_vars(str(a), env) for a in (command or [])]
             args = [expand_vars(str(a), env) for a in (args or [])]
             mounts = container_mounts(c, volumes, env, p, expand_vars)

@@ -45,6 +45,9 @@ from localflow.pipelines.names import check_ir_names, check_platform_paths
 from localflow.pipelines.preflight import check_pipeline
 from localflow.pipelines.cache import fingerprint
 from localflow.pipelines.launcher import k8s_name as _k8s_name, random_suffix as _suffix
+from localflow.pipelines.packages import PackageInstaller
+from localflow.pipelines.storage import StorageMap
+from localflow.scheduler import PYTHON_ANNOTATION
 from localflow.pipelines.values import cast_parameter, format_value, resolve_input_definitions
 from localflow.safepath import safe_join
 from localflow.specs.pipeline import PipelineDocument
@@ -163,7 +166,8 @@ class PipelineRunController:
     def __init__(self, doc: PipelineDocument, *, parameters: dict | None, store, scheduler, metadata, workspace,
                  clock: Clock = SYSTEM_CLOCK, cache: bool = True, namespace: str = "default",
                  run_name: str | None = None, spec_path: str | None = None,
-                 on_task: Callable[[TaskRecord], None] | None = None):
+                 on_task: Callable[[TaskRecord], None] | None = None,
+                 packages: PackageInstaller | None = None, storage: StorageMap | None = None):
         self.doc = doc
         self.spec = doc.spec
         self.platform = (doc.platform or {}).get("deploymentSpec", {}).get("executors", {}) if doc.platform else {}
@@ -190,9 +194,18 @@ class PipelineRunController:
         self.run_id = str(uuid.uuid4())
         self.run_name = run_name or f"{_k8s_name(self.pipeline_name, 57)}-{_suffix()}"
         self.create_time = clock.rfc3339()
+        self.packages = packages
+        self.storage = storage or StorageMap()
+        # a remote pipeline_root mapped by storage: in localflow.yaml holds the outputs; else the workspace
+        self.pipeline_root = (doc.runtime_config or {}).get("gcsOutputDirectory") or self.spec.get("defaultPipelineRoot")
+        mapped_root = self.storage.run_root(self.pipeline_root)
         # sanitized name and a uuid: nothing from the spec reaches the path raw
-        self.run_root = str(safe_join(workspace.root, "artifacts", _k8s_name(self.pipeline_name, 100), self.run_id,
-                                      field="pipelineInfo.name"))
+        if mapped_root:
+            self.run_root = str(safe_join(mapped_root, _k8s_name(self.pipeline_name, 100), self.run_id,
+                                          field="pipelineInfo.name"))
+        else:
+            self.run_root = str(safe_join(workspace.root, "artifacts", _k8s_name(self.pipeline_name, 100),
+                                          self.run_id, field="pipelineInfo.name"))
         self.spec_path = spec_path
         self.tasks: dict[str, TaskRecord] = {}
         self._pods: dict[str, _Task] = {}
@@ -693,6 +706,8 @@ class PipelineRunController:
         t.record.attempts = t.attempt
         task_root = launcher.prepare_task_root(self.run_root, t.dirs, t.attempt)
         executor_input = launcher.executor_input(t.params, t.artifacts, comp, task_root)
+        # what the task is handed names local paths for mapped remote URIs (metadata keeps the URIs)
+        executor_input = self.storage.localize_executor_input(executor_input, self._task_path(t))
         exec_id = self.metadata.create_execution(
             self.run_id, "system.ContainerExecution", t.path, state="NEW", inputs=t.record.inputs,
             attempt=t.attempt - 1, fingerprint=t.fingerprint, parent_id=t.node.execution_id,
@@ -707,10 +722,20 @@ class PipelineRunController:
         ctx = self._job_ctx(t, executor_input, comp)
         argv = placeholders.resolve_container(container, ctx, path)
         image = container.get("image") or ""
+        python = None
         if self.scheduler.executor.name == "subprocess":
-            argv = launcher.local_lightweight(container, ctx, path, image, self.scheduler.images,
-                                              getattr(self.scheduler.executor, "python", None)) or argv
+            local = launcher.local_lightweight(container, ctx, path, image, self.scheduler.images,
+                                               getattr(self.scheduler.executor, "python", None),
+                                               packages=self.packages, task=t.path)
+            if local is not None:
+                argv, python = local, local[0]
         pod = self._pod_manifest(t, label, container, argv, ctx, path)
+        if python is not None and self.packages is not None and python.startswith(self.packages.cache_dir + os.sep):
+            # the task runs on a packages venv: the kubelet gives its container that interpreter
+            # (its shim's python, its warm zygote)
+            pod["metadata"]["annotations"][PYTHON_ANNOTATION] = python
+        if self.scheduler.executor.name == "docker":
+            launcher.mount_directories(pod, [d for d in self.storage.directories() if os.path.isdir(d)])
         t.exec_ctx = {"executor_input": executor_input, "task_root": task_root, "component": comp, "label": label,
                       "executor": executor}
         pod = self.scheduler.submit(pod)

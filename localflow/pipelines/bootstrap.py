@@ -33,6 +33,7 @@ __all__ = [
     "missing_requirements",
     "requirement_report",
     "local_argv",
+    "relax_kfp_pin",
     "LAUNCHER",
     "LOCAL_ENV",
 ]
@@ -358,7 +359,7 @@ def local_argv(cmd: LightweightCommand, python: str, *, image: str | None = None
     and the fix: ``<python> -m pip install '<spec>' ...`` or an ``images:`` mapping in
     ``localflow.yaml`` to an interpreter that has them.
     """
-    requirements = [_relax_kfp_pin(r) for r in cmd.requirements]
+    requirements = [relax_kfp_pin(r) for r in cmd.requirements]
     if check and not any(_req_name(r) == "kfp" for r in requirements):
         requirements.append("kfp")  # the runner needs kfp.dsl.executor_main in any form
     if check:
@@ -370,7 +371,7 @@ def local_argv(cmd: LightweightCommand, python: str, *, image: str | None = None
     return [python, "-c", LAUNCHER.format(module=cmd.executor_module), cmd.module_source or "", *cmd.args]
 
 
-def _relax_kfp_pin(spec: str) -> str:
+def relax_kfp_pin(spec: str) -> str:
     """``kfp==2.16.0`` -> ``kfp>=2,<3``: the SDK pins the version it compiled with, but any kfp of
     the same major version runs ``kfp.dsl.executor_main`` with the same ExecutorInput contract, and
     offline there is no way to install the exact pin. Other requirements stay as written."""

@@ -34,6 +34,7 @@ from localflow.safepath import encode_component, safe_join, within
 from localflow.training.gpus import detect_gpus
 
 __all__ = ["prepare_task_root", "task_dir_parts", "executor_input", "local_lightweight", "main_container", "task_pod", "resources",
+           "mount_directories",
            "collect_outputs", "importer_source", "log_tail", "pod_failure", "copy_content", "public_artifact",
            "k8s_name", "random_suffix"]
 
@@ -93,13 +94,16 @@ def executor_input(params: dict, artifacts: dict, component: dict, task_root: st
 
 
 def local_lightweight(container: dict, ctx: placeholders.PlaceholderContext, path: str, image: str,
-                      images, default_python: str | None) -> list[str] | None:
+                      images, default_python: str | None, *, packages=None, task: str = "") -> list[str] | None:
     """A lightweight component's argv without its pip bootstrap and shell, run by the interpreter
     its image maps to; ExecutorError lists requirements that interpreter cannot import.
 
     ``images``: the :class:`~localflow.config.ImageMap` (consulted only for a lightweight
     component); ``default_python``: the executor's interpreter when the image maps to none.
-    Returns None when the command is not a lightweight component's bootstrap
+    ``packages``: a :class:`~localflow.pipelines.packages.PackageInstaller`; when given and
+    enabled, the requirements (``packages_to_install``) that interpreter lacks are installed into
+    its cached venv, whose python then runs the task (``argv[0]``); ``task`` names the task in its
+    progress line. Returns None when the command is not a lightweight component's bootstrap
     (:func:`localflow.pipelines.bootstrap.parse_lightweight`).
     """
     args = placeholders.resolve_command(container.get("args") or [], ctx, f"{path}.args")
@@ -108,6 +112,11 @@ def local_lightweight(container: dict, ctx: placeholders.PlaceholderContext, pat
         return None
     mapping = images.resolve(image)
     python = (mapping.python if mapping and mapping.python else None) or default_python
+    if packages is not None and packages.enabled and lw.requirements:
+        missing = bootstrap.missing_requirements(tuple(bootstrap.relax_kfp_pin(r) for r in lw.requirements), python)
+        if missing:
+            python = packages.python_for(python, missing, index_urls=lw.index_urls, trusted_hosts=lw.trusted_hosts,
+                                         task=task)
     return bootstrap.local_argv(lw, python, image=image)
 
 
@@ -151,6 +160,19 @@ def task_pod(main: dict, *, name: str, namespace: str, labels: dict, annotations
             "metadata": {"name": name, "namespace": namespace, "labels": labels, "annotations": annotations,
                          "ownerReferences": [owner]},
             "spec": spec}
+
+
+def mount_directories(pod: dict, directories: list[str]) -> None:
+    """Mount each host directory into the Pod's ``main`` container at the same path (``hostPath``),
+    as the artifact root is: the directories ``storage:`` maps remote URIs to, for containers."""
+    spec = pod["spec"]
+    mounts = spec["containers"][0].setdefault("volumeMounts", [])
+    taken = {m["mountPath"] for m in mounts}
+    for i, d in enumerate(directories):
+        if d in taken:
+            continue
+        spec.setdefault("volumes", []).append({"name": f"localflow-storage-{i}", "hostPath": {"path": d}})
+        mounts.append({"name": f"localflow-storage-{i}", "mountPath": d})
 
 
 def resources(res: dict, ctx: placeholders.PlaceholderContext, path: str) -> dict:
