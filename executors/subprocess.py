@@ -239,6 +239,8 @@ class SubprocessPod(DrivenPod):
 
         python = mapping.python if mapping and mapping.python else self._default_python
         shim = self._python_shim(python)
+        if mapping and mapping.shell and not os.path.lexists(os.path.join(shim, "sh")):
+            os.symlink(mapping.shell, os.path.join(shim, "sh"))  # busybox dispatches on argv[0]
         env = {k: os.environ[k] for k in _BASE_ENV_KEYS if k in os.environ}
         env["PATH"] = shim + os.pathsep + os.environ.get("PATH", os.defpath)
         env["HOME"] = os.environ.get("HOME", "/root")
@@ -283,9 +285,11 @@ def _warm_plan(argv: list[str], env: dict[str, str], cwd: str | None, python: st
 
 
 def _missing_exe_message(exe: str, c: ContainerSpec) -> str:
-    return (f"executable {exe!r} not found on this machine (image {c.image!r}); "
-            f"add an entry for {c.image!r} under images: in localflow.yaml (python:, paths:) "
-            f"or run with --executor docker")
+    # a program the image carries (my_program, a containerized component's module): the three fixes
+    return (f"executable {exe!r} not found on this machine: image {c.image!r} carries it in a cluster; "
+            f"map the image's paths in localflow.yaml (images: {{{c.image!r}: {{paths: ..., python: ...}}}}), "
+            f"or run with --executor docker with the image present, "
+            f"or build it (`kfp component build` for a containerized Python component)")
 
 
 def _signal_group(p, sig: int) -> None:

@@ -111,6 +111,13 @@ def local_lightweight(container: dict, ctx: placeholders.PlaceholderContext, pat
     if lw is None:
         return None
     mapping = images.resolve(image)
+    if lw.form == "containerized" and not (mapping and (mapping.paths or mapping.workdir)):
+        # kfp.dsl.executor_main finds the module through kfp_config.ini in the image's workdir
+        raise ExecutorError(
+            f"image {image!r} carries the module of function {lw.function_name} (a containerized Python "
+            "component), which is not on this machine",
+            fix=f"map the image's paths in localflow.yaml (images: {{{image!r}: {{workdir: ..., paths: ...}}}}), "
+                "or run with --executor docker with the image present, or build it (`kfp component build`)")
     python = (mapping.python if mapping and mapping.python else None) or default_python
     if packages is not None and packages.enabled and lw.requirements:
         missing = bootstrap.missing_requirements(tuple(bootstrap.relax_kfp_pin(r) for r in lw.requirements), python)
@@ -124,13 +131,18 @@ def main_container(container: dict, argv: list[str], ctx: placeholders.Placehold
     """The Pod's ``main`` container for a PipelineContainerSpec: ``{name, image, command, args, env,
     resources}``. ``argv``: the resolved command line (command + args); ``env[].value`` and the
     resource fields may hold input-parameter placeholders, resolved with ``ctx``; ``path``: the
-    spec path of the container (``deploymentSpec.executors['exec-x'].container``) for errors.
-    The caller adds ``volumeMounts`` and the platform config's env."""
+    spec path of the container (``deploymentSpec.executors['exec-x'].container``) for errors. A
+    container that sets no ``command`` keeps none (its argv is all ``args``). The caller adds ``volumeMounts`` and the platform config's env."""
     env = [{"name": e["name"], "value": placeholders.resolve_string(str(e.get("value", "")), ctx, f"{path}.env")}
            for e in container.get("env") or []]
     res = resources(container.get("resources") or {}, ctx, f"{path}.resources")
-    return {"name": "main", "image": container.get("image", ""), "command": argv[:1], "args": argv[1:],
+    main = {"name": "main", "image": container.get("image", ""), "command": argv[:1], "args": argv[1:],
             "env": env, "resources": res}
+    if not container.get("command"):
+        # args only: the image's ENTRYPOINT runs them (resolved by the kubelet from the image map)
+        main.pop("command")
+        main["args"] = argv
+    return main
 
 
 def task_pod(main: dict, *, name: str, namespace: str, labels: dict, annotations: dict, owner: dict,
