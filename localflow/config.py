@@ -143,7 +143,7 @@ def parse_config(doc: dict, *, source: str = DEFAULT_CONFIG_NAME, base_dir: str 
     if unknown:
         raise SpecError(f"{source}: {sorted(unknown)[0]}", "unknown key",
                         fix="the known keys are 'images', 'hostPaths', 'node', 'storage' and 'packages'")
-    host_paths = _host_paths(doc.get("hostPaths"), f"{source}: hostPaths", base_dir)
+    allowed = _host_paths(doc.get("hostPaths"), f"{source}: hostPaths", base_dir)
     max_pods = _node_max_pods(doc.get("node"), source)
     images = doc.get("images") or {}
     if not isinstance(images, dict):
@@ -184,8 +184,8 @@ def parse_config(doc: dict, *, source: str = DEFAULT_CONFIG_NAME, base_dir: str 
                                          shell=_parse_shell(settings.get("shell"), f"{path}.shell", base_dir), **argv)
     storage = _parse_storage(doc.get("storage"), f"{source}: storage", base_dir)
     # the directories storage: maps are host paths the user allowed (mounted for mapped URIs)
-    host_paths += tuple(d for d in storage.directories() if d not in host_paths)
-    return Config(images=ImageMap(entries), path=source, host_paths=host_paths, storage=storage,
+    allowed += tuple(d for d in storage.directories() if d not in allowed)
+    return Config(images=ImageMap(entries), path=source, host_paths=allowed, storage=storage,
                   packages=_parse_packages(doc.get("packages"), f"{source}: packages", base_dir),
                   max_pods=max_pods)
 
