@@ -98,7 +98,7 @@ def test_offline_the_task_fails_naming_the_packages_and_how_to_pre_install_them(
     run = localflow.run(needs_packages)
     assert run.state == "FAILED"
     error = run.task("camelize").error
-    assert f"needs {PACKAGE}" in error and "installing them failed" in error
+    assert f"{PACKAGE} (not installed)" in error and "installing them failed" in error
     assert f"pip install {PACKAGE}" in error  # how to pre-install them
     assert "venvs" in error  # where a later online run caches them
     assert not [p for p in _venvs(localflow) if (p / COMPLETE_MARKER).exists()]  # nothing half-made is reused

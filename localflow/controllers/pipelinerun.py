@@ -734,8 +734,9 @@ class PipelineRunController:
             # the task runs on a packages venv: the kubelet gives its container that interpreter
             # (its shim's python, its warm zygote)
             pod["metadata"]["annotations"][PYTHON_ANNOTATION] = python
-        if self.scheduler.executor.name == "docker":
-            launcher.mount_directories(pod, [d for d in self.storage.directories() if os.path.isdir(d)])
+        # the storage: directories at their own paths: bind-mounted by docker (and a sandbox), writable
+        # where a mapped pipeline_root puts the outputs
+        launcher.mount_directories(pod, [d for d in self.storage.directories() if os.path.isdir(d)])
         t.exec_ctx = {"executor_input": executor_input, "task_root": task_root, "component": comp, "label": label,
                       "executor": executor}
         pod = self.scheduler.submit(pod)

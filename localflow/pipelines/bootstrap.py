@@ -34,6 +34,7 @@ __all__ = [
     "requirement_report",
     "local_argv",
     "relax_kfp_pin",
+    "describe_report",
     "LAUNCHER",
     "LOCAL_ENV",
 ]
@@ -387,7 +388,8 @@ def _req_name(spec: str) -> str:
     return re.sub(r"[-_.]+", "-", m.group(1)).lower() if m else ""
 
 
-def _raise_missing(report, cmd: LightweightCommand, python: str, image: str | None) -> None:
+def describe_report(report) -> list[str]:
+    """``["x==1 (not installed)", "y>2 (installed: 1.0)", ...]`` for a :func:`requirement_report`."""
     parts = []
     for spec, have, note in report:
         if note:
@@ -396,6 +398,11 @@ def _raise_missing(report, cmd: LightweightCommand, python: str, image: str | No
             parts.append(f"{spec} (installed: {have})")
         else:
             parts.append(f"{spec} (not installed)")
+    return parts
+
+
+def _raise_missing(report, cmd: LightweightCommand, python: str, image: str | None) -> None:
+    parts = describe_report(report)
     options = "".join(f" --index-url {u}" if i == 0 else f" --extra-index-url {u}"
                       for i, u in enumerate(cmd.index_urls))
     install = f"{python} -m pip install{options} " + " ".join(shlex.quote(spec) for spec, _, _ in report)

@@ -120,10 +120,11 @@ def local_lightweight(container: dict, ctx: placeholders.PlaceholderContext, pat
                 "or run with --executor docker with the image present, or build it (`kfp component build`)")
     python = (mapping.python if mapping and mapping.python else None) or default_python
     if packages is not None and packages.enabled and lw.requirements:
-        missing = bootstrap.missing_requirements(tuple(bootstrap.relax_kfp_pin(r) for r in lw.requirements), python)
-        if missing:
-            python = packages.python_for(python, missing, index_urls=lw.index_urls, trusted_hosts=lw.trusted_hosts,
-                                         task=task)
+        report = bootstrap.requirement_report(tuple(bootstrap.relax_kfp_pin(r) for r in lw.requirements), python)
+        if report:
+            python = packages.python_for(python, [spec for spec, _, _ in report], index_urls=lw.index_urls,
+                                         trusted_hosts=lw.trusted_hosts, task=task,
+                                         described=bootstrap.describe_report(report))
     return bootstrap.local_argv(lw, python, image=image)
 
 

@@ -89,10 +89,13 @@ class PackageInstaller:
                            list(index_urls), sorted(set(trusted_hosts))])
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
-    def python_for(self, python: str, requirements, *, index_urls=(), trusted_hosts=(), task: str = "") -> str:
+    def python_for(self, python: str, requirements, *, index_urls=(), trusted_hosts=(), task: str = "",
+                   described=None) -> str:
         """The interpreter of the cached venv over ``python`` that has ``requirements`` (pip specs
         ``python`` lacks), creating and filling it first when missing. ``task`` names the task in
-        the progress line and errors. Raises ExecutorError naming the packages and how to
+        the progress line and errors; ``described``: the requirements as the error lists them
+        (``x==1 (not installed)``, :func:`~localflow.pipelines.bootstrap.describe_report`). Raises
+        ExecutorError naming the packages and how to
         pre-install them when the installation fails (offline, unknown package, bad index)."""
         requirements = list(dict.fromkeys(requirements))
         venv = os.path.join(self.cache_dir, self.key(python, requirements, index_urls, trusted_hosts))
@@ -113,7 +116,7 @@ class PackageInstaller:
                 self._install(target, requirements, index_urls, trusted_hosts)
             except ExecutorError as err:
                 shutil.rmtree(venv, ignore_errors=True)
-                raise self._failure(err, python, requirements, index_urls, task) from None
+                raise self._failure(err, python, requirements, index_urls, task, described) from None
             with open(os.path.join(venv, COMPLETE_MARKER), "w") as f:
                 json.dump({"python": python, "requirements": requirements, "index_urls": list(index_urls),
                            "seconds": round(time.monotonic() - started, 3)}, f)
@@ -156,12 +159,13 @@ class PackageInstaller:
                     "--timeout", "30", *options, *requirements]
         _run(argv, "installing the packages failed", timeout=_INSTALL_TIMEOUT_S)
 
-    def _failure(self, err: ExecutorError, python: str, requirements, index_urls, task: str) -> ExecutorError:
+    def _failure(self, err: ExecutorError, python: str, requirements, index_urls, task: str,
+                 described=None) -> ExecutorError:
         options = "".join(f" --index-url {u}" if i == 0 else f" --extra-index-url {u}" for i, u in enumerate(index_urls))
         quoted = " ".join(shlex.quote(r) for r in requirements)
         return ExecutorError(
-            f"task {task} needs {', '.join(requirements)}, which {python} does not have, and installing them failed: "
-            f"{err.message}",
+            f"task {task} needs packages that {python} does not have: {', '.join(described or requirements)}; "
+            f"installing them failed: {err.message}",
             fix=f"run once with access to the package index (the venv is then cached in {self.cache_dir}), or "
                 f"pre-install them: `{python} -m pip install{options} {quoted}`, or map the image to an interpreter "
                 "that has them in localflow.yaml `images:`")
