@@ -29,7 +29,9 @@ class LogLimits:
     """Bounds of the change log. A row is dropped once any bound is exceeded: more than
     ``max_entries`` newer rows, more than ``max_bytes`` bytes of newer bodies, or older than
     ``max_age`` seconds (store clock). ``compact_every``: compaction runs once per that many
-    writes of one store instance (amortised: a few row deletions per write). ``None`` disables a
+    writes of one store instance (amortised: a few row deletions per write), and also once that
+    instance logged ``max_bytes / 16`` since its last compaction, so large objects cannot
+    overshoot the byte bound by much. ``None`` disables a
     bound. Defaults keep ~10 minutes of history, as the API server's watch cache keeps minutes."""
 
     max_entries: int | None = 50_000

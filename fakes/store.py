@@ -77,6 +77,7 @@ class ObjectStore:
         self._conn = connect(self.db_path)
         self._closed = False
         self._writes = 0
+        self._bytes_since_compaction = 0
         self._maintaining = False
         ensure_schema(self._conn, clock.now())
 
@@ -102,7 +103,8 @@ class ObjectStore:
         """A write transaction; yields the list to which :meth:`_store`/:meth:`_log_deleted`
         append their ``(rv, type, body, object)`` changes. They are published after COMMIT while
         the lock is still held, so every watch receives them in resourceVersion order. Every
-        ``compact_every`` writes the log is compacted and old Events expire (:meth:`maintain`)."""
+        ``compact_every`` writes, or once a sixteenth of ``max_bytes`` was logged since the last
+        time, the log is compacted and old Events expire (:meth:`maintain`)."""
         with self._lock:
             events: list[tuple] = []
             with immediate(self._conn):
@@ -111,7 +113,11 @@ class ObjectStore:
                 return
             self._hub.publish(events, self._fill)
             self._writes += 1
-            due = not self._maintaining and self._writes % self.log_limits.compact_every == 0
+            self._bytes_since_compaction += sum(len(e[2]) for e in events)
+            limits = self.log_limits
+            due = not self._maintaining and (
+                self._writes % limits.compact_every == 0
+                or (limits.max_bytes is not None and self._bytes_since_compaction * 16 >= limits.max_bytes))
         if due:
             self.maintain()
 
@@ -537,6 +543,7 @@ class ObjectStore:
         ``{"log_rows_removed": n, "events_expired": m}``. Writes run this every
         ``log_limits.compact_every`` writes, so callers rarely need to."""
         self._maintaining = True
+        self._bytes_since_compaction = 0
         try:
             with self._write() as events:
                 expired = self._expire_events(events)

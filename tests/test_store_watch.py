@@ -225,6 +225,12 @@ def test_compaction_bounds_the_log_by_bytes_and_by_age(tmp_path):
         stats = s.log_stats()
         (actual,) = sqlite3.connect(tmp_path / "bytes.db").execute("SELECT sum(size) FROM object_log").fetchone()
         assert stats["bytes"] == actual <= 20_000 and stats["entries"] >= 15
+    # Large objects trigger compaction before compact_every writes: the bound holds within 1/16.
+    limits = LogLimits(max_entries=None, max_bytes=64_000, max_age=None, compact_every=10_000)
+    with ObjectStore(tmp_path / "big.db", log_limits=limits) as s:
+        for i in range(200):
+            s.create(cm(f"c{i}", blob="x" * 2000))
+        assert s.log_stats()["bytes"] <= 64_000 + 64_000 // 16 + 2100
     clock = FakeClock()
     with ObjectStore(tmp_path / "age.db", clock=clock, log_limits=LogLimits(max_age=60, compact_every=1)) as s:
         for i in range(5):
