@@ -16,13 +16,22 @@ BUSY_TIMEOUT_S = 10.0
 # record the failure (a Pod's end, a run's FAILED) still fit: a task that fills the workspace's disk
 # must not leave its run RUNNING for want of a few pages.
 RESERVE_BYTES = 4 << 20
+LOW_SPACE_BYTES = 1 << 20  # less free than this before a write: the reserve is freed first
 _reserve_used: set[str] = set()
+
+
+class _Connection(sqlite3.Connection):
+    """A connection that knows its database file (for the space reserve)."""
+
+    db_file: str | None = None
 
 
 def connect(db_path: str) -> sqlite3.Connection:
     """An autocommit connection (transactions are explicit, see :func:`immediate`) in WAL mode with
     a 10 s busy timeout, usable from several threads (callers serialise access with a lock)."""
-    conn = sqlite3.connect(db_path, timeout=BUSY_TIMEOUT_S, check_same_thread=False, isolation_level=None)
+    conn = sqlite3.connect(db_path, timeout=BUSY_TIMEOUT_S, check_same_thread=False, isolation_level=None,
+                           factory=_Connection)
+    conn.db_file = str(db_path)
     conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
     retry_locked(lambda: conn.execute("PRAGMA journal_mode = WAL"))
     conn.execute("PRAGMA synchronous = NORMAL")
@@ -99,26 +108,31 @@ def reserve_used(db_path) -> bool:
     return os.path.abspath(str(db_path)) in _reserve_used
 
 
-def _db_file(conn: sqlite3.Connection) -> str | None:
-    try:
-        row = conn.execute("PRAGMA database_list").fetchone()
-    except sqlite3.Error:
-        return None
-    return row[2] if row and row[2] else None
-
-
-def _on_full(conn: sqlite3.Connection) -> bool:
-    """The disk is full: free the database's reserve (True when that gave room back)."""
-    path = _db_file(conn)
-    return bool(path) and release_reserve(path)
+def _make_room(conn: sqlite3.Connection, failed: bool = False) -> None:
+    """Free the reserve of ``conn``'s database when its filesystem is (nearly) full, before a
+    write: SQLite rolls a transaction back when its COMMIT finds the disk full, so the room must be
+    there first. ``failed``: a write just failed so (the next one then finds the room)."""
+    path = getattr(conn, "db_file", None)
+    if not path or not os.path.exists(reserve_path(path)):
+        return
+    if not failed:
+        try:
+            st = os.statvfs(os.path.dirname(os.path.abspath(path)))
+        except OSError:
+            return
+        if st.f_bavail * st.f_frsize >= LOW_SPACE_BYTES:
+            return
+    release_reserve(path)
 
 
 @contextmanager
 def immediate(conn: sqlite3.Connection):
     """``BEGIN IMMEDIATE`` … ``COMMIT`` (``ROLLBACK`` on any exception): one writer at a time.
 
-    When SQLite finds the disk full, the space reserve (:func:`reserve_space`) is freed; a COMMIT
-    that failed so is retried once, and later writes find the room."""
+    A write that finds the disk (nearly) full first frees the space reserve (:func:`reserve_space`),
+    so the record of the failure that filled it still lands; one that fails with SQLite's
+    ``database or disk is full`` frees it for the next."""
+    _make_room(conn)
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield
@@ -126,19 +140,15 @@ def immediate(conn: sqlite3.Connection):
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         if isinstance(err, sqlite3.OperationalError) and is_full_error(err):
-            _on_full(conn)
+            _make_room(conn, failed=True)
         raise
     try:
         conn.execute("COMMIT")
     except sqlite3.OperationalError as err:
-        if is_full_error(err) and _on_full(conn) and conn.in_transaction:
-            try:
-                conn.execute("COMMIT")
-                return
-            except sqlite3.OperationalError:
-                pass
         if conn.in_transaction:
             conn.execute("ROLLBACK")
+        if is_full_error(err):
+            _make_room(conn, failed=True)
         raise
 
 

@@ -406,3 +406,46 @@ def test_a_bad_node_setting_is_refused_in_one_line(tmp_path, node):
     assert out.returncode == 2
     [line] = out.stderr.strip().splitlines()
     assert "localflow.yaml: node" in line and "Traceback" not in out.stderr
+
+
+# ---------------------------------------------------------------- the pieces, in-process
+
+
+def test_an_interrupt_inside_a_critical_section_is_raised_when_it_ends():
+    from localflow import faults
+
+    old = signal.signal(signal.SIGINT, lambda signum, frame: faults.on_signal())
+    try:
+        steps = []
+        with pytest.raises(KeyboardInterrupt):
+            with faults.critical():
+                signal.raise_signal(signal.SIGINT)  # a real signal, delivered to this thread's handler
+                steps.append("recorded")  # the section runs to its end
+        assert steps == ["recorded"]
+        with pytest.raises(KeyboardInterrupt):  # outside a section it is raised at once
+            signal.raise_signal(signal.SIGINT)
+            steps.append("not reached")
+        assert steps == ["recorded"]
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+def test_a_full_disk_frees_the_database_reserve_so_the_write_still_lands(small_workspace):
+    from localflow import dbconn
+
+    ws = small_workspace
+    with ObjectStore(ws / "localflow.db") as store:
+        store.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "before"}, "data": {}})
+        assert dbconn.reserve_space(ws / "localflow.db")
+        with open(ws / "filler", "wb") as f:  # take every byte that is left
+            try:
+                while True:
+                    f.write(b"x" * (1 << 16))
+                    f.flush()
+            except OSError as exc:
+                assert exc.errno == 28
+        big = {"k": "v" * (1 << 20)}  # needs fresh pages: only the reserve can give them
+        store.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "after"}, "data": big})
+        assert store.get("ConfigMap", "after")["data"] == big
+        assert dbconn.reserve_used(ws / "localflow.db")
+        assert not os.path.exists(dbconn.reserve_path(ws / "localflow.db"))
