@@ -42,7 +42,7 @@ def lf(*args) -> subprocess.CompletedProcess:
                           timeout=120)
 
 
-def poll(fn, what: str, timeout: float = 60.0):
+def poll(fn, what: str, timeout: float = 120.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = fn()
