@@ -15,7 +15,7 @@ import time
 
 import click
 
-from localflow.errors import LocalflowError, NotFound, SpecError
+from localflow.errors import LocalflowError, NotFound, SpecError, escape
 
 OUTPUTS = ("json", "yaml")
 METADATA_KINDS = {"runs": "runs", "run": "runs", "artifacts": "artifacts", "artifact": "artifacts",
@@ -23,7 +23,7 @@ METADATA_KINDS = {"runs": "runs", "run": "runs", "artifacts": "artifacts", "arti
 
 
 def _err(message: str) -> None:
-    click.echo(f"error: {message}", err=True)
+    click.echo(f"error: {escape(message)}", err=True)  # a spec's control characters never reach the terminal
 
 
 def handle_errors(fn):

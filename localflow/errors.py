@@ -6,6 +6,24 @@ bad input, 1 for a run that failed), never a traceback.
 """
 from __future__ import annotations
 
+import re
+
+# C0 and C1 control characters, DEL, and the Unicode format characters a terminal acts on (bidi
+# overrides and isolates, line/paragraph separators): a spec's strings must not move the cursor,
+# recolor the terminal or reorder what the user reads.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def escape(text: str) -> str:
+    """``text`` with every control character written as an escape (``\\n``, ``\\x1b``, ``\\u202e``).
+
+    Idempotent (its output holds no control character); backslashes are kept as they are. Every
+    :class:`LocalflowError` message goes through it, so one error is one printable line.
+    """
+    return _CONTROL.sub(lambda m: _NAMED.get(m.group()) or (
+        f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}"), str(text))
+
 
 class LocalflowError(Exception):
     """Base of every error localflow raises on purpose.
@@ -16,9 +34,9 @@ class LocalflowError(Exception):
     exit_code = 1
 
     def __init__(self, message: str, *, fix: str | None = None):
-        self.message = message
-        self.fix = fix
-        super().__init__(message + (f" ({fix})" if fix else ""))
+        self.message = escape(message)
+        self.fix = escape(fix) if fix else fix
+        super().__init__(self.message + (f" ({self.fix})" if self.fix else ""))
 
 
 class SpecError(LocalflowError):
@@ -33,7 +51,7 @@ class SpecError(LocalflowError):
     exit_code = 2
 
     def __init__(self, path: str, message: str, *, fix: str | None = None):
-        self.path = path
+        self.path = escape(path)
         super().__init__(f"{path}: {message}" if path else message, fix=fix)
 
 

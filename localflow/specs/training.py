@@ -19,9 +19,12 @@ import difflib
 import re
 
 from localflow.errors import SpecError
+from localflow.specs.podspec import metadata_errors, pod_template_errors
+from localflow.specs.trainjob import trainjob_shape_errors
 from localflow.training.defaults import apply_defaults
 from localflow.training.gpus import detect_gpus, gpu_resources
 from localflow.training.kinds import CLEAN_POD_POLICIES, KINDS, RESTART_POLICIES, TrainingKind
+from localflow.validation import INT32_MAX, check_dns1123_label
 
 __all__ = [
     "load_job", "job_errors", "job_warnings", "validate_trainjob", "validate_runtime",
@@ -44,8 +47,14 @@ def _is_int(v) -> bool:
 
 
 def _name_errors(kind: str, meta, errs: list[SpecError]) -> None:
-    name = (meta or {}).get("name") if isinstance(meta, dict) else None
-    if not name:
+    if meta is not None and not isinstance(meta, dict):
+        errs.extend(metadata_errors(f"{kind}.metadata", meta))
+        return
+    name = (meta or {}).get("name")
+    if name and not isinstance(name, str):
+        errs.append(SpecError(f"{kind}.metadata.name", f"must be a string (got {type(name).__name__} {name!r})",
+                              fix="quote the name in the YAML"))
+    elif not name:
         errs.append(SpecError(f"{kind}.metadata.name", "must be set", fix="give the job a metadata.name"))
     elif not _DNS1035.match(str(name)) or len(str(name)) > 63:
         errs.append(SpecError(
@@ -53,6 +62,8 @@ def _name_errors(kind: str, meta, errs: list[SpecError]) -> None:
             f"must be a DNS-1035 label: lower case letters, digits and '-', starting with a letter, "
             f"at most 63 characters (got {name!r})",
             fix="rename the job, e.g. " + repr(re.sub(r"[^a-z0-9-]", "-", str(name).lower()).strip("-")[:63] or "job")))
+    if isinstance(meta, dict):
+        errs.extend(metadata_errors(f"{kind}.metadata", meta, name=None))
 
 
 def _gpu_errors(path: str, resources, gpus: int, errs: list[SpecError], field: str = "resources") -> None:
@@ -253,6 +264,9 @@ def job_errors(job: dict, *, gpus: int | None = None) -> list[SpecError]:
             errs.append(SpecError(f"{rpath}.replicas", f"must be an integer (got {n!r})"))
         elif n < 0:
             errs.append(SpecError(f"{rpath}.replicas", f"must be >= 0 (got {n})", fix="set replicas to 0 or more"))
+        elif n > INT32_MAX:
+            errs.append(SpecError(f"{rpath}.replicas", f"Invalid value {n}: must be between 0 and {INT32_MAX}, inclusive",
+                                  fix="set a replica count this machine can run"))
         else:
             total += n
         rp = rs.get("restartPolicy")
@@ -261,6 +275,9 @@ def job_errors(job: dict, *, gpus: int | None = None) -> list[SpecError]:
                                   fix="use one of: " + ", ".join(RESTART_POLICIES)))
         tmpl = rs.get("template")
         pod_spec = tmpl.get("spec") if isinstance(tmpl, dict) else None
+        if tmpl is not None and not isinstance(tmpl, dict) or pod_spec is not None and not isinstance(pod_spec, dict):
+            errs.extend(pod_template_errors(f"{rpath}.template", tmpl))  # a scalar where a mapping belongs
+            continue
         if not isinstance(pod_spec, dict):
             errs.append(SpecError(f"{rpath}.template.spec.containers", "must be specified",
                                   fix=f"add template.spec.containers with a container named {info.container!r}"))
@@ -268,9 +285,11 @@ def job_errors(job: dict, *, gpus: int | None = None) -> list[SpecError]:
         # MPIJob has no admission webhook in release-1.9: any container name (spec.mainContainer) is accepted.
         want = None if kind == "MPIJob" else info.container
         _container_errors(f"{rpath}.template.spec.containers", pod_spec.get("containers"), info, want, gpus, errs)
-        for i, c in enumerate(pod_spec.get("initContainers") or []):
+        inits = pod_spec.get("initContainers")
+        for i, c in enumerate(inits if isinstance(inits, list) else []):
             if isinstance(c, dict):
                 _gpu_errors(f"{rpath}.template.spec.initContainers[{i}]", c.get("resources"), gpus, errs)
+        errs.extend(pod_template_errors(f"{rpath}.template", tmpl))
     _kind_errors(info, spec, {k: v for k, v in rspecs.items() if info.canonical_type(k)}, errs)
     _run_policy_errors(kind, spec.get("runPolicy"), total, errs)
     return errs
@@ -312,6 +331,46 @@ def load_job(doc: dict, *, gpus: int | None = None) -> dict:
 
 # ---------------------------------------------------------------- Trainer v2 (v1alpha1)
 
+def _get(value, key):
+    """``value[key]`` when ``value`` is a mapping, else None (its shape is reported elsewhere)."""
+    return value.get(key) if isinstance(value, dict) else None
+
+
+def _replicated_job_errors(p: str, rj: dict) -> list[SpecError]:
+    """Shapes of one JobSet replicated job: name a DNS-1123 label, ``template.spec.template.spec``
+    mappings all the way down, ``replicas``/``parallelism``/``completions``/``backoffLimit`` int32."""
+    errs = [e for e in (_first_error(lambda: check_dns1123_label(f"{p}.name", rj["name"])),) if e]
+    if errs:
+        return errs
+    node = rj
+    sub = p
+    for key in ("template", "spec", "template", "spec"):
+        node = node.get(key)
+        sub = f"{sub}.{key}"
+        if not isinstance(node, dict):
+            what = "is missing" if node is None else f"must be a mapping (got {type(node).__name__} {str(node)[:40]!r})"
+            return [SpecError(sub, what, fix="a replicated job holds template.spec.template.spec (a Job's Pod template)")]
+    jspec = rj["template"]["spec"]
+    for f, lo in (("parallelism", 0), ("completions", 0), ("backoffLimit", 0)):
+        v = jspec.get(f)
+        if v is not None and (not _is_int(v) or not lo <= v <= INT32_MAX):
+            return [SpecError(f"{p}.template.spec.{f}", f"must be an integer between {lo} and {INT32_MAX} (got {v!r})")]
+    v = rj.get("replicas")
+    if v is not None and (not _is_int(v) or not 0 <= v <= INT32_MAX):
+        return [SpecError(f"{p}.replicas", f"must be an integer between 0 and {INT32_MAX} (got {v!r})")]
+    if rj.get("dependsOn") is not None and not isinstance(rj["dependsOn"], list):
+        return [SpecError(f"{p}.dependsOn", "must be a list of {name, status}")]
+    return []
+
+
+def _first_error(fn) -> SpecError | None:
+    try:
+        fn()
+    except SpecError as err:
+        return err
+    return None
+
+
 def runtime_errors(rt: dict, *, gpus: int | None = None) -> list[SpecError]:
     """Problems of a TrainingRuntime / ClusterTrainingRuntime document."""
     errs: list[SpecError] = []
@@ -321,8 +380,11 @@ def runtime_errors(rt: dict, *, gpus: int | None = None) -> list[SpecError]:
                           fix="use TrainingRuntime or ClusterTrainingRuntime")]
     if rt.get("apiVersion") != TRAINER_API_VERSION:
         errs.append(SpecError(f"{kind}.apiVersion", f"must be {TRAINER_API_VERSION} (got {rt.get('apiVersion')!r})"))
-    if not ((rt.get("metadata") or {}).get("name")):
+    meta = rt.get("metadata")
+    if not (isinstance(meta, dict) and meta.get("name")):
         errs.append(SpecError(f"{kind}.metadata.name", "must be set"))
+    else:
+        errs.extend(metadata_errors(f"{kind}.metadata", meta))
     spec = rt.get("spec")
     if not isinstance(spec, dict):
         return errs + [SpecError(f"{kind}.spec", "must be a mapping")]
@@ -330,14 +392,23 @@ def runtime_errors(rt: dict, *, gpus: int | None = None) -> list[SpecError]:
     if not isinstance(ml, dict):
         errs.append(SpecError(f"{kind}.spec.mlPolicy", "must be a mapping"))
         ml = {}
+    for f in _FRAMEWORKS:
+        if ml.get(f) is not None and not isinstance(ml[f], dict):
+            errs.append(SpecError(f"{kind}.spec.mlPolicy.{f}", f"must be a mapping (got {ml[f]!r})",
+                                  fix=f"write {f}: {{}} for the defaults"))
     fw = [f for f in _FRAMEWORKS if f in ml]
     if len(fw) > 1:
         errs.append(SpecError(f"{kind}.spec.mlPolicy", "must set at most one of " + ", ".join(_FRAMEWORKS)
                               + f" (got {', '.join(fw)})"))
     nn = ml.get("numNodes")
-    if nn is not None and (not _is_int(nn) or nn < 1):
-        errs.append(SpecError(f"{kind}.spec.mlPolicy.numNodes", f"must be an integer >= 1 (got {nn!r})"))
-    jobs = ((spec.get("template") or {}).get("spec") or {}).get("replicatedJobs")
+    if nn is not None and (not _is_int(nn) or nn < 1 or nn > INT32_MAX):
+        errs.append(SpecError(f"{kind}.spec.mlPolicy.numNodes", f"must be an integer between 1 and {INT32_MAX} (got {nn!r})"))
+    tmpl = spec.get("template")
+    for p, v in ((f"{kind}.spec.template", tmpl), (f"{kind}.spec.template.spec", _get(tmpl, "spec"))):
+        if v is not None and not isinstance(v, dict):
+            return errs + [SpecError(p, f"must be a mapping (got {type(v).__name__} {str(v)[:40]!r})",
+                                     fix="check the indentation and the ':' after each key")]
+    jobs = _get(_get(tmpl, "spec"), "replicatedJobs")
     jpath = f"{kind}.spec.template.spec.replicatedJobs"
     if not isinstance(jobs, list) or not jobs:
         return errs + [SpecError(jpath, "must be specified", fix="add a replicated job named 'node' with a container named 'node'")]
@@ -348,15 +419,25 @@ def runtime_errors(rt: dict, *, gpus: int | None = None) -> list[SpecError]:
         if not isinstance(rj, dict) or not rj.get("name"):
             errs.append(SpecError(f"{p}.name", "must be set"))
             continue
+        shape = _replicated_job_errors(p, rj)
+        if shape:
+            errs.extend(shape)
+            continue
         if rj["name"] in names:
             errs.append(SpecError(f"{p}.name", f"duplicate replicated job {rj['name']!r}"))
         names.add(rj["name"])
-        pod = ((((rj.get("template") or {}).get("spec") or {}).get("template") or {}).get("spec") or {})
+        pod = rj["template"]["spec"]["template"]["spec"]
         want = "node" if rj["name"] == "node" else None
         _container_errors(f"{p}.template.spec.template.spec.containers", pod.get("containers"), None, want, gpus, errs)
-        for d in rj.get("dependsOn") or []:
-            if isinstance(d, dict) and d.get("name") not in names:
+        errs.extend(pod_template_errors(f"{p}.template.spec.template", rj["template"]["spec"]["template"]))
+        for j, d in enumerate(rj.get("dependsOn") or []):
+            if not isinstance(d, dict):
+                errs.append(SpecError(f"{p}.dependsOn[{j}]", "must be a mapping with name and status"))
+            elif d.get("name") not in names:
                 errs.append(SpecError(f"{p}.dependsOn", f"depends on {d.get('name')!r}, which is not an earlier replicated job"))
+            elif d.get("status", "Complete") not in ("Complete", "Ready"):
+                errs.append(SpecError(f"{p}.dependsOn[{j}].status", f"Unsupported value: {d.get('status')!r}",
+                                      fix="use Complete or Ready"))
     return errs
 
 
@@ -378,6 +459,9 @@ def trainjob_errors(tj: dict, runtime: dict | None = None, *, gpus: int | None =
     spec = tj.get("spec")
     if not isinstance(spec, dict):
         return errs + [SpecError("TrainJob.spec", "must be a mapping")]
+    shape = trainjob_shape_errors(tj)
+    if shape:
+        return errs + shape
     ref = spec.get("runtimeRef")
     if not isinstance(ref, dict) or not ref.get("name"):
         errs.append(SpecError("TrainJob.spec.runtimeRef.name", "must be set",
@@ -390,7 +474,7 @@ def trainjob_errors(tj: dict, runtime: dict | None = None, *, gpus: int | None =
             errs.append(SpecError("TrainJob.spec.runtimeRef.apiGroup", f"unsupported value {ref.get('apiGroup')!r}",
                                   fix="use trainer.kubeflow.org"))
     ads = spec.get("activeDeadlineSeconds")
-    if ads is not None and (not _is_int(ads) or ads < 1):
+    if ads is not None and (not _is_int(ads) or ads < 1 or ads > 2**63 - 1):
         errs.append(SpecError("TrainJob.spec.activeDeadlineSeconds", f"must be an integer >= 1 (got {ads!r})"))
     mb = spec.get("managedBy")
     if mb is not None and mb not in _MANAGED_BY_V2:
@@ -402,9 +486,9 @@ def trainjob_errors(tj: dict, runtime: dict | None = None, *, gpus: int | None =
     if not isinstance(tr, dict):
         return errs + [SpecError("TrainJob.spec.trainer", "must be a mapping")]
     nn = tr.get("numNodes")
-    if nn is not None and (not _is_int(nn) or nn < 1):
+    if nn is not None and (not _is_int(nn) or nn < 1 or nn > INT32_MAX):
         errs.append(SpecError("TrainJob.spec.trainer.numNodes", f"must be an integer >= 1 (got {nn!r})",
-                              fix="set numNodes to 1 or more"))
+                              fix=f"set numNodes to 1 or more (at most {INT32_MAX}, an int32)"))
     npn = tr.get("numProcPerNode")
     if npn is not None and not ((_is_int(npn) and npn >= 1) or npn in ("auto", "cpu", "gpu")):
         errs.append(SpecError("TrainJob.spec.trainer.numProcPerNode",
@@ -425,6 +509,10 @@ def trainjob_errors(tj: dict, runtime: dict | None = None, *, gpus: int | None =
                                       fix="remove it: the runtime sets it"))
     if runtime is not None:
         from localflow.training.runtimes import runtime_patch_errors
+
+        bad_runtime = runtime_errors(runtime, gpus=2**31)  # GPUs: the trainer's resourcesPerNode decide
+        if bad_runtime:
+            return errs + bad_runtime
 
         errs.extend(runtime_patch_errors(tj, runtime))
         jobs = {rj.get("name") for rj in (((runtime.get("spec") or {}).get("template") or {}).get("spec") or {}).get("replicatedJobs") or []

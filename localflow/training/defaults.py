@@ -26,7 +26,7 @@ __all__ = ["apply_defaults", "replica_specs", "total_replicas"]
 def replica_specs(job: dict) -> dict:
     """The replica map of a v1 job (``spec.<kind>ReplicaSpecs``) or ``{}``."""
     info = KINDS[job["kind"]]
-    specs = (job.get("spec") or {}).get(info.replica_specs_field) or {}
+    specs = _mapping(job.get("spec")).get(info.replica_specs_field) or {}
     return specs if isinstance(specs, dict) else {}
 
 
@@ -34,13 +34,18 @@ def total_replicas(job: dict) -> int:
     """Sum of ``replicas`` over every replica type (unset counts as 1)."""
     total = 0
     for rs in replica_specs(job).values():
-        n = (rs or {}).get("replicas", 1) if isinstance(rs, dict) else 1
+        n = rs.get("replicas", 1) if isinstance(rs, dict) else 1
         total += n if isinstance(n, int) and not isinstance(n, bool) else 1
     return total
 
 
+def _mapping(value) -> dict:
+    """``value`` when it is a mapping, else ``{}`` (validation reports the wrong shape)."""
+    return value if isinstance(value, dict) else {}
+
+
 def _default_port(info: TrainingKind, rspec: dict) -> None:
-    containers = (((rspec.get("template") or {}).get("spec") or {}).get("containers")) or []
+    containers = _mapping(_mapping(rspec.get("template")).get("spec")).get("containers") or []
     if not isinstance(containers, list):
         return
     for c in containers:
@@ -94,7 +99,7 @@ def _default_pytorch(spec: dict, rspecs) -> None:
     if isinstance(elastic, dict):
         lo, hi = elastic.get("minReplicas"), elastic.get("maxReplicas")
         if lo is None and hi is None:
-            worker = (rspecs or {}).get("Worker") if isinstance(rspecs, dict) else None
+            worker = rspecs.get("Worker") if isinstance(rspecs, dict) else None
             n = worker.get("replicas", 1) if isinstance(worker, dict) else None
             if n is not None:
                 elastic["minReplicas"] = elastic["maxReplicas"] = n

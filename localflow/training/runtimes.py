@@ -58,9 +58,24 @@ BUILTIN_RUNTIMES: dict[str, dict] = {
 def resolve_runtime(tj: dict, lookup: Callable[[str, str, str | None], dict | None] | None = None) -> dict:
     """The runtime a TrainJob references: ``lookup(kind, name, namespace)`` first (the store; a
     ``TrainingRuntime`` must be in the TrainJob's namespace), then the built-ins for
-    ``ClusterTrainingRuntime``. Raises :class:`SpecError` at ``TrainJob.spec.runtimeRef.name``."""
-    ref = (tj.get("spec") or {}).get("runtimeRef") or {}
+    ``ClusterTrainingRuntime``. Raises :class:`SpecError` at ``TrainJob.spec.runtimeRef.name``, or at
+    the first field of the TrainJob whose shape is wrong (:func:`~localflow.specs.trainjob.trainjob_shape_errors`)."""
+    from localflow.specs.trainjob import trainjob_shape_errors
+
+    shape = trainjob_shape_errors(tj)
+    if shape:
+        raise shape[0]
+    spec = tj.get("spec")
+    if not isinstance(spec, dict):
+        raise SpecError("TrainJob.spec", "must be a mapping", fix="add spec.runtimeRef and spec.trainer")
+    ref = spec.get("runtimeRef") or {}
+    if not ref.get("name"):
+        raise SpecError("TrainJob.spec.runtimeRef.name", "must be set",
+                        fix="reference a runtime, e.g. runtimeRef: {name: torch-distributed}")
     kind = ref.get("kind") or "ClusterTrainingRuntime"
+    if kind not in ("ClusterTrainingRuntime", "TrainingRuntime"):
+        raise SpecError("TrainJob.spec.runtimeRef.kind", f"unsupported value {kind!r}",
+                        fix="use ClusterTrainingRuntime or TrainingRuntime")
     name = ref.get("name")
     ns = None if kind == "ClusterTrainingRuntime" else (tj.get("metadata") or {}).get("namespace") or "default"
     found = lookup(kind, name, ns) if lookup else None
