@@ -20,8 +20,9 @@ import tempfile
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
-from localflow.errors import SpecError
+from localflow.errors import SpecError, escape
 from localflow.specs.loader import PIPELINE_SPEC, detect_kind, load_documents, unwrap_pipeline_job
+from localflow.validation import check_dns1123_label, check_dns1123_subdomain, check_local_path
 
 __all__ = ["PipelineDocument", "load_pipeline", "compile_pipeline_func", "KUBERNETES_EXECUTOR_FIELDS"]
 
@@ -430,11 +431,85 @@ def _check_platform(doc: dict, spec: dict, source: str) -> dict | None:
         path = f"platforms.kubernetes.deploymentSpec.executors['{label}']"
         if label not in known:
             raise SpecError(path, f"no executor '{label}' in deploymentSpec.executors (known: {_known(known)})")
+        if entry is not None and not isinstance(entry, dict):
+            raise SpecError(path, f"expected a mapping (got {type(entry).__name__})")
         for field in entry or {}:
             if field not in KUBERNETES_EXECUTOR_FIELDS:
                 raise SpecError(path, f'unknown field "{field}"',
                                 fix=f"known fields: {', '.join(sorted(KUBERNETES_EXECUTOR_FIELDS))}")
+        _check_platform_entry(entry or {}, path)
     return kube
+
+
+def _check_platform_entry(entry: dict, path: str) -> None:
+    """Types of one kfp-kubernetes entry (its protobuf schema, when kfp-kubernetes is installed) and
+    the names and paths the API server would check: volume names DNS-1123 labels, Secret/ConfigMap/PVC
+    names DNS-1123 subdomains, ``mountPath`` set, ``subPath`` relative without ``..``."""
+    try:
+        from kfp.kubernetes import kubernetes_executor_config_pb2 as kec
+    except ImportError:
+        kec = None
+    if kec is not None:
+        known = {f.json_name for f in kec.KubernetesExecutorConfig.DESCRIPTOR.fields}
+        _walk({k: v for k, v in entry.items() if k in known}, kec.KubernetesExecutorConfig.DESCRIPTOR, path)
+    for field, name_key, check in (("pvcMount", "constant", check_dns1123_subdomain),
+                                   ("secretAsVolume", "secretName", check_dns1123_subdomain),
+                                   ("configMapAsVolume", "configMapName", check_dns1123_subdomain),
+                                   ("emptyDirMounts", "volumeName", check_dns1123_label),
+                                   ("genericEphemeralVolume", "volumeName", check_dns1123_label)):
+        items = entry.get(field) or []
+        for i, item in enumerate(items if isinstance(items, list) else []):
+            if not isinstance(item, dict):
+                raise SpecError(f"{path}.{field}[{i}]", f"expected a mapping (got {type(item).__name__})")
+            ipath = f"{path}.{field}[{i}]"
+            if item.get(name_key) not in (None, ""):
+                check(f"{ipath}.{name_key}", item[name_key])
+            if field == "pvcMount" and item.get("pvcNameParameter") is None and \
+                    not any(item.get(k) for k in ("constant", "taskOutputParameter", "componentInputParameter")):
+                raise SpecError(f"{ipath}.pvcNameParameter", "Required value: the claim to mount is not named",
+                                fix="recompile with kubernetes.mount_pvc(task, pvc_name=..., mount_path=...)")
+            mount = item.get("mountPath")
+            if not isinstance(mount, str) or not mount or "\x00" in mount:
+                raise SpecError(f"{ipath}.mountPath", "Required value: must be a path in the container",
+                                fix="pass mount_path='/data' (an absolute path)")
+            check_local_path(f"{ipath}.subPath", item.get("subPath"))
+
+
+_NAME_MAX = 128  # localflow's limit on IR names: file names derived from them stay under NAME_MAX (255)
+
+
+def _check_name(path: str, name) -> None:
+    text = str(name)
+    if not text.strip():
+        raise SpecError(path, "Required value: a name must not be empty", fix="recompile the pipeline with a named task/output")
+    if len(text) > _NAME_MAX:
+        raise SpecError(path, f"must be no more than {_NAME_MAX} characters (got {len(text)})",
+                        fix="shorten the component, task or output name")
+    if escape(text) != text:
+        raise SpecError(path, "must not contain control characters", fix="rename it with printable characters")
+
+
+def _check_names(spec: dict) -> None:
+    """Every name the IR keys by (components, tasks, inputs, outputs, executors): non-empty, at most
+    128 characters, printable. Host paths built from them are encoded elsewhere; this keeps what a
+    user reads (progress lines, errors) and the encoded file names sane."""
+    if isinstance(spec.get("pipelineInfo"), dict) and spec["pipelineInfo"].get("name") is not None:
+        _check_name("pipelineInfo.name", spec["pipelineInfo"]["name"])
+    for label in ((spec.get("deploymentSpec") or {}).get("executors") or {}):
+        _check_name(f"deploymentSpec.executors['{label}']", label)
+    for comp_path, comp in _component_specs(spec):
+        if comp_path != "root":
+            _check_name(comp_path, comp_path[len("components['"):-2])
+        for section in ("inputDefinitions", "outputDefinitions"):
+            for kind in ("parameters", "artifacts"):
+                for name in ((comp.get(section) or {}).get(kind) or {}):
+                    _check_name(f"{comp_path}.{section}.{kind}['{name}']", name)
+        dag = comp.get("dag") or {}
+        for tname in dag.get("tasks") or {}:
+            _check_name(f"{comp_path}.dag.tasks['{tname}']", tname)
+        for kind in ("parameters", "artifacts"):
+            for name in ((dag.get("outputs") or {}).get(kind) or {}):
+                _check_name(f"{comp_path}.dag.outputs.{kind}['{name}']", name)
 
 
 def load_pipeline(docs: list[dict], source: str = "pipeline.yaml") -> PipelineDocument:
@@ -457,6 +532,7 @@ def load_pipeline(docs: list[dict], source: str = "pipeline.yaml") -> PipelineDo
     if len(docs) > 2:
         raise SpecError(f"{source}: document 3", "a compiled pipeline has at most two documents (PipelineSpec, platforms)")
     proto = _validate_schema(spec)
+    _check_names(spec)
     _check_references(spec)
     platform = _check_platform(docs[1], spec, source) if len(docs) == 2 else None
     return PipelineDocument(spec=spec, platform=platform, proto=proto, name=spec["pipelineInfo"]["name"],
