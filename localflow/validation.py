@@ -132,7 +132,7 @@ def config_key_errors(value: str) -> list[str]:
     if not _CONFIG_KEY.match(value):
         errs.append(_regex_error("a valid config key must consist of alphanumeric characters, '-', '_' or '.'",
                                  _CONFIG_KEY_FMT, "key.name", "KEY_NAME", "key-name"))
-    return errs + _chdir_prefix(value)
+    return _chdir_prefix(value) + errs  # the most telling problem first: only the first is shown
 
 
 def env_var_name_errors(value: str) -> list[str]:
