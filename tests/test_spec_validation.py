@@ -345,3 +345,42 @@ def test_cli_refuses_an_alias_bomb_quickly(tmp_path):
     p = lf("run", spec, "-w", tmp_path / "ws", cwd=tmp_path)
     assert p.returncode == 2 and "excessive aliasing" in p.stderr, p.stderr
     assert time.monotonic() - t0 < 30  # interpreter start-up dominates; the refusal itself is milliseconds
+
+
+# ------------------------------------------------------------------ names in compiled pipelines
+
+def pipeline_docs() -> list:
+    return load_documents(ROOT / "scenarios" / "pipelines" / "params.yaml")
+
+
+def test_a_300_character_task_name_is_refused():
+    from localflow.specs.pipeline import load_pipeline
+
+    docs = pipeline_docs()
+    tasks = docs[0]["root"]["dag"]["tasks"]
+    first = next(iter(tasks))
+    tasks["t" * 300] = tasks.pop(first)
+    with pytest.raises(SpecError, match=r"^root\.dag\.tasks\['t{300}'\]: must be no more than 128 characters"):
+        load_pipeline(docs)
+
+
+def test_an_empty_output_parameter_name_is_refused():
+    from localflow.specs.pipeline import load_pipeline
+
+    docs = pipeline_docs()
+    comp_name, comp = next((n, c) for n, c in docs[0]["components"].items() if c.get("outputDefinitions"))
+    params = comp["outputDefinitions"].setdefault("parameters", {})
+    params[""] = {"parameterType": "STRING"}
+    with pytest.raises(SpecError, match=r"outputDefinitions\.parameters\[''\]: Required value"):
+        load_pipeline(docs)
+
+
+def test_control_characters_in_a_task_name_are_refused():
+    from localflow.specs.pipeline import load_pipeline
+
+    docs = pipeline_docs()
+    tasks = docs[0]["root"]["dag"]["tasks"]
+    tasks["x\x1b[2J"] = tasks.pop(next(iter(tasks)))
+    with pytest.raises(SpecError, match="must not contain control characters") as e:
+        load_pipeline(docs)
+    assert "\x1b" not in str(e.value)
