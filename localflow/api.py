@@ -218,7 +218,10 @@ def run(spec: Any, params: dict | None = None, executor: str = "subprocess",
     """
     kind, docs, source = load_spec(spec)
     from localflow import runners  # noqa: F401  (registers the built-in kinds)
+    from localflow.validation import check_dns1123_label, check_dns1123_subdomain
 
+    check_dns1123_label("namespace", namespace)  # as the API server checks metadata.namespace
+    check_dns1123_subdomain("run_name", options.get("run_name"), required=False)
     runner = RUNNERS.get(kind)
     if runner is None:
         raise SpecError(f"{source or 'spec'}: kind", f"localflow cannot run kind {kind!r} yet",
@@ -269,6 +272,7 @@ def apply(spec: Any, workspace: str | os.PathLike | Workspace | None = None, *,
             if k in RUNNERS and RUNNERS[k] is not getattr(runners, "run_bundle", None):
                 raise SpecError(f"{source or 'spec'}: document {i + 1}", f"{k} is run, not applied",
                                 fix=f"use `localflow run {source or 'SPEC'}`")
+            _check_applied(k, doc)
             obj = dict(doc)
             meta = dict(obj.get("metadata") or {})
             meta.setdefault("namespace", namespace)
@@ -295,6 +299,17 @@ def apply(spec: Any, workspace: str | os.PathLike | Workspace | None = None, *,
     finally:
         store.close()
     return out
+
+
+def _check_applied(kind: str, doc: dict) -> None:
+    """The API server's checks of an applied object: side objects' names and keys, runtimes' shapes."""
+    from localflow.controllers.sideobjects import check_side_object
+
+    check_side_object(doc)
+    if kind in ("TrainingRuntime", "ClusterTrainingRuntime"):
+        from localflow.specs.training import validate_runtime
+
+        validate_runtime(doc, gpus=2**31)  # GPUs are checked when a TrainJob uses the runtime
 
 
 ACTIVE_RUN_STATES = ("PENDING", "RUNNING")

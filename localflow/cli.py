@@ -15,7 +15,8 @@ import time
 
 import click
 
-from localflow.errors import LocalflowError, NotFound, SpecError, escape
+from localflow.errors import LocalflowError, NotFound, SpecError
+from localflow.errors import escape as printable
 
 OUTPUTS = ("json", "yaml")
 METADATA_KINDS = {"runs": "runs", "run": "runs", "artifacts": "artifacts", "artifact": "artifacts",
@@ -23,7 +24,7 @@ METADATA_KINDS = {"runs": "runs", "run": "runs", "artifacts": "artifacts", "arti
 
 
 def _err(message: str) -> None:
-    click.echo(f"error: {escape(message)}", err=True)  # a spec's control characters never reach the terminal
+    click.echo(f"error: {printable(message)}", err=True)  # a spec's control characters never reach the terminal
 
 
 def handle_errors(fn):
@@ -133,11 +134,11 @@ class _Progress:
         if getattr(rec, "error", None) and state == "RUNNING":  # a retry or a restarting container
             from rich.markup import escape
 
-            label, color, extra = "RETRYING", "yellow", f"  [dim]{escape(rec.error)}[/dim]"
+            label, color, extra = "RETRYING", "yellow", f"  [dim]{escape(printable(rec.error))}[/dim]"
         elif getattr(rec, "error", None) and state in ("FAILED", "SKIPPED"):
             from rich.markup import escape
 
-            extra = f"  [dim]{escape(rec.error)}[/dim]"
+            extra = f"  [dim]{escape(printable(rec.error))}[/dim]"
         elif getattr(rec, "pod", None) and state == "RUNNING":
             extra = f"  [dim]pod/{rec.pod}[/dim]"
         self.console.print(f"[dim]{time.monotonic() - self.t0:7.2f}s[/dim] [{color}]{label:<9}[/{color}] {rec.name}{extra}",
@@ -151,12 +152,12 @@ class _Progress:
         out.print(f"[bold {color}]{result.kind} {result.name} {result.state}[/] "
                            f"in {time.monotonic() - self.t0:.2f}s (workspace {result.workspace.root})")
         if result.error and not result.succeeded:
-            out.print(result.error, style="red", markup=False)
+            out.print(printable(result.error), style="red", markup=False)
         from rich.markup import escape
 
         for k, v in (result.outputs or {}).items():
             shown = v.get("uri") if isinstance(v, dict) and "uri" in v else json.dumps(v, default=str)
-            out.print(f"  output {escape(str(k))} = {escape(str(shown))}")
+            out.print(f"  output {escape(printable(str(k)))} = {escape(printable(str(shown)))}")
 
 
 def _open_stores(workspace):
