@@ -18,8 +18,9 @@ UTF-8 JSON object):
   ``{"op": "spawn-error", "id": n, "error": msg}``; later ``{"op": "exit", "pid": p, "code": c}``
   with ``c`` in ``subprocess.Popen.returncode`` form (exit status, or ``-signal``).
 
-The zygote exits when its control socket reaches EOF (localflow's process ended). Children are
-not killed then, like processes started with Popen outlive a localflow that died.
+The zygote exits when its control socket reaches EOF (localflow's process ended, even by SIGKILL):
+it first SIGKILLs the process group of every child still running, so no container outlives
+localflow.
 
 A child does what ``execve`` + CPython start-up would have done differently from the zygote's own
 start: new session (pgid == pid), stdio on the log and /dev/null, cwd, a replaced environment,
@@ -97,6 +98,7 @@ class _Server(object):
     def __init__(self, sock, config):
         self.sock = sock
         self.config = config
+        self.children = set()  # pids (= process group ids) of children not reaped yet
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_w, False)
         os.set_blocking(self.wake_r, False)
@@ -146,8 +148,13 @@ class _Server(object):
             self.reap()
             if self.sock in readable:
                 req, fds = _recv(self.sock)
-                if req is None:
-                    os._exit(0)  # localflow is gone
+                if req is None:  # localflow is gone: so are its containers
+                    for pid in self.children:
+                        try:
+                            os.killpg(pid, signal.SIGKILL)
+                        except OSError:
+                            pass
+                    os._exit(0)
                 if req.get("op") != "spawn":
                     _close(*fds)
                     continue
@@ -165,6 +172,7 @@ class _Server(object):
                 return
             code = _exit_code(status)
             if code is not None:
+                self.children.discard(pid)
                 _send(self.sock, {"op": "exit", "pid": pid, "code": code})
 
     def spawn(self, req, fds):
@@ -190,6 +198,7 @@ class _Server(object):
             return self.become_child(req, log_fd, ready_w, go_r)
         _close(ready_w, go_r)
         _close(*fds)
+        self.children.add(pid)
         try:
             os.read(ready_r, 1)  # the child is in its own session now (or died: its exit is reported)
         except OSError:
@@ -243,8 +252,13 @@ class _Server(object):
         env = dict(req["env"])
         for k, v in self.startup_added.items():
             env.setdefault(k, v)
+        if "PWD" in self.startup_added:  # set by a sandbox (bwrap) for the zygote's cwd: a child's is its own
+            env["PWD"] = req["cwd"]
         os.environ.clear()
         os.environ.update(env)
+        tempfile = sys.modules.get("tempfile")
+        if tempfile is not None:  # gettempdir() caches: a child must see its own TMPDIR
+            tempfile.tempdir = None
         return req
 
 

@@ -19,13 +19,18 @@ class Mount:
     """A directory or file of this machine made visible to a container.
 
     ``host_path``: absolute path here. ``container_path``: where the spec expects it. The docker
-    executor bind-mounts; the subprocess executor rewrites argv and env values that start with
-    ``container_path`` to ``host_path`` (processes see the host filesystem).
+    executor and the sandboxed subprocess executor bind-mount (:mod:`~localflow.executors.sandbox`);
+    without a sandbox the subprocess executor rewrites argv and env values that start with
+    ``container_path`` to ``host_path``. ``kind``: ``"volume"`` (a workspace directory: emptyDir,
+    PVC, ConfigMap/Secret, artifacts), ``"hostPath"`` (a host directory the config allows) or
+    ``"image"`` (an image map path); executors refuse a ``volume`` whose ``host_path`` is outside
+    the workspace.
     """
 
     host_path: str
     container_path: str
     read_only: bool = False
+    kind: str = "volume"
 
 
 @dataclass
@@ -50,8 +55,9 @@ class ImageMapping:
     - ``docker_image``: local image tag the docker executor runs instead of ``image``.
     - ``command`` / ``args``: the image's ENTRYPOINT / CMD, used when a container sets no
       ``command`` / ``args`` (as a container runtime falls back to the image's).
-    - ``shell``: host program that a bare ``sh`` means for this image (subprocess executor; a
-      multi-call binary such as busybox must be reached through a link named ``sh``).
+    - ``shell``: host program a bare ``sh`` means for this image (e.g. ``/bin/busybox``: a
+      multi-call binary is reached through the shim directory's link named ``sh``), None: this
+      machine's ``sh``.
     """
 
     image: str
@@ -96,7 +102,9 @@ class PodSpec:
     user-defined network per ``network`` with ``hostname`` as the container's DNS name; the
     subprocess executor ignores both (every address is 127.0.0.1). ``subdomain`` (Pod
     ``spec.subdomain``) adds the DNS name ``<hostname>.<subdomain>`` as a headless Service would. ``labels`` are copied to
-    containers so leftovers can be found (``localflow gc``).
+    containers so leftovers can be found (``localflow gc``). ``workspace_root``: the workspace
+    directory (set by the scheduler); volume sources must lie inside it, and the subprocess
+    sandbox keeps it writable (empty: only ``workdir``).
     """
 
     uid: str
@@ -109,6 +117,7 @@ class PodSpec:
     subdomain: str | None = None
     network: str | None = None
     workdir: str = ""  # a private host directory for this Pod (scratch, shims)
+    workspace_root: str = ""
 
 
 @dataclass

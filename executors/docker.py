@@ -47,6 +47,7 @@ import uuid
 from localflow.errors import ExecutorError
 
 from .base import ContainerResult, ContainerSpec, DrivenPod, Executor, ImageMapping, PodSpec
+from .sandbox import check_sources
 
 __all__ = [
     "DockerExecutor",
@@ -245,8 +246,12 @@ class DockerExecutor(Executor):
     def start(self, pod: PodSpec) -> "DockerPod":
         """Check every image is present, create the Pod's network, then start it in a thread.
 
-        Raises :class:`ExecutorError` (before anything runs) for a missing image or no engine.
+        Raises :class:`ExecutorError` (before anything runs) for a missing image or no engine, and
+        for a volume whose directory is not in the workspace (a spec must not bind-mount an
+        arbitrary host directory: :func:`~localflow.executors.sandbox.check_sources`).
         """
+        for c in [*pod.init_containers, *pod.containers]:
+            check_sources(pod, c.mounts, f" container {c.name!r}")
         for c in [*pod.init_containers, *pod.containers]:
             self._ensure_image(c)
         network = self._ensure_network(pod.network, pod.labels) if pod.network else None

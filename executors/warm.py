@@ -14,12 +14,13 @@ observable part of finalization (threads joined, atexit, stdio flushed, ``__main
 When a warm start is exact (:func:`plan`), the container runs forked; otherwise it is started
 with ``Popen`` as before:
 
-- ``argv[0]`` is the interpreter the zygote runs: the same path, or a symlink to it (the
-  executor's ``python``/``python3`` shim) with no ``pyvenv.cfg`` beside it;
+- ``argv[0]`` is the interpreter the zygote runs: the same path, a symlink to it (the
+  executor's ``python``/``python3`` shim) with no ``pyvenv.cfg`` beside it, or the shim script
+  that runs a virtualenv's interpreter (:func:`~localflow.executors.shims.shim_target`);
 - ``argv[1]`` is exactly ``-c`` or ``-m`` followed by the code/module (no other options);
 - the variables that shape interpreter start-up (:func:`startup_profile`: ``PYTHON*`` including
   ``PYTHONPATH``/``PYTHONHOME``/``PYTHONSAFEPATH``, ``LC_*``, ``LANG``, ``HOME`` (user site),
-  ``TZ``, ``TMPDIR``, ``LD_*``, ``MALLOC_*``, ``GLIBC_TUNABLES``) equal the zygote's: each
+  ``TZ``, ``LD_*``, ``MALLOC_*``, ``GLIBC_TUNABLES``) equal the zygote's: each
   distinct profile gets its own zygote, STARTED with that environment, so a Pod's ``PYTHONPATH``
   is applied by CPython itself, preloads included (not patched into ``sys.path`` by hand); a
   ``PYTHONPATH`` with a relative entry means a cold start (the zygote's cwd is not the Pod's);
@@ -44,7 +45,10 @@ next spawn starts a new zygote (after 3 failed boots in a row that zygote stays 
 exits when localflow's process exits (EOF on its control socket; not ``PR_SET_PDEATHSIG``, which
 fires when the *thread* that started it ends). Zygotes are shared process-wide (one per
 interpreter, start-up profile and preload set; at most :data:`MAX_ZYGOTES`, the least recently
-used idle one is stopped to make room, and with none idle the container starts cold).
+used idle one is stopped to make room, and with none idle the container starts cold). Sandboxed
+containers (:mod:`~localflow.executors.sandbox`) are forked by a zygote started inside their
+sandbox (``wrapper``), one per sandbox shape: Pods with the same mounts share it, and what is per
+Pod (cwd, environment, ``TMPDIR``; ``tempfile``'s cached directory is reset) is set per fork.
 
 Follows the zygote design of Android's app_process / Chromium's zygote and CPython's
 ``multiprocessing.forkserver`` (cpython ``Lib/multiprocessing/forkserver.py``); CPython start-up
@@ -60,6 +64,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+from .shims import shim_target
 from .zygote import DEFAULT_PRELOAD, DEFAULT_PRELOAD_ENV, WarmProcess, Zygote, ZygoteUnavailable, startup_profile
 
 __all__ = [
@@ -120,7 +125,15 @@ def effective_env(args: list[str], env: dict[str, str]) -> dict[str, str]:
     return env
 
 
+def _shim_interpreter(candidate: str) -> str | None:
+    """The interpreter a localflow ``python`` shim script runs (a venv's: see executors/shims.py)."""
+    return shim_target(candidate) if os.path.isfile(candidate) and not os.path.islink(candidate) else None
+
+
 def _same_interpreter(candidate: str, python: str) -> bool:
+    shimmed = _shim_interpreter(candidate)
+    if shimmed is not None:
+        return os.path.abspath(shimmed) == os.path.abspath(python)
     if os.path.abspath(candidate) == os.path.abspath(python):
         return True
     if not os.path.islink(candidate):
@@ -131,6 +144,13 @@ def _same_interpreter(candidate: str, python: str) -> bool:
     # a venv's bin/python is a symlink too: its pyvenv.cfg makes it another interpreter
     here = os.path.dirname(os.path.abspath(candidate))
     return not any(os.path.isfile(os.path.join(d, "pyvenv.cfg")) for d in (here, os.path.dirname(here)))
+
+
+def _names_dir(pwd: str | None, cwd: str) -> bool:
+    try:
+        return bool(pwd) and os.path.isabs(pwd) and os.path.samefile(pwd, cwd)
+    except OSError:
+        return False
 
 
 def _interpreter_path(argv0: str, env: dict[str, str], cwd: str) -> str | None:
@@ -166,8 +186,9 @@ def spawn_count() -> int:
     return _spawned
 
 
-def _zygote_for(python: str, profile: tuple, preload: tuple[str, ...], penv: dict[str, str]) -> Zygote | None:
-    key = (os.path.abspath(python), profile, preload, tuple(sorted(penv.items())))
+def _zygote_for(python: str, profile: tuple, preload: tuple[str, ...], penv: dict[str, str],
+                wrapper: tuple[str, ...] = ()) -> Zygote | None:
+    key = (os.path.abspath(python), profile, preload, tuple(sorted(penv.items())), wrapper)
     evicted = None
     with _registry_lock:
         z = _registry.get(key)
@@ -177,7 +198,7 @@ def _zygote_for(python: str, profile: tuple, preload: tuple[str, ...], penv: dic
                 if not idle:
                     return None
                 evicted = _registry.pop(min(idle)[1])
-            z = Zygote(python, preload, penv, startup_env=dict(profile))
+            z = Zygote(python, preload, penv, startup_env=dict(profile), wrapper=wrapper)
             _registry[key] = z
         z.last_used = time.monotonic()
     if evicted is not None:
@@ -224,10 +245,12 @@ class WarmPlan:
         return proc
 
 
-def plan(argv: list[str], env: dict[str, str], cwd: str, python: str) -> WarmPlan | None:
+def plan(argv: list[str], env: dict[str, str], cwd: str, python: str,
+         wrapper: tuple[str, ...] = ()) -> WarmPlan | None:
     """A :class:`WarmPlan` when ``argv`` (with environment ``env``, working directory ``cwd``) is
     ``python -c``/``-m`` that a zygote of ``python`` starts exactly (rules in the module doc),
-    with the zygotes booted; None otherwise."""
+    with the zygotes booted; None otherwise. ``wrapper``: the sandbox the container runs in
+    (``bwrap ... --``); containers with equal wrappers share zygotes, which run inside it."""
     if len(argv) < 3 or argv[1] not in ("-c", "-m") or not hasattr(os, "fork"):
         return None
     found = _interpreter_path(argv[0], env, cwd)
@@ -241,12 +264,17 @@ def plan(argv: list[str], env: dict[str, str], cwd: str, python: str) -> WarmPla
     for preload, penv in PROFILES:  # the most specific zygote that runs
         if not all(effective.get(k) == v for k, v in penv.items()):
             continue
-        z = _zygote_for(python, profile, preload, penv)
+        z = _zygote_for(python, profile, preload, penv, wrapper)
         if z is None or z.broken:
             continue
         try:
             z.start()
         except ZygoteUnavailable:
             continue
+        shimmed = _shim_interpreter(found)
+        if shimmed is not None:  # the script execs the interpreter: that is what CPython sees,
+            if not _names_dir(env.get("PWD"), cwd):  # after /bin/sh exported PWD (POSIX sh does)
+                env = {**env, "PWD": cwd}
+            return WarmPlan(z, args, env, cwd, shimmed, shimmed)
         return WarmPlan(z, args, env, cwd, argv[0], found)
     return None

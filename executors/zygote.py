@@ -12,7 +12,7 @@ Robustness: a zygote that dies fails spawns in flight (the caller starts them wi
 kills the children it had started (their exit status is gone; they end with -9 and ``lost`` set);
 the next spawn boots a new process; a preload that fails, or 3 boots in a row that never served a
 spawn, turn the zygote off for good (``broken``). The zygote exits at EOF on its socket, i.e.
-when this process exits.
+when this process exits (also by SIGKILL), and kills its children's process groups first.
 
 Follows CPython's ``multiprocessing.forkserver`` (cpython ``Lib/multiprocessing/forkserver.py``:
 a server process forking pre-imported children on request, fds passed over a Unix socket).
@@ -38,7 +38,8 @@ SPAWN_TIMEOUT_S = 30.0
 MAX_BOOT_FAILURES = 3
 
 _STARTUP_PREFIXES = ("PYTHON", "LC_", "LD_", "MALLOC_")
-_STARTUP_NAMES = frozenset({"HOME", "LANG", "TZ", "TMPDIR", "GLIBC_TUNABLES"})
+# TMPDIR is per Pod: not a start-up variable (a child resets ``tempfile``'s cache instead)
+_STARTUP_NAMES = frozenset({"HOME", "LANG", "TZ", "GLIBC_TUNABLES"})
 _HEADER = struct.Struct(">I")
 _SERVER_SOURCE = (Path(__file__).with_name("_zygote_server.py")).read_text(encoding="utf-8")
 _LOST = ("lost track of the container: its warm-start helper (zygote pid {zpid}) died, so its exit "
@@ -118,12 +119,13 @@ def _read_frame(sock: socket.socket) -> dict:
 class _Connection:
     """One running zygote process: its control socket, reader thread, pending spawns, children."""
 
-    def __init__(self, python: str, preload: tuple[str, ...], env: dict[str, str], timeout: float):
+    def __init__(self, python: str, preload: tuple[str, ...], env: dict[str, str], timeout: float,
+                 wrapper: tuple[str, ...] = ()):
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         config = json.dumps({"preload": list(preload), "env_keys": sorted(env)})
         try:
             self.proc = subprocess.Popen(
-                [python, "-c", _SERVER_SOURCE, str(theirs.fileno()), config], env=env, cwd="/",
+                [*wrapper, python, "-c", _SERVER_SOURCE, str(theirs.fileno()), config], env=env, cwd="/",
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 pass_fds=(theirs.fileno(),), start_new_session=True)
         except OSError as e:
@@ -279,12 +281,16 @@ class Zygote:
     fork. ``env``: environment the preload needs and that a container must have (or set in its
     leading ``-c`` statements) to be served, default ``{"_KFP_RUNTIME": "true"}``.
     ``startup_env``: the start-up variables (see :func:`startup_profile`) the zygote starts with;
-    containers whose profile differs are not served (default: those of ``os.environ``). Thread-safe.
+    containers whose profile differs are not served (default: those of ``os.environ``).
+    ``wrapper``: argv prefix the zygote runs under (a sandbox's ``bwrap ... --``: then every child
+    is forked inside that sandbox). Thread-safe.
     """
 
     def __init__(self, python: str, preload=DEFAULT_PRELOAD, env: dict[str, str] | None = None,
-                 startup_env: dict[str, str] | None = None, boot_timeout: float = BOOT_TIMEOUT_S):
+                 startup_env: dict[str, str] | None = None, boot_timeout: float = BOOT_TIMEOUT_S,
+                 wrapper: tuple[str, ...] = ()):
         self.python = python
+        self.wrapper = tuple(wrapper)
         self.preload = tuple(preload)
         self.env = dict(DEFAULT_PRELOAD_ENV if env is None else env)
         self.profile = startup_profile(dict(os.environ) if startup_env is None else startup_env)
@@ -334,7 +340,7 @@ class Zygote:
             env.setdefault("PATH", os.environ.get("PATH", os.defpath))
             self._failures += 1
             try:
-                self._conn = _Connection(self.python, self.preload, env, self.boot_timeout)
+                self._conn = _Connection(self.python, self.preload, env, self.boot_timeout, self.wrapper)
             except _BootError as e:
                 self.broken = f"zygote for {self.python} could not preload {', '.join(self.preload)}: {e}"
                 raise ZygoteUnavailable(self.broken) from None

@@ -607,7 +607,8 @@ class Scheduler:
             containers=[container(c, "containers", i) for i, c in enumerate(spec.get("containers") or [])],
             init_containers=[container(c, "initContainers", i) for i, c in enumerate(spec.get("initContainers") or [])],
             labels=labels, hostname=spec.get("hostname"), subdomain=spec.get("subdomain"),
-            network=f"{self.workspace_id}-{network}" if network else None, workdir=pod_dir)
+            network=f"{self.workspace_id}-{network}" if network else None, workdir=pod_dir,
+            workspace_root=str(self.workspace.root))
 
     def _env(self, c: dict, pod: dict, path: str) -> dict[str, str]:
         env: dict[str, str] = {}

@@ -9,6 +9,7 @@ treated the same way (skip locally, fail in CI).
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 import uuid
 
@@ -84,6 +85,8 @@ def pod(name: str, *containers: ContainerSpec, init: tuple[ContainerSpec, ...] =
     """A PodSpec with a unique uid and a unique ``localflow.dev/run-id`` label (``kw`` overrides)."""
     token = uuid.uuid4().hex[:8]
     labels = {"localflow.dev/run-id": f"test-{token}", **kw.pop("labels", {})}
+    # the tests' volumes live in pytest's tmp_path, under the system temp dir: their workspace
+    kw.setdefault("workspace_root", tempfile.gettempdir())
     return PodSpec(uid=f"uid-{token}", namespace=kw.pop("namespace", "default"), name=name,
                    containers=list(containers), init_containers=list(init), labels=labels, **kw)
 

@@ -16,7 +16,14 @@ def lf(*args):
     return subprocess.run([sys.executable, "-m", "localflow", *map(str, args)], capture_output=True, text=True)
 
 
-def test_gc_marks_the_dead_run_failed_and_kills_its_orphaned_pod_processes(tmp_path):
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_gc_marks_the_dead_run_failed_after_its_pod_processes_died_with_it(tmp_path):
     ws = tmp_path / "ws"
     proc = subprocess.Popen([sys.executable, "-m", "localflow", "run", str(ROOT / "scenarios/pipelines/sleep_fanout.yaml"),
                              "-p", "seconds=120", "-w", str(ws)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -33,12 +40,14 @@ def test_gc_marks_the_dead_run_failed_and_kills_its_orphaned_pod_processes(tmp_p
                         and "running" in cs["state"]]
             time.sleep(0.1)
         assert len(pids) >= 3, "pods did not start"
-        os.killpg(proc.pid, signal.SIGKILL)  # localflow dies; its Pods' process groups live on
+        os.killpg(proc.pid, signal.SIGKILL)  # localflow dies; its watchdog kills its Pods' process groups
         proc.wait(30)
-        assert all(psutil.pid_exists(p) for p in pids)
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline and any(_alive(p) for p in pids):
+            time.sleep(0.02)
+        assert not any(_alive(p) for p in pids), "pod processes outlived kill -9 of localflow"
         dry = lf("gc", "--dry-run", "-w", ws)
         assert dry.returncode == 0 and "would remove: 1 dead run(s)" in dry.stdout
-        assert all(psutil.pid_exists(p) for p in pids)
         out = lf("gc", "-w", ws)
         assert out.returncode == 0, out.stderr
         deadline = time.monotonic() + 10

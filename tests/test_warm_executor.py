@@ -17,6 +17,7 @@ import pytest
 
 from localflow.executors import warm
 from localflow.executors.base import ContainerSpec, PodSpec, Resources
+from localflow.executors.shims import shim_target
 from localflow.executors.subprocess import SubprocessExecutor
 
 #: every program first records its parent pid, so a test knows whether it ran warm
@@ -54,7 +55,7 @@ def make_pod(tmp_path, name, argv, *, env=None, cwd=None, mem_limit=None, workdi
     c = ContainerSpec(name="main", image="python:3.11", argv=argv, env=env, working_dir=cwd,
                       resources=Resources(memory_limit=mem_limit), log_path=str(logs / f"{name}.log"))
     return PodSpec(uid=name, namespace="default", name=name, containers=[c],
-                   workdir=str(workdir or tmp_path / "pods" / name))
+                   workdir=str(workdir or tmp_path / "pods" / name), workspace_root=str(tmp_path))
 
 
 def finish(tmp_path, name, running, timeout=60) -> Ran:
@@ -168,7 +169,9 @@ def test_dash_c_sees_the_requested_env_cwd_and_cpython_argv(hot, cold, tmp_path)
     assert wd == cd
     assert wd["argv"] == ["-c", "arg one", "<out>"] and wd["path0"] == ""
     assert wd["cwd"] == str(work) and wd["env"]["GREETING"] == "hello" and "_KFP_RUNTIME" not in wd["env"]
-    assert wd["executable"] == str(tmp_path / "shared-pod" / "bin" / "python")
+    shim = tmp_path / "shared-pod" / "bin" / "python"
+    # a venv's interpreter is shimmed by a script that execs it: then that is sys.executable
+    assert wd["executable"] == (shim_target(str(shim)) or str(shim))
     assert wd["own_group"] and wd["own_session"] and wd["stdin_is_devnull"]
     assert wd["signals"]["SIGINT"].startswith("<built-in function default_int_handler")
 
