@@ -206,7 +206,13 @@ def test_env_expansion_field_refs_and_volumes(rt):
     assert (rt.workspace.pvc_dir("models") / "out.txt").read_text() == "x-y-$(A) vol"
 
 
-def test_image_mapping_rewrites_container_paths(tmp_path):
+@pytest.mark.parametrize("sandboxed", [True, False], ids=["sandbox", "fallback"])
+def test_image_mapping_shows_container_paths_or_rewrites_them_without_a_sandbox(tmp_path, monkeypatch, sandboxed):
+    from localflow.executors import sandbox
+
+    if sandboxed and sandbox.unavailable_reason():
+        pytest.skip(f"bwrap is unusable here: {sandbox.unavailable_reason()}")
+    monkeypatch.setenv(sandbox.ENV_VAR, "1" if sandboxed else "0")
     app = tmp_path / "app"
     app.mkdir()
     (app / "main.py").write_text("import sys, os; print(os.getcwd()); print(sys.argv[1])")
@@ -216,7 +222,8 @@ def test_image_mapping_rewrites_container_paths(tmp_path):
         p = wait_phase(rt.store, "mapped")
         assert p["status"]["phase"] == "Succeeded"
         out = (rt.workspace.logs_dir / "default" / "mapped" / "main.log").read_text().split()
-        assert out == [str(app), f"--out={app}/x"]
+        # sandboxed, /opt/app is a real (read-only) mount; otherwise paths are rewritten to the host's
+        assert out == (["/opt/app", "--out=/opt/app/x"] if sandboxed else [str(app), f"--out={app}/x"])
 
 
 @pytest.mark.parametrize("text,env,want", [

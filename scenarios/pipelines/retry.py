@@ -1,6 +1,7 @@
 """set_retry: a task that fails on its first attempt(s) and succeeds on a retry.
 
-Parameters: ``marker_dir`` (default "": the system temp dir) is where the flaky task keeps its attempt
+Parameters: ``marker_dir`` (default "": ``$RETRY_STATE``, the PVC ``retry-state`` mounted at
+``/retry-state``: a retry is a new Pod with a fresh ``/tmp``, as in a cluster) is where the flaky task keeps its attempt
 counter, in the file ``localflow-retry-<run uuid>`` (the run uuid comes from
 ``dsl.PIPELINE_JOB_ID_PLACEHOLDER``, so every run starts from zero); ``fail_times`` (default 1) is how
 many attempts fail before one succeeds.
@@ -23,7 +24,7 @@ attempt 3".
 ``fail_times=3``: 3 attempts, all failing; flaky FAILED, report never runs, run FAILED; the counter
 file holds "3".
 """
-from kfp import dsl
+from kfp import dsl, kubernetes
 
 
 @dsl.component(base_image="python:3.11")
@@ -32,7 +33,7 @@ def flaky(marker_dir: str, run_id: str, fail_times: int) -> int:
     import sys
     import tempfile
 
-    directory = marker_dir or tempfile.gettempdir()
+    directory = marker_dir or os.environ.get("RETRY_STATE") or tempfile.gettempdir()
     os.makedirs(directory, exist_ok=True)
     marker = os.path.join(directory, f"localflow-retry-{run_id}")
     attempt = 1
@@ -57,6 +58,8 @@ def report(attempt: int) -> str:
 def pipeline(marker_dir: str = "", fail_times: int = 1) -> str:
     f = flaky(marker_dir=marker_dir, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, fail_times=fail_times)
     f.set_retry(num_retries=2, backoff_duration="1s")
+    kubernetes.mount_pvc(f, pvc_name="retry-state", mount_path="/retry-state")
+    f.set_env_variable("RETRY_STATE", "/retry-state")
     f.set_caching_options(False)
     return report(attempt=f.output).output
 
