@@ -27,7 +27,7 @@ from localflow.specs.loader import detect_kind, load_documents
 from localflow.workspace import Workspace, resolve_workspace
 
 __all__ = ["run", "Run", "Runtime", "open_runtime", "register_runner", "RUNNERS", "load_spec", "garbage_collect", "apply",
-           "read_logs"]
+           "read_logs", "log_file", "delete", "run_object", "KIND_ALIASES"]
 
 
 @dataclass
@@ -130,13 +130,16 @@ class Run:
         raise NotFound(f"run {self.name} has no task {name!r}" + (" (ambiguous)" if hits else ""),
                        fix=f"tasks: {', '.join(self.tasks)}")
 
-    def logs(self, task: str, container: str = "main") -> str:
-        """The log text of a task's (latest) Pod, or of a Pod by name. A task served from the cache
-        ran no Pod: its logs are those of the execution that computed the cached result."""
+    def logs(self, task: str, container: str | None = None, *, previous: bool = False) -> str:
+        """The log text of a task's (latest) Pod, or of a Pod by name (:func:`read_logs`: ``container``
+        defaults to the only one or ``main``; ``previous``: the instance before a restart). A task
+        served from the cache ran no Pod: its logs are those of the execution that computed the
+        cached result (gone once that run is deleted)."""
+        ns = ((self.object or {}).get("metadata") or {}).get("namespace") or "default"
         try:
             rec = self.task(task)
         except NotFound:
-            return read_logs(self.workspace, task, container)
+            return read_logs(self.workspace, task, container, ns, previous=previous)
         pod = getattr(rec, "pod", None)
         if pod is None and getattr(rec, "cached", False) and getattr(rec, "execution_id", None) is not None:
             with MetadataStore(self.workspace.db_path) as md:
@@ -144,24 +147,117 @@ class Run:
                 pod = md.get_execution(source).get("pod_name") if source is not None else None
         if pod is None:
             raise NotFound(f"task {task!r} of run {self.name} ran no Pod ({getattr(rec, 'state', '')})")
-        return read_logs(self.workspace, pod, container)
+        return read_logs(self.workspace, pod, container, ns, previous=previous)
 
 
-def read_logs(workspace: Workspace, pod: str, container: str | None = None, namespace: str = "default") -> str:
-    """Text of a container's log file (``logs/<ns>/<pod>/<container>.log``); NotFound names the
-    containers that exist."""
-    d = Path(workspace.logs_dir) / namespace / pod
-    if not d.is_dir():
-        raise NotFound(f"pod {pod!r} has no logs in {workspace.root}", fix="list pods with `localflow get pods`")
-    names = sorted(p.stem for p in d.glob("*.log"))
-    if container is None:
-        if len(names) != 1:
-            raise SpecError("-c", f"pod {pod} has containers {', '.join(names)}", fix="choose one with -c NAME")
-        container = names[0]
-    f = d / f"{container}.log"
-    if not f.exists():
-        raise NotFound(f"pod {pod} has no container {container!r}", fix=f"containers: {', '.join(names) or 'none'}")
-    return f.read_text(errors="replace")
+def log_file(workspace: str | os.PathLike | Workspace | None, pod: str, container: str | None = None,
+             namespace: str = "default", *, previous: bool = False) -> Path:
+    """The log file ``kubectl logs POD [-c CONTAINER] [-p]`` would print (:mod:`localflow.logfiles`).
+
+    ``container`` defaults to the Pod's only container, or ``main``; ``previous`` picks the
+    container instance before the current one (a container restarted in place). Raises
+    :class:`NotFound` for a missing workspace, Pod or container, a container that never started
+    (with its reason) and, with ``previous``, kubectl's ``previous terminated container "C" in pod
+    "P" not found``; :class:`SpecError` (path ``container``) when the Pod has several containers and
+    none was named.
+    """
+    from localflow import logfiles
+
+    ws = workspace if isinstance(workspace, Workspace) else resolve_workspace(workspace)
+    if not ws.db_path.exists():
+        raise NotFound(f"no localflow workspace at {ws.root}", fix="run something first (`localflow run SPEC`) or pass --workspace")
+    with ObjectStore(ws.db_path) as store:
+        try:
+            obj = store.get("Pod", pod, namespace)
+        except NotFound:  # deleted by its controller (cleanPodPolicy): its logs stay until its owner goes
+            obj = logfiles.find_deleted(ws.logs_dir, namespace, pod)
+            if obj is None:
+                raise
+    spec = obj.get("spec") or {}
+    main = [c.get("name") for c in spec.get("containers") or []]
+    every = main + [c.get("name") for c in spec.get("initContainers") or []]
+    if container is None:  # kubectl's default: the only (or the default) regular container
+        if len(main) != 1 and "main" not in main:
+            raise SpecError("container", f"pod {pod} has containers {', '.join(map(str, main))}",
+                            fix=f"name one of them: {', '.join(map(str, main))}")
+        container = main[0] if len(main) == 1 else "main"
+    elif container not in every:
+        raise NotFound(f"pod {pod} has no container {container!r}", fix=f"containers: {', '.join(map(str, every))}")
+    path = logfiles.pod_log(ws.logs_dir, obj, container, previous=previous)
+    if path is not None and path.exists():
+        return path
+    if previous:
+        raise NotFound(f'previous terminated container "{container}" in pod "{pod}" not found')
+    st = obj.get("status") or {}
+    statuses = (st.get("containerStatuses") or []) + (st.get("initContainerStatuses") or [])
+    term = next(((cs.get("state") or {}).get("terminated") or {} for cs in statuses if cs.get("name") == container), {})
+    why = (f": {term.get('reason')}" + (f": {term['message']}" if term.get("message") else "")) if term else ""
+    if not why and st.get("phase") in (None, "Pending"):
+        why = ": the Pod is Pending"
+    raise NotFound(f"container {container!r} of pod {pod} never started{why}")
+
+
+def read_logs(workspace: str | os.PathLike | Workspace | None, pod: str, container: str | None = None,
+              namespace: str = "default", *, previous: bool = False) -> str:
+    """Text of a container's log (:func:`log_file` picks the file and raises its errors)."""
+    return log_file(workspace, pod, container, namespace, previous=previous).read_text(errors="replace")
+
+
+def delete(kind: str, name: str, workspace: str | os.PathLike | Workspace | None = None, *,
+           namespace: str = "default") -> tuple[Any, str, str]:
+    """``kubectl delete KIND NAME``: delete the object and what it owns (ownerReferences cascade), and
+    the logs of every Pod that went with it, so a re-run under the same name starts clean. ``run
+    NAME`` reaches the object of a run of any kind (a pipeline's Run, a training job). The metadata
+    history (runs, executions, artifacts) stays. Returns ``(KindInfo, name, namespace)`` of what
+    was deleted; NotFound when there is nothing to delete."""
+    from localflow import logfiles
+    from localflow.fakes import resolve_kind
+
+    ws = workspace if isinstance(workspace, Workspace) else resolve_workspace(workspace)
+    if not ws.db_path.exists():
+        raise NotFound(f"no localflow workspace at {ws.root}", fix="run something first (`localflow run SPEC`) or pass --workspace")
+    info = _kind_info(kind)
+    with ObjectStore(ws.db_path) as store, MetadataStore(ws.db_path) as md:
+        if info.kind == "Run" and not _exists(store, "Run", name, namespace):
+            obj = run_object(store, md, name, namespace)
+            if obj is None:
+                raise NotFound(f"run {name} has no object left to delete (its metadata history stays)")
+            info = resolve_kind(obj["kind"])
+            name, namespace = obj["metadata"]["name"], obj["metadata"].get("namespace", namespace)
+        gone = store.delete(info.kind, name, namespace)
+        logfiles.remove_for(ws.logs_dir, gone, lambda: {p["metadata"]["uid"] for p in store.list("Pod", None)})
+    return info, name, namespace
+
+
+#: Kind names a user may type for what ``get runs`` lists as ``PipelineRun``: a pipeline's Run object.
+KIND_ALIASES = {"pipelinerun": "Run", "pipelineruns": "Run", "pr": "Run"}
+
+
+def _kind_info(kind: str):
+    from localflow.fakes import resolve_kind
+
+    return resolve_kind(KIND_ALIASES.get(str(kind).lower(), kind))
+
+
+def run_object(store, md, name: str, namespace: str) -> dict | None:
+    """The object a run of any kind is mirrored by (a pipeline's Run, a training job), by run name
+    or id; None when that object was deleted. NotFound when no run has that name."""
+    from localflow.fakes import resolve_kind
+
+    record = md.get_run(name)
+    kind = "Run" if record["kind"] == "PipelineRun" else record["kind"]
+    try:
+        return store.get(resolve_kind(kind).kind, record["name"], record.get("namespace") or namespace)
+    except (NotFound, SpecError):
+        return None
+
+
+def _exists(store, kind, name, ns) -> bool:
+    try:
+        store.get(kind, name, ns)
+        return True
+    except NotFound:
+        return False
 
 
 RunnerFn = Callable[..., Run]
@@ -191,6 +287,11 @@ def load_spec(spec: Any) -> tuple[str, list[dict], str | None]:
         docs = list(spec)
     elif isinstance(spec, (str, os.PathLike)) and (isinstance(spec, os.PathLike) or "\n" not in spec):
         source = str(spec)
+        if source.endswith(".py"):
+            raise SpecError(source, "is a Python file; localflow runs compiled pipelines (YAML) and job specs",
+                            fix=f"compile it with kfp: `kfp dsl compile --py {source} --output "
+                                f"{source[:-3]}.yaml`, then run the YAML; or from Python: `localflow.run(my_pipeline)` "
+                                "with the @dsl.pipeline function")
         docs = load_documents(source)
     elif isinstance(spec, str):
         docs = load_documents("<text>", text=spec)
@@ -207,7 +308,7 @@ def load_spec(spec: Any) -> tuple[str, list[dict], str | None]:
 def run(spec: Any, params: dict | None = None, executor: str = "subprocess",
         workspace: str | os.PathLike | Workspace | None = None, *, config: str | os.PathLike | Config | None = None,
         cache: bool = True, namespace: str = "default", on_task: Callable | None = None,
-        clock: Clock = SYSTEM_CLOCK, runtime: Runtime | None = None, **options) -> Run:
+        clock: Clock = SYSTEM_CLOCK, runtime: Runtime | None = None, surface: str = "python", **options) -> Run:
     """Run a spec to completion and return its :class:`Run`.
 
     ``spec``: path, YAML text, dict(s) or a kfp pipeline function; ``params``: pipeline
@@ -215,7 +316,26 @@ def run(spec: Any, params: dict | None = None, executor: str = "subprocess",
     ``subprocess`` (default) or ``docker``; ``workspace``: directory; ``cache``: use the KFP task
     cache. Raises :class:`SpecError` (bad spec/params/config) before anything runs; a run that
     fails returns a Run with ``state == "FAILED"`` (call :meth:`Run.raise_for_state`).
+    ``surface``: whose words errors use for the inputs: ``"python"`` names this function's
+    arguments (``params['n']``, ``executor=``), ``"cli"`` the command's flags (``-p n``,
+    ``--executor``) (:mod:`localflow.vocabulary`).
     """
+    if surface not in ("python", "cli"):
+        raise SpecError("surface", f"must be 'python' or 'cli' (got {surface!r})")
+    from localflow.errors import LocalflowError
+    from localflow.vocabulary import to_python_api
+
+    try:
+        return _run(spec, params, executor, workspace, config=config, cache=cache, namespace=namespace,
+                    on_task=on_task, clock=clock, runtime=runtime, surface=surface, **options)
+    except LocalflowError as exc:
+        if surface == "python":
+            to_python_api(exc)
+        raise
+
+
+def _run(spec, params, executor, workspace, *, config, cache, namespace, on_task, clock, runtime, surface,
+         **options) -> Run:
     kind, docs, source = load_spec(spec)
     from localflow import runners  # noqa: F401  (registers the built-in kinds)
     from localflow.validation import check_dns1123_label, check_dns1123_subdomain
@@ -228,20 +348,22 @@ def run(spec: Any, params: dict | None = None, executor: str = "subprocess",
                         fix=f"runnable kinds: {', '.join(sorted(RUNNERS))}")
     if runtime is not None:
         return _with_config_hint(runner(docs, runtime, params=params, cache=cache, namespace=namespace,
-                                        on_task=on_task, source=source, **options), runtime, source)
+                                        on_task=on_task, source=source, **options), runtime, source, surface)
     with open_runtime(workspace, executor, config=config, clock=clock) as rt:
         return _with_config_hint(runner(docs, rt, params=params, cache=cache, namespace=namespace, on_task=on_task,
-                                        source=source, **options), rt, source)
+                                        source=source, **options), rt, source, surface)
 
 
-def _with_config_hint(run: Run, rt: Runtime, source: str | None) -> Run:
+def _with_config_hint(run: Run, rt: Runtime, source: str | None, surface: str = "cli") -> Run:
     """A failed run that used no ``localflow.yaml`` while one lies beside its spec (as the bundled
     scenarios have) says so in its error: that file is not read unless passed with ``--config``."""
     if run.succeeded or rt.config.path is not None or not source or source.startswith("<"):
         return run
     beside = Path(source).resolve().parent / "localflow.yaml"
     if beside.is_file():
-        hint = f"note: {os.path.relpath(beside)} maps this spec's images and was not used; pass --config {os.path.relpath(beside)}"
+        rel = os.path.relpath(beside)
+        how = f"--config {rel}" if surface == "cli" else f"config={rel!r}"
+        hint = f"note: {rel} maps this spec's images and was not used; pass {how}"
         run.error = f"{run.error} ({hint})" if run.error else hint
     return run
 
@@ -392,7 +514,8 @@ def _orphan_processes(store, run_id: str, *, kill: bool) -> list[int]:
     return found
 
 
-def garbage_collect(workspace: str | os.PathLike | Workspace | None = None, *, dry_run: bool = False) -> dict:
+def garbage_collect(workspace: str | os.PathLike | Workspace | None = None, *, dry_run: bool = False,
+                    namespace: str | None = None) -> dict:
     """Clean up after runs whose localflow process died (killed, crashed, machine rebooted).
 
     Runs still PENDING/RUNNING in the metadata whose owning process is gone are marked FAILED
@@ -402,7 +525,8 @@ def garbage_collect(workspace: str | os.PathLike | Workspace | None = None, *, d
     ``{"runs": [names], "processes": [pids], "containers": [names], "networks": [names]}``:
     the process groups of their Pods on the subprocess executor (``containerID:
     process://<pid>``) are killed too. Without a Docker engine
-    there are no containers to remove and that part is skipped.
+    there are no containers to remove and that part is skipped. ``namespace``: only runs of that
+    namespace (and their containers); default every namespace.
     """
     from localflow.controllers.ownership import OWNER_PID_ANNOTATION, owner_alive
     from localflow.errors import ExecutorError
@@ -423,8 +547,8 @@ def garbage_collect(workspace: str | os.PathLike | Workspace | None = None, *, d
             for r in md.list_runs():
                 if r["state"] not in ACTIVE_RUN_STATES:
                     continue
-                if owner_alive(owners.get(r["id"])):
-                    alive.add(r["id"])
+                if owner_alive(owners.get(r["id"])) or (namespace is not None and (r.get("namespace") or "default") != namespace):
+                    alive.add(r["id"])  # alive, or outside the namespace asked for: left alone
                     continue
                 result["runs"].append(r["name"])
                 result.setdefault("processes", []).extend(_orphan_processes(store, r["id"], kill=not dry_run))

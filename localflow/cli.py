@@ -87,8 +87,9 @@ def _parse_params(values: tuple[str, ...]) -> dict:
 @click.option("--name", default=None, help="Run name (default <pipeline>-<random>).")
 @namespace_option
 @click.option("-o", "--output", type=click.Choice(OUTPUTS), default=None, help="Print the resulting objects as a List.")
+@click.pass_context
 @handle_errors
-def run(spec, params, executor, workspace, config, no_cache, no_install, name, namespace, output):
+def run(ctx, spec, params, executor, workspace, config, no_cache, no_install, name, namespace, output):
     """Run SPEC (a compiled pipeline YAML or a training job YAML) to completion.
 
     \b
@@ -98,11 +99,19 @@ def run(spec, params, executor, workspace, config, no_cache, no_install, name, n
       localflow run pipeline.yaml --executor docker -o yaml
     """
     from localflow import api
+    from localflow.errors import AlreadyExists
+    from localflow.progress import Progress
     from localflow.render import as_list, dump
 
-    progress = _Progress(enabled=output is None)
-    result = api.run(spec, _parse_params(params), executor, workspace, config=config, cache=not no_cache,
-                     namespace=namespace, on_task=progress, run_name=name, **({"install": False} if no_install else {}))
+    progress = Progress(enabled=output is None)
+    try:
+        result = api.run(spec, _parse_params(params), executor, workspace, config=config, cache=not no_cache,
+                         namespace=namespace, on_task=progress, run_name=name, surface="cli",
+                         **({"install": False} if no_install else {}))
+    except AlreadyExists as exc:
+        if getattr(exc, "job_kind", None):
+            raise AlreadyExists(exc.message, fix=_rerun_fix(ctx, exc)) from None
+        raise
     if output:
         items = [result.object] + list(result.pods) if result.object else list(result.pods)
         click.echo(dump(as_list(items), output))
@@ -111,53 +120,43 @@ def run(spec, params, executor, workspace, config, no_cache, no_install, name, n
     sys.exit(0 if result.succeeded else 1)
 
 
-class _Progress:
-    """Live progress on stderr: one line per task state change, coloured with rich."""
+def _given(ctx, name: str) -> bool:
+    """Whether the user passed option ``name`` on the command line (not its default or env)."""
+    from click.core import ParameterSource
 
-    COLORS = {"RUNNING": "cyan", "SUCCEEDED": "green", "FAILED": "red", "SKIPPED": "yellow", "CANCELED": "magenta",
-              "PENDING": "white"}
+    return ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE
 
-    def __init__(self, enabled: bool):
-        from rich.console import Console
 
-        self.enabled = enabled
-        self.console = Console(stderr=True, highlight=False, soft_wrap=True)
-        self.t0 = time.monotonic()
+def _rerun_fix(ctx, exc) -> str:
+    """The fix of a job that already exists: the user's own command with a new ``--name`` (every
+    option they passed kept), or deleting the old job in the same workspace and namespace."""
+    import shlex
 
-    def __call__(self, rec) -> None:
-        if not self.enabled:
-            return
-        state = rec.state
-        label = "CACHED" if getattr(rec, "cached", False) and state == "SUCCEEDED" else state
-        color = self.COLORS.get(state, "white")
-        extra = ""
-        if getattr(rec, "error", None) and state == "RUNNING":  # a retry or a restarting container
-            from rich.markup import escape
-
-            label, color, extra = "RETRYING", "yellow", f"  [dim]{escape(printable(rec.error))}[/dim]"
-        elif getattr(rec, "error", None) and state in ("FAILED", "SKIPPED"):
-            from rich.markup import escape
-
-            extra = f"  [dim]{escape(printable(rec.error))}[/dim]"
-        elif getattr(rec, "pod", None) and state == "RUNNING":
-            extra = f"  [dim]pod/{rec.pod}[/dim]"
-        self.console.print(f"[dim]{time.monotonic() - self.t0:7.2f}s[/dim] [{color}]{label:<9}[/{color}] {rec.name}{extra}",
-                           markup=True)
-
-    def summary(self, result) -> None:
-        from rich.console import Console
-
-        out = Console(highlight=False, soft_wrap=True)  # the result goes to stdout, progress to stderr
-        color = "green" if result.succeeded else "red"
-        out.print(f"[bold {color}]{result.kind} {result.name} {result.state}[/] "
-                           f"in {time.monotonic() - self.t0:.2f}s (workspace {result.workspace.root})")
-        if result.error and not result.succeeded:
-            out.print(printable(result.error), style="red", markup=False)
-        from rich.markup import escape
-
-        for k, v in (result.outputs or {}).items():
-            shown = v.get("uri") if isinstance(v, dict) and "uri" in v else json.dumps(v, default=str)
-            out.print(f"  output {escape(printable(str(k)))} = {escape(printable(str(shown)))}")
+    p = ctx.params
+    cmd = ["localflow", "run", p["spec"]]
+    for item in p["params"]:
+        cmd += ["-p", item]
+    if _given(ctx, "executor"):
+        cmd += ["--executor", p["executor"]]
+    where = []
+    if p["workspace"] and _given(ctx, "workspace"):
+        where += ["-w", p["workspace"]]
+    if p["namespace"] != "default":
+        where += ["-n", p["namespace"]]
+    if p["config"]:
+        cmd += ["--config", p["config"]]
+    if p["no_cache"]:
+        cmd += ["--no-cache"]
+    if p.get("no_install"):
+        cmd += ["--no-install"]
+    if p["output"]:
+        cmd += ["-o", p["output"]]
+    cmd += [*where, "--name", f"{exc.job_name}-2"]
+    delete = ["localflow", "delete", exc.job_kind.lower(), exc.job_name, *where[:2]]
+    if exc.job_namespace != "default":
+        delete += ["-n", exc.job_namespace]
+    return (f"run it under a new name (`{shlex.join(cmd)}`) or delete the old one first "
+            f"(`{shlex.join(delete)}`; its run records stay)")
 
 
 def _open_stores(workspace):
@@ -174,26 +173,30 @@ def _open_stores(workspace):
 @cli.command()
 @click.argument("kind")
 @click.argument("name", required=False)
-@click.option("-o", "--output", type=click.Choice(OUTPUTS + ("wide",)), default=None)
+@click.option("-o", "--output", type=click.Choice(OUTPUTS + ("wide",)), default=None,
+              help="json|yaml: a kubectl List (the object itself when NAME is given); wide: more columns.")
 @click.option("-l", "--selector", default=None, help="Label selector, e.g. pipeline/runid=<id>.")
 @click.option("--run", "run_name", default=None, help="Only what belongs to this run (name or id).")
 @namespace_option
-@click.option("-A", "--all-namespaces", is_flag=True)
+@click.option("-A", "--all-namespaces", is_flag=True, help="Objects of every namespace.")
 @workspace_option
 @handle_errors
 def get(kind, name, output, selector, run_name, namespace, all_namespaces, workspace):
-    """List objects of KIND (pods, events, runs, artifacts, executions, tfjobs, pytorchjobs, ...).
+    """List objects of KIND (pods, events, runs, pipelineruns, artifacts, executions, secrets,
+    configmaps, tfjobs, pytorchjobs, ...).
 
     \b
     Examples:
       localflow get runs
+      localflow get pipelineruns
       localflow get pods -o wide
       localflow get pods --run demo-pipeline-x7k2p
       localflow get pytorchjobs my-job -o yaml
       localflow get artifacts --run demo-pipeline-x7k2p -o json
+      localflow get secrets
     """
     from localflow import render
-    from localflow.fakes import resolve_kind
+    from localflow.api import _kind_info
 
     ws, store, md = _open_stores(workspace)
     ns = None if all_namespaces else namespace
@@ -205,11 +208,11 @@ def get(kind, name, output, selector, run_name, namespace, all_namespaces, works
         if METADATA_KINDS[kind.lower()] == "runs" and ns is not None and name is None:
             rows = [r for r in rows if (r.get("namespace") or "default") == ns]
         if output in OUTPUTS:
-            click.echo(render.dump(rows if name is None else rows[0], output))
+            click.echo(render.dump(rows[0] if name else render.as_list(rows), output))
             return
         click.echo(_metadata_table(METADATA_KINDS[kind.lower()], rows, output == "wide"))
         return
-    info = resolve_kind(kind)
+    info = _kind_info(kind)
     if name:
         items = [store.get(info.kind, name, ns or "default")]
     elif info.kind == "Event" and run_name:
@@ -236,6 +239,12 @@ def get(kind, name, output, selector, run_name, namespace, all_namespaces, works
     elif info.kind == "Event":
         headers = ["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"]
         rows = [render.event_row(e) for e in items]
+    elif info.kind == "Secret":
+        headers = ["NAME", "TYPE", "DATA", "AGE"]
+        rows = [render.secret_row(o) for o in items]
+    elif info.kind == "ConfigMap":
+        headers = ["NAME", "DATA", "AGE"]
+        rows = [render.configmap_row(o) for o in items]
     else:
         headers = ["NAME", "STATE", "AGE"]
         rows = [render.object_row(o) for o in items]
@@ -297,10 +306,12 @@ def describe(kind, name, namespace, workspace):
     Examples:
       localflow describe pod demo-pipeline-x7k2p-train-q2w4e
       localflow describe run demo-pipeline-x7k2p
+      localflow describe pipelinerun demo-pipeline-x7k2p
       localflow describe pytorchjob my-job
+      localflow describe secret api
     """
     from localflow import render
-    from localflow.fakes import resolve_kind
+    from localflow.api import _exists, _kind_info, run_object
 
     ws, store, md = _open_stores(workspace)
     if kind.lower() in ("artifact", "artifacts", "execution", "executions"):
@@ -310,91 +321,83 @@ def describe(kind, name, namespace, workspace):
             row = {**row, "lineage": md.lineage(row["id"])}
         click.echo(render.dump(row, "yaml"))
         return
-    info = resolve_kind(kind)
+    info = _kind_info(kind)
     if info.kind == "Run" and not _exists(store, "Run", name, namespace):
-        obj = _run_object(store, md, name, namespace)
+        obj = run_object(store, md, name, namespace)
         if obj is None:  # the object was deleted: its metadata history remains
             record = md.get_run(name)
             click.echo(render.dump(record, "yaml") + "# the run's object was deleted; this is its metadata record")
             return
     else:
         obj = store.get(info.kind, name, namespace)
-    click.echo(render.describe(obj, store.events_for(obj)))
-
-
-def _run_object(store, md, name: str, namespace: str) -> dict | None:
-    """The object a run of any kind is mirrored by (a pipeline's Run, a training job), by run name
-    or id; None when that object was deleted. NotFound when no run has that name."""
-    from localflow.fakes import resolve_kind
-
-    record = md.get_run(name)
-    kind = "Run" if record["kind"] == "PipelineRun" else record["kind"]
-    try:
-        return store.get(resolve_kind(kind).kind, record["name"], record.get("namespace") or namespace)
-    except (NotFound, SpecError):
-        return None
-
-
-def _exists(store, kind, name, ns) -> bool:
-    try:
-        store.get(kind, name, ns)
-        return True
-    except NotFound:
-        return False
+    if info.kind == "Secret":
+        click.echo(render.describe_secret(obj, store.events_for(obj)))
+    elif info.kind == "ConfigMap":
+        click.echo(render.describe_configmap(obj, store.events_for(obj)))
+    else:
+        click.echo(render.describe(obj, store.events_for(obj)))
 
 
 @cli.command()
 @click.argument("pod")
 @click.option("-c", "--container", default=None, help="Container name (default: the only one, or main).")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing until the Pod ends.")
+@click.option("-p", "--previous", is_flag=True,
+              help="The previous instance of the container (before it restarted), as kubectl logs -p.")
 @namespace_option
 @workspace_option
 @handle_errors
-def logs(pod, container, follow, namespace, workspace):
+def logs(pod, container, follow, previous, namespace, workspace):
     """Print the logs of a Pod's container.
 
     \b
     Examples:
       localflow logs demo-pipeline-x7k2p-train-q2w4e
       localflow logs my-job-worker-0 -c pytorch -f
+      localflow logs my-job-worker-0 --previous
     """
-    from localflow.api import read_logs
+    from localflow.api import log_file
 
-    ws, store, md = _open_stores(workspace)
-    obj = store.get("Pod", pod, namespace)  # NotFound with a hint
-    spec = obj.get("spec") or {}
-    main = [c["name"] for c in spec.get("containers") or []]
-    every = main + [c["name"] for c in spec.get("initContainers") or []]
-    if container is None:  # kubectl's default: the only (or the default) regular container
-        if len(main) != 1 and "main" not in main:
-            raise SpecError("-c", f"pod {pod} has containers {', '.join(main)}", fix="choose one with -c NAME")
-        container = main[0] if len(main) == 1 else "main"
-    elif container not in every:
-        raise NotFound(f"pod {pod} has no container {container!r}", fix=f"containers: {', '.join(every)}")
-    if not (ws.logs_dir / namespace / pod / f"{container}.log").exists():
-        statuses = (obj.get("status") or {}).get("containerStatuses") or []
-        term = next(((cs.get("state") or {}).get("terminated") or {} for cs in statuses if cs.get("name") == container), {})
-        why = f": {term.get('reason')}" + (f": {term['message']}" if term.get("message") else "") if term else ""
-        if not follow or term:
-            raise NotFound(f"container {container!r} of pod {pod} never started{why}")
-    if not follow:
-        click.echo(read_logs(ws, pod, container, namespace), nl=False)
+    try:
+        path = log_file(workspace, pod, container, namespace, previous=previous)
+    except SpecError as exc:
+        if exc.path == "container":  # the API's argument is this command's -c
+            raise SpecError("-c", exc.message[len("container: "):], fix="choose one with -c NAME") from None
+        raise
+    except NotFound:
+        if not follow or previous:
+            raise
+        path = None  # not started yet: wait for it below
+    if not follow or previous:
+        click.echo(path.read_text(errors="replace"), nl=False)
         return
-    path = ws.logs_dir / namespace / pod / f"{container}.log"
+    from localflow.fakes import ObjectStore
+    from localflow.workspace import resolve_workspace
+
+    ws = resolve_workspace(workspace)
     pos = 0
-    while True:
-        chunk = b""
-        if path.exists():
-            with open(path, "rb") as f:
-                f.seek(pos)
-                chunk = f.read()
-                pos += len(chunk)
-            if chunk:
-                click.echo(chunk.decode(errors="replace"), nl=False)
-        phase = (store.get("Pod", pod, namespace).get("status") or {}).get("phase")
-        if phase in ("Succeeded", "Failed") and not chunk:
-            return
-        time.sleep(0.2)
+    with ObjectStore(ws.db_path) as store:
+        while True:
+            try:  # a container restarted in place logs its new instance to a new file: follow that one
+                current = log_file(ws, pod, container, namespace)
+            except NotFound:
+                current = None
+            if current != path:
+                path, pos = current, 0
+            chunk = b""
+            if path is not None and path.exists():
+                with open(path, "rb") as f:
+                    f.seek(pos)
+                    chunk = f.read()
+                    pos += len(chunk)
+                if chunk:
+                    click.echo(chunk.decode(errors="replace"), nl=False)
+            phase = (store.get("Pod", pod, namespace).get("status") or {}).get("phase")
+            if phase in ("Succeeded", "Failed") and not chunk:
+                if path is None:
+                    log_file(ws, pod, container, namespace)  # raises why the container never started
+                return
+            time.sleep(0.2)
 
 
 @cli.command()
@@ -404,24 +407,18 @@ def logs(pod, container, follow, namespace, workspace):
 @workspace_option
 @handle_errors
 def delete(kind, name, namespace, workspace):
-    """Delete an object and what it owns (ownerReferences cascade). Metadata history is kept.
+    """Delete an object and what it owns (ownerReferences cascade), with the logs of its Pods.
+    Metadata history is kept.
 
     \b
-    Example:
+    Examples:
       localflow delete run demo-pipeline-x7k2p
+      localflow delete pytorchjob my-job
     """
-    from localflow.fakes import resolve_kind
+    from localflow.api import delete as delete_object
 
-    ws, store, md = _open_stores(workspace)
-    info = resolve_kind(kind)
-    if info.kind == "Run" and not _exists(store, "Run", name, namespace):
-        obj = _run_object(store, md, name, namespace)
-        if obj is None:
-            raise NotFound(f"run {name} has no object left to delete (its metadata history stays)")
-        info = resolve_kind(obj["kind"])
-        name, namespace = obj["metadata"]["name"], obj["metadata"].get("namespace", namespace)
-    store.delete(info.kind, name, namespace)
-    click.echo(f'{info.singular}.{info.group or "v1"} "{name}" deleted' if info.group else f'{info.singular} "{name}" deleted')
+    info, name, namespace = delete_object(kind, name, workspace, namespace=namespace)
+    click.echo(f'{info.singular}.{info.group} "{name}" deleted' if info.group else f'{info.singular} "{name}" deleted')
 
 
 @cli.command("apply")
@@ -446,19 +443,22 @@ def apply_cmd(filename, namespace, workspace):
 
 @cli.command()
 @workspace_option
+@click.option("--namespace", "-n", default=None,
+              help="Only runs of this namespace (default: every namespace; containers are per workspace).")
 @click.option("--dry-run", is_flag=True, help="Only list what would be removed.")
 @handle_errors
-def gc(workspace, dry_run):
+def gc(workspace, namespace, dry_run):
     """Clean up after runs whose localflow process died: mark them FAILED and remove the Docker
     containers and networks this workspace left (never another workspace's).
 
     \b
-    Example:
-      localflow gc
+    Examples:
+      localflow gc --dry-run
+      localflow gc -n team-a
     """
     from localflow.api import garbage_collect
 
-    removed = garbage_collect(workspace, dry_run=dry_run)
+    removed = garbage_collect(workspace, dry_run=dry_run, namespace=namespace)
     verb = "would remove" if dry_run else "removed"
     click.echo(f"{verb}: {len(removed['runs'])} dead run(s) marked FAILED, {len(removed['processes'])} process group(s), "
                f"{len(removed['containers'])} container(s), {len(removed['networks'])} network(s)")
@@ -469,22 +469,43 @@ def images() -> None:
     """Local images for the docker executor (no registry needed)."""
 
 
-@images.command("build-base", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-@click.pass_context
+@images.command("build-base")
+@click.option("--tag", default=None, help="Python image tag (default localflow/python:3.11).")
+@click.option("--no-python", is_flag=True, help="Build only the Debian base (and busybox).")
+@click.option("--no-busybox", is_flag=True, help="Skip the busybox image.")
+@click.option("--kfp-version", default=None, help="kfp version in the Python image (default: the one installed here).")
+@click.option("--with", "extra", multiple=True, metavar="REQUIREMENT",
+              help="Extra pip requirement installed into the Python image (repeatable).")
+@click.option("--with-host", "host", multiple=True, metavar="DISTRIBUTION",
+              help="Like --with, pinned to the version installed on this machine (repeatable).")
+@click.option("--training", is_flag=True,
+              help="Build localflow/training-python:latest instead (torch, scikit-learn from this machine), no busybox.")
+@click.option("--mirror", default=None, help="Debian mirror URL (default: from /etc/apt sources).")
+@click.option("--force", is_flag=True, help="Rebuild images that exist.")
 @handle_errors
-def build_base(ctx):
+def build_base(tag, no_python, no_busybox, kfp_version, extra, host, training, mirror, force):
     """Build localflow/debian, localflow/python:3.11 (with kfp) and localflow/busybox from a Debian
-    root filesystem (debootstrap + docker import), without any registry. Options: --no-python,
-    --no-busybox, --kfp-version V, --with REQUIREMENT, --training, --mirror URL, --force.
+    root filesystem (debootstrap + docker import), without any registry.
 
     \b
     Examples:
       localflow images build-base
       localflow images build-base --training --force
+      localflow images build-base --with pandas==2.2.3
     """
-    from localflow.images import main as images_main
+    from localflow import images as images_mod
 
-    sys.exit(images_main(["build-base", *ctx.args]) or 0)
+    tag = tag or images_mod.PYTHON_TAG
+    host = list(host)
+    if training:
+        tag = images_mod.TRAINING_TAG if tag == images_mod.PYTHON_TAG else tag
+        host += list(images_mod.TRAINING_PACKAGES)
+        no_busybox = True
+    report = images_mod.build_base(tag=tag, python=not no_python, busybox=not no_busybox, kfp_version=kfp_version,
+                                   extra_requirements=list(extra), host_packages=host, mirror=mirror, force=force)
+    for line in report.lines():
+        click.echo(line)
+    click.echo(f"total {report.total_seconds:.1f}s")
 
 
 _interrupted = False

@@ -118,3 +118,72 @@ def describe(obj: dict, events: list[dict]) -> str:
     else:
         lines.append("  <none>")
     return "\n".join(lines)
+
+
+def _data_count(obj: dict) -> int:
+    keys = set((obj.get("data") or {})) | set((obj.get("stringData") or {})) | set((obj.get("binaryData") or {}))
+    return len(keys)
+
+
+def secret_row(obj: dict) -> list[Any]:
+    """``NAME TYPE DATA AGE`` of a Secret, as ``kubectl get secrets`` prints (TYPE default ``Opaque``)."""
+    return [obj["metadata"]["name"], obj.get("type") or "Opaque", _data_count(obj), age(obj["metadata"].get("creationTimestamp"))]
+
+
+def configmap_row(obj: dict) -> list[Any]:
+    """``NAME DATA AGE`` of a ConfigMap, as ``kubectl get configmaps`` prints."""
+    return [obj["metadata"]["name"], _data_count(obj), age(obj["metadata"].get("creationTimestamp"))]
+
+
+def _header(obj: dict) -> list[str]:
+    meta = obj.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    ann = meta.get("annotations") or {}
+    return [f"Name:         {meta.get('name')}", f"Namespace:    {meta.get('namespace', '')}",
+            "Labels:       " + ("\n              ".join(f"{k}={v}" for k, v in labels.items()) or "<none>"),
+            "Annotations:  " + ("\n              ".join(f"{k}: {v}" for k, v in ann.items()) or "<none>")]
+
+
+def _events(events: list[dict]) -> list[str]:
+    if not events:
+        return ["Events:  <none>"]
+    body = table(["Type", "Reason", "Age", "From", "Message"],
+                 [[e.get("type"), e.get("reason"), age(e.get("lastTimestamp")), (e.get("source") or {}).get("component", ""),
+                   e.get("message")] for e in events])
+    return ["Events:"] + ["  " + ln for ln in body.splitlines()]
+
+
+def describe_configmap(obj: dict, events: list[dict]) -> str:
+    """``kubectl describe configmap``: each key with its value under ``Data``, binary keys by size
+    (kubectl ``pkg/describe`` ``ConfigMapDescriber``)."""
+    lines = _header(obj) + ["", "Data", "===="]
+    for k, v in sorted((obj.get("data") or {}).items()):
+        lines += [f"{k}:", "----", str(v), ""]
+    lines += ["", "BinaryData", "===="]
+    import base64
+
+    for k, v in sorted((obj.get("binaryData") or {}).items()):
+        try:
+            n = len(base64.b64decode(v))
+        except (ValueError, TypeError):
+            n = len(str(v))
+        lines.append(f"{k}: {n} bytes")
+    return "\n".join(lines + [""] + _events(events))
+
+
+def describe_secret(obj: dict, events: list[dict]) -> str:
+    """``kubectl describe secret``: its type and each key with the size of its value, never the
+    value (kubectl ``pkg/describe`` ``SecretDescriber``: ``password:  8 bytes``)."""
+    import base64
+
+    sizes: dict[str, int] = {}
+    for k, v in (obj.get("data") or {}).items():
+        try:
+            sizes[k] = len(base64.b64decode(v))
+        except (ValueError, TypeError):
+            sizes[k] = len(str(v))
+    for k, v in (obj.get("stringData") or {}).items():
+        sizes[k] = len(str(v).encode())
+    lines = _header(obj) + ["", f"Type:  {obj.get('type') or 'Opaque'}", "", "Data", "===="]
+    lines += [f"{k}:  {n} bytes" for k, n in sorted(sizes.items())]
+    return "\n".join(lines + [""] + _events(events))

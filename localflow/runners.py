@@ -105,10 +105,13 @@ def _apply(apply, job: dict, source: str | None = None):
         ns = meta["namespace"]
         flag = f" -n {ns}" if ns != "default" else ""
         spec = shlex.quote(source) if source and not source.startswith("<") else "SPEC"
-        raise AlreadyExists(
+        err = AlreadyExists(
             f'{job["kind"]} "{meta["name"]}" already exists in namespace "{ns}" (from an earlier run)',
             fix=f"run it under a new name (`localflow run {spec}{flag} --name {meta['name']}-2`) or delete the old one "
-                f"first (`localflow delete {job['kind'].lower()} {meta['name']}{flag}`; its run records stay)") from None
+                f"first (`localflow delete {job['kind'].lower()} {meta['name']}{flag}`; its run records stay)")
+        # the caller's interface rewrites the fix with every option the user passed (cli.py, vocabulary.py)
+        err.job_kind, err.job_name, err.job_namespace = job["kind"], meta["name"], ns
+        raise err from None
 
 
 def _record_unschedulable(rt: Runtime, kind: str, name: str, ns: str, source, exc: Unschedulable) -> None:

@@ -33,7 +33,7 @@ import psutil
 
 from localflow.clock import SYSTEM_CLOCK, Clock
 from localflow.config import ImageMap
-from localflow import dbconn
+from localflow import dbconn, logfiles
 from localflow.errors import LocalflowError, SpecError, Unschedulable
 from localflow.faults import SchedulerFault, describe, is_disk_full
 from localflow.executors.base import (ContainerResult, ContainerSpec, Executor, ImageMapping, Mount, PodSpec, Resources,
@@ -415,6 +415,8 @@ class Scheduler:
                                       message="killed before start" if not last else "killed while backing off",
                                       restarts=restarts)
                     return
+            if restarts:  # a new instance of each container: the previous one keeps its log (logs --previous)
+                spec = _next_instance(spec, self.workspace.logs_dir, restarts)
             try:
                 running = self.executor.start(spec)
             except LocalflowError as exc:
@@ -568,8 +570,7 @@ class Scheduler:
         os.makedirs(pod_dir, exist_ok=True)
         volumes = resolve_volumes(spec, pod_dir, ns, store=self.store, workspace=self.workspace,
                                   host_paths=self.host_paths, path=f"Pod({meta['name']}).spec")
-        log_dir = os.path.join(self.workspace.logs_dir, ns, meta["name"])
-        os.makedirs(log_dir, exist_ok=True)
+        logfiles.write_index(self.workspace.logs_dir, pod)
         path = f"Pod({meta['name']}).spec"
 
         def container(c: dict, kind: str, i: int) -> ContainerSpec:
@@ -598,7 +599,7 @@ class Scheduler:
                 name=c["name"], image=image, argv=command + args, env=env, working_dir=c.get("workingDir"),
                 mounts=mounts, resources=resources,
                 ports=[int(pp["containerPort"]) for pp in c.get("ports") or [] if "containerPort" in pp],
-                log_path=os.path.join(log_dir, f"{c['name']}.log"), mapping=mapping)
+                log_path=logfiles.prepare(self.workspace.logs_dir, uid, c["name"]), mapping=mapping)
 
         labels = {**(meta.get("labels") or {}), WORKSPACE_LABEL: self.workspace_id}
         network = (meta.get("annotations") or {}).get(NETWORK_ANNOTATION)
@@ -672,6 +673,14 @@ def _kill_quietly(running: RunningPod, reason: str) -> None:
         running.kill(reason)
     except Exception:  # noqa: BLE001
         pass
+
+
+def _next_instance(spec: PodSpec, logs_dir, instance: int) -> PodSpec:
+    """``spec`` with every container logging to the files of instance ``instance`` (its restartCount)."""
+    def moved(cs: list[ContainerSpec]) -> list[ContainerSpec]:
+        return [dataclasses.replace(c, log_path=logfiles.prepare(logs_dir, spec.uid, c.name, instance)) for c in cs]
+
+    return dataclasses.replace(spec, containers=moved(spec.containers), init_containers=moved(spec.init_containers))
 
 
 def _validate_pod(pod: dict) -> None:

@@ -80,7 +80,7 @@ def test_get_runs_pods_artifacts_executions_events(done):
     pods = lf("get", "pods", "-w", ws, check=0).stdout
     assert pods.splitlines()[0].split() == ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]
     assert "Completed" in pods
-    ex = json.loads(lf("get", "executions", "--run", run_name, "-w", ws, "-o", "json", check=0).stdout)
+    ex = json.loads(lf("get", "executions", "--run", run_name, "-w", ws, "-o", "json", check=0).stdout)["items"]
     assert {e["state"] for e in ex} == {"COMPLETE"}
     assert "Scheduled" in lf("get", "events", "-w", ws, check=0).stdout
     y = yaml.safe_load(lf("get", "pods", "--run", run_name, "-w", ws, "-o", "yaml", check=0).stdout)
@@ -101,7 +101,7 @@ def test_describe_and_logs_of_the_task_pod(done):
 def test_failed_run_exits_1_and_keeps_its_records(specs, tmp_path):
     p = lf("run", specs / "fail.yaml", "-w", tmp_path, check=1)
     assert "exit code 3" in p.stderr and "about to fail" in p.stderr
-    runs = json.loads(lf("get", "runs", "-w", tmp_path, "-o", "json", check=0).stdout)
+    runs = json.loads(lf("get", "runs", "-w", tmp_path, "-o", "json", check=0).stdout)["items"]
     assert runs[0]["state"] == "FAILED"
 
 
@@ -196,7 +196,7 @@ def test_a_refused_run_name_records_nothing(specs, tmp_path):
     p = lf("run", specs / "hello.yaml", "--name", "myrun", "-w", tmp_path, check=1)
     assert "already exists" in p.stderr
     lf("run", specs / "hello.yaml", "--name", "My_Run", "-w", tmp_path, check=2)
-    runs = json.loads(lf("get", "runs", "-w", tmp_path, "-o", "json", check=0).stdout)
+    runs = json.loads(lf("get", "runs", "-w", tmp_path, "-o", "json", check=0).stdout)["items"]
     assert [(r["name"], r["state"]) for r in runs] == [("myrun", "SUCCEEDED")]
 
 
@@ -246,7 +246,7 @@ def test_sigterm_cancels_the_run_like_ctrl_c(tmp_path):
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "interrupted" in err
-    runs = json.loads(lf("get", "runs", "-w", tmp_path, "-o", "json", check=0).stdout)
+    runs = json.loads(lf("get", "runs", "-w", tmp_path, "-o", "json", check=0).stdout)["items"]
     assert runs[0]["state"] == "CANCELED"
     pods = json.loads(lf("get", "pods", "-w", tmp_path, "-o", "json", check=0).stdout)["items"]
     assert pods and all(p["status"]["phase"] == "Failed" for p in pods)

@@ -129,7 +129,7 @@ def test_gc_after_localflow_is_killed_mid_run_leaves_nothing(tmp_path, docker_cl
         containers, networks = _labelled(docker_client, run_id)
         assert containers == [] and networks == []
         runs = yaml.safe_load(subprocess.run([sys.executable, "-m", "localflow", "get", "runs", "-w", str(ws), "-o", "yaml"],
-                                             capture_output=True, text=True, check=True).stdout)
+                                             capture_output=True, text=True, check=True).stdout)["items"]
         assert runs[0]["state"] == "FAILED" and "gc" in runs[0]["error"]
     finally:
         if proc.poll() is None:
@@ -160,7 +160,7 @@ def test_ctrl_c_stops_every_container_in_parallel_and_records_the_cancel(tmp_pat
         assert proc.returncode == 130
         assert _labelled(docker_client, run_id)[0] == []
         runs = yaml.safe_load(subprocess.run([sys.executable, "-m", "localflow", "get", "runs", "-w", str(ws), "-o", "yaml"],
-                                             capture_output=True, text=True, check=True).stdout)
+                                             capture_output=True, text=True, check=True).stdout)["items"]
         assert runs[0]["state"] == "CANCELED"
     finally:
         if proc.poll() is None:

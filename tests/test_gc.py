@@ -54,7 +54,7 @@ def test_gc_marks_the_dead_run_failed_after_its_pod_processes_died_with_it(tmp_p
         while time.monotonic() < deadline and any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie" for p in pids):
             time.sleep(0.05)
         assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie" for p in pids)
-        runs = json.loads(lf("get", "runs", "-w", ws, "-o", "json").stdout)
+        runs = json.loads(lf("get", "runs", "-w", ws, "-o", "json").stdout)["items"]
         assert runs[0]["state"] == "FAILED" and "gc" in runs[0]["error"]
         pods = json.loads(lf("get", "pods", "-w", ws, "-o", "json").stdout)["items"]
         assert {p["status"]["phase"] for p in pods} == {"Failed"}
@@ -63,7 +63,7 @@ def test_gc_marks_the_dead_run_failed_after_its_pod_processes_died_with_it(tmp_p
 
         with ObjectStore(ws / "localflow.db") as store:
             assert store.get("Run", runs[0]["name"])["status"]["state"] == "FAILED"
-        execs = json.loads(lf("get", "executions", "-w", ws, "-o", "json").stdout)
+        execs = json.loads(lf("get", "executions", "-w", ws, "-o", "json").stdout)["items"]
         assert not [x for x in execs if x["state"] in ("NEW", "RUNNING")]
         assert "0 dead run(s)" in lf("gc", "-w", ws).stdout  # nothing left to do
     finally:
@@ -80,11 +80,11 @@ def test_gc_leaves_a_live_run_alone(tmp_path):
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             out = lf("get", "runs", "-w", ws, "-o", "json")
-            if out.returncode == 0 and json.loads(out.stdout) and json.loads(out.stdout)[0]["state"] == "RUNNING":
+            if out.returncode == 0 and json.loads(out.stdout)["items"] and json.loads(out.stdout)["items"][0]["state"] == "RUNNING":
                 break
             time.sleep(0.1)
         assert "0 dead run(s)" in lf("gc", "-w", ws).stdout
-        assert json.loads(lf("get", "runs", "-w", ws, "-o", "json").stdout)[0]["state"] == "RUNNING"
+        assert json.loads(lf("get", "runs", "-w", ws, "-o", "json").stdout)["items"][0]["state"] == "RUNNING"
     finally:
         os.killpg(proc.pid, signal.SIGINT)
         proc.wait(60)

@@ -10,7 +10,7 @@ import time
 import psutil
 import pytest
 
-from localflow.api import open_runtime
+from localflow.api import open_runtime, read_logs
 from localflow.clock import FakeClock
 from localflow.config import parse_config
 from localflow.errors import Unschedulable
@@ -61,7 +61,7 @@ def test_pod_runs_to_succeeded_with_kubelet_status_and_events(rt):
     assert {c["type"] for c in p["status"]["conditions"]} >= {"PodScheduled", "Ready", "ContainersReady"}
     reasons = [e["reason"] for e in rt.store.events_for(p)]
     assert "Scheduled" in reasons and "Started" in reasons
-    log = rt.workspace.logs_dir / "default" / "ok" / "main.log"
+    log = rt.workspace.logs_dir / p["metadata"]["uid"] / "main" / "0.log"  # named by uid, never by spec strings
     assert log.read_text() == "hello\n"
 
 
@@ -85,7 +85,7 @@ def test_pod_that_does_not_fit_waits_pending_with_failed_scheduling_event(tmp_pa
         cond = {c["type"]: c for c in second["status"]["conditions"]}["PodScheduled"]
         assert cond["status"] == "False" and cond["reason"] == "Unschedulable"
         wait_phase(rt.store, "second")
-        started_second = float((rt.workspace.logs_dir / "default" / "second" / "main.log").read_text())
+        started_second = float(read_logs(rt.workspace, "second", "main"))
         assert started_second >= float(stamp.read_text())
 
 
@@ -221,7 +221,7 @@ def test_image_mapping_shows_container_paths_or_rewrites_them_without_a_sandbox(
         rt.scheduler.submit(pod("mapped", ["python3", "/opt/app/main.py", "--out=/opt/app/x"], image="registry.example/app:v2"))
         p = wait_phase(rt.store, "mapped")
         assert p["status"]["phase"] == "Succeeded"
-        out = (rt.workspace.logs_dir / "default" / "mapped" / "main.log").read_text().split()
+        out = read_logs(rt.workspace, "mapped", "main").split()
         # sandboxed, /opt/app is a real (read-only) mount; otherwise paths are rewritten to the host's
         assert out == (["/opt/app", "--out=/opt/app/x"] if sandboxed else [str(app), f"--out={app}/x"])
 
@@ -256,7 +256,7 @@ def test_configmap_volume_items_paths_and_modes(rt):
     rt.scheduler.submit(spec)
     p = wait_phase(rt.store, "cm")
     assert p["status"]["phase"] == "Succeeded", terminated(p)
-    assert (rt.workspace.logs_dir / "default" / "cm" / "main.log").read_text() == "from-configmap\n"
+    assert read_logs(rt.workspace, "cm", "main") == "from-configmap\n"
 
 
 def test_image_entrypoint_from_the_image_map_when_the_container_sets_no_command(tmp_path):
@@ -269,9 +269,9 @@ def test_image_entrypoint_from_the_image_map_when_the_container_sets_no_command(
             spec["spec"]["containers"][0]["args"] = args or []
             rt.scheduler.submit(spec)
         assert wait_phase(rt.store, "cmd-default")["status"]["phase"] == "Succeeded"
-        assert (rt.workspace.logs_dir / "default" / "cmd-default" / "main.log").read_text() == "['--default']\n"
+        assert read_logs(rt.workspace, "cmd-default", "main") == "['--default']\n"
         wait_phase(rt.store, "cmd-args")
-        assert (rt.workspace.logs_dir / "default" / "cmd-args" / "main.log").read_text() == "['--epochs', '2']\n"
+        assert read_logs(rt.workspace, "cmd-args", "main") == "['--epochs', '2']\n"
 
 
 def test_container_without_command_and_unknown_image_fails_with_the_config_fix(rt):
@@ -294,7 +294,7 @@ def test_image_mapped_to_a_venv_interpreter_runs_bare_python_inside_the_venv(tmp
     with open_runtime(tmp_path / "ws", config=cfg, capacity=Capacity(cpu=2, memory=8 << 30)) as rt:
         rt.scheduler.submit(pod("venv", ["python3", "-c", "import sys; print(sys.prefix)"], image="example/venv:1"))
         assert wait_phase(rt.store, "venv")["status"]["phase"] == "Succeeded"
-        assert (rt.workspace.logs_dir / "default" / "venv" / "main.log").read_text().strip() == str(env_dir)
+        assert read_logs(rt.workspace, "venv", "main").strip() == str(env_dir)
 
 
 def test_script_the_image_would_carry_fails_fast_without_a_crash_loop(rt):

@@ -10,7 +10,7 @@ import time
 import psutil
 import pytest
 
-from localflow.api import open_runtime
+from localflow.api import open_runtime, read_logs
 from localflow.clock import FakeClock
 from localflow.controllers.trainingjob import TrainingJobController
 from localflow.errors import Unschedulable
@@ -87,7 +87,7 @@ def test_pytorchjob_runs_every_replica_with_its_rank_and_succeeds(rt, ctl):
                      [("Created", "True"), ("Succeeded", "True")])
     # the master decides; cleanPodPolicy None leaves workers to finish on their own
     wait_for(lambda: set(phases(rt, "ok").values()) == {"Succeeded"})
-    logs = {n: (rt.workspace.logs_dir / "default" / n / "pytorch.log").read_text().split() for n in phases(rt, "ok")}
+    logs = {n: read_logs(rt.workspace, n, "pytorch").split() for n in phases(rt, "ok")}
     assert logs == {"ok-master-0": ["0", "3", "127.0.0.1"], "ok-worker-0": ["1", "3", "127.0.0.1"],
                     "ok-worker-1": ["2", "3", "127.0.0.1"]}
     assert {"PyTorchJobCreated", "SuccessfulCreatePod", "ExitedWithCode", "PyTorchJobSucceeded"} <= set(reasons(rt, job))
@@ -214,7 +214,7 @@ def test_mpijob_launcher_sees_hostfile_and_kubexec_through_the_config_map(rt, ct
     ctl.apply(job)
     out = ctl.run_until_done("mpi", timeout=60)
     assert out["status"]["conditions"][-1]["reason"] == "MPIJobSucceeded"
-    assert (rt.workspace.logs_dir / "default" / "mpi-launcher" / "mpi.log").read_text() == \
+    assert read_logs(rt.workspace, "mpi-launcher", "mpi") == \
         "mpi-worker-0 slots=2\nmpi-worker-1 slots=2\nran here\n"
     assert phases(rt, "mpi") == {"mpi-launcher": "Succeeded"}  # workers cleaned (cleanPodPolicy Running)
     assert rt.store.get("ConfigMap", "mpi-config")["data"]["hostfile"].startswith("mpi-worker-0 slots=2")

@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 import localflow
-from localflow.api import open_runtime
+from localflow.api import open_runtime, read_logs
 from localflow.errors import SpecError, Unschedulable
 from localflow.metadata import MetadataStore
 from localflow.scheduler import Capacity
@@ -297,8 +297,7 @@ def test_upstream_example(name, config, tmp_path):
         ns = run.object["metadata"]["namespace"]
 
         def logs(pod: str) -> list[str]:
-            (f,) = (rt.workspace.logs_dir / ns / pod).glob("*.log")
-            return f.read_text().splitlines()
+            return read_logs(rt.workspace, pod, None, ns).splitlines()
 
         expected.check(run, logs)
         assert rt.metadata.get_run(run.id)["state"] == "SUCCEEDED"

@@ -227,7 +227,7 @@ def test_cli_get_describe_logs_of_a_training_job(cli_ws):
     assert "master saved 127.0.0.1 2" in lf("logs", "tiny-torch-master-0", "-w", ws, check=0).stdout
     pods = lf("get", "pods", "--run", "tiny-torch", "-w", ws, check=0).stdout
     assert [line.split()[0] for line in pods.strip().splitlines()[1:]] == ["tiny-torch-master-0", "tiny-torch-worker-0"]
-    execs = json.loads(lf("get", "executions", "--run", "tiny-torch", "-w", ws, "-o", "json", check=0).stdout)
+    execs = json.loads(lf("get", "executions", "--run", "tiny-torch", "-w", ws, "-o", "json", check=0).stdout)["items"]
     assert sorted((e["name"], e["state"]) for e in execs) == [("tiny-torch-master-0", "COMPLETE"),
                                                              ("tiny-torch-worker-0", "COMPLETE")]
     arts = lf("get", "artifacts", "--run", "tiny-torch", "-w", ws, check=0).stdout
@@ -292,12 +292,12 @@ def test_gc_marks_a_training_run_failed_when_its_localflow_process_died(tmp_path
                     if "running" in cs.get("state", {}) and str(cs.get("containerID", "")).startswith("process://")]
             time.sleep(0.1)
         assert len(pids) == 2, "the replicas did not start"
-        runs = json.loads(lf("get", "runs", "-w", ws, "-o", "json", check=0).stdout)
+        runs = json.loads(lf("get", "runs", "-w", ws, "-o", "json", check=0).stdout)["items"]
         assert [(r["name"], r["state"]) for r in runs] == [("sleeper", "RUNNING")]
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(30)
         lf("gc", "-w", ws, check=0)
-        (run,) = json.loads(lf("get", "runs", "-w", ws, "-o", "json", check=0).stdout)
+        (run,) = json.loads(lf("get", "runs", "-w", ws, "-o", "json", check=0).stdout)["items"]
         assert run["state"] == "FAILED" and "gc" in run["error"]
     finally:
         if proc.poll() is None:

@@ -18,7 +18,9 @@ def config():
 
 
 def logs(ws, pod, container):
-    return (ws.logs_dir / "default" / pod / f"{container}.log").read_text()
+    from localflow.api import read_logs
+
+    return read_logs(ws, pod, container)
 
 
 def test_tfjob_every_task_reaches_every_other_over_tf_config(tmp_path, config):

@@ -748,7 +748,10 @@ class PipelineRunController:
         self._set_state(t, "RUNNING")
 
     def _pod_manifest(self, t: _Task, label: str, container: dict, argv: list[str], ctx, path: str) -> dict:
-        name = f"{_k8s_name(self.run_name, 40)}-{_k8s_name(t.path.replace('.', '-').replace('[', '-').replace(']', ''), 15)}-{_suffix()}"
+        # <run>-<task>[-<loop index>...]-<suffix> within 63 characters: the task's own name, not its DAG
+        # path, so a task inside an ExitHandler or a sub-DAG is recognisable (the run's name gives way first)
+        task = _k8s_name("-".join([t.key, *re.findall(r"\[(\d+)\]", t.path)]), 30)
+        name = f"{_k8s_name(self.run_name, 63 - len(task) - 7)}-{task}-{_suffix()}"
         main = launcher.main_container(container, argv, ctx, path)
         labels = {RUN_ID_LABEL: self.run_id, LF_RUN_LABEL: self.run_id,
                   "pipelines.kubeflow.org/v2_component": "true",

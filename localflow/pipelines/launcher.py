@@ -312,12 +312,15 @@ def importer_source(imp: dict, params: dict, ctx: placeholders.PlaceholderContex
 
 
 def log_tail(logs_dir: str, pod: dict) -> str:
-    """The last non-blank line of a Pod's ``main`` container log
-    (``<logs_dir>/<namespace>/<pod>/main.log``, its last 4 KiB read), or ``""`` when the log is
-    missing or ends with a line of punctuation only (the closing brace of the executor input kfp
-    prints)."""
-    path = os.path.join(str(logs_dir), pod["metadata"].get("namespace", "default"), pod["metadata"]["name"], "main.log")
+    """The last non-blank line of a Pod's ``main`` container log (:func:`localflow.logfiles.pod_log`,
+    its last 4 KiB read), or ``""`` when the log is missing or ends with a line of punctuation only
+    (the closing brace of the executor input kfp prints)."""
+    from localflow.logfiles import pod_log
+
     try:
+        path = pod_log(logs_dir, pod, "main")
+        if path is None:
+            return ""
         with open(path, "rb") as f:
             f.seek(0, 2)
             size = f.tell()

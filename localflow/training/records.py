@@ -44,6 +44,7 @@ from pathlib import Path
 
 from localflow.clock import SYSTEM_CLOCK, Clock
 from localflow.errors import LocalflowError, NotFound
+from localflow.logfiles import last_line_path
 from localflow.training.kinds import KINDS
 from localflow.training.policy import final_status
 from localflow.training.trainjob import final_trainjob_status
@@ -144,10 +145,11 @@ class TrainingRunRecorder:
         if changed and self.on_task is not None:
             self.on_task(rec)
 
-    def _log_line(self, pod: str, container: str | None) -> str | None:
+    def _log_line(self, pod: dict, container: str | None, instance: int | None = None) -> str | None:
         if not container:
             return None
-        return last_log_line(os.path.join(self.ws.logs_dir, self.namespace, pod, f"{container}.log"))
+        path = last_line_path(self.ws.logs_dir, pod, container, instance)
+        return last_log_line(path) if path is not None else None
 
     def _explain(self, uid: str, rec, pod: dict) -> None:
         """Complete ``rec.error`` from what the Pod went through: the log line of a failure; while
@@ -164,13 +166,13 @@ class TrainingRunRecorder:
             if known is not None and (known[0] == n or detail is None):
                 n, detail = known  # this restart is explained already, or the status lost why
             elif detail is not None:
-                line = self._log_line(rec.pod, container)
+                line = self._log_line(pod, container, n - 1)  # the instance that restart ended
                 detail = f"{detail}; last log line: {line}" if line else detail
                 self._trouble[uid] = (n, detail)
             rec.error = restart_error(n, detail)
         elif rec.state == "FAILED" and rec.error:
             if uid not in self._failure:
-                line = self._log_line(rec.pod, rec.container)
+                line = self._log_line(pod, rec.container)
                 self._failure[uid] = f"{rec.error}; last log line: {line}" if line else rec.error
             rec.error = self._failure[uid]
         elif rec.state == "CANCELED":
