@@ -138,11 +138,7 @@ def _rerun_fix(ctx, exc) -> str:
         cmd += ["-p", item]
     if _given(ctx, "executor"):
         cmd += ["--executor", p["executor"]]
-    where = []
-    if p["workspace"] and _given(ctx, "workspace"):
-        where += ["-w", p["workspace"]]
-    if p["namespace"] != "default":
-        where += ["-n", p["namespace"]]
+    ws = ["-w", p["workspace"]] if p["workspace"] and _given(ctx, "workspace") else []
     if p["config"]:
         cmd += ["--config", p["config"]]
     if p["no_cache"]:
@@ -151,10 +147,9 @@ def _rerun_fix(ctx, exc) -> str:
         cmd += ["--no-install"]
     if p["output"]:
         cmd += ["-o", p["output"]]
-    cmd += [*where, "--name", f"{exc.job_name}-2"]
-    delete = ["localflow", "delete", exc.job_kind.lower(), exc.job_name, *where[:2]]
-    if exc.job_namespace != "default":
-        delete += ["-n", exc.job_namespace]
+    cmd += [*ws, *(["-n", p["namespace"]] if p["namespace"] != "default" else []), "--name", f"{exc.job_name}-2"]
+    delete = ["localflow", "delete", exc.job_kind.lower(), exc.job_name, *ws,
+              *(["-n", exc.job_namespace] if exc.job_namespace != "default" else [])]
     return (f"run it under a new name (`{shlex.join(cmd)}`) or delete the old one first "
             f"(`{shlex.join(delete)}`; its run records stay)")
 

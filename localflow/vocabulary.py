@@ -60,9 +60,9 @@ def to_python_api(exc: LocalflowError) -> LocalflowError:
     terms (``run_name=``)."""
     fix = exc.fix
     if isinstance(exc, AlreadyExists) and getattr(exc, "job_kind", None):
+        ns = "" if exc.job_namespace == "default" else f" -n {exc.job_namespace}"
         fix = (f"run it under a new name (run_name={exc.job_name + '-2'!r}) or delete the old one first "
-               f"(`localflow delete {exc.job_kind.lower()} {exc.job_name}`{'' if exc.job_namespace == 'default' else ' -n ' + exc.job_namespace}; "
-               "its run records stay)")
+               f"(`localflow delete {exc.job_kind.lower()} {exc.job_name}{ns}`; its run records stay)")
     else:
         fix = python_text(fix) if fix else fix
     if isinstance(exc, SpecError):

@@ -102,9 +102,9 @@ SPEC_ERRORS = [
      "deploymentSpec.executors['exec-echo'].container.args[1]"),
     ("missing-parameter", lambda s: None, {}, "root.inputDefinitions.parameters['n']"),
     ("wrong-typed-parameter", lambda s: None, {"n": [1, 2]}, "root.inputDefinitions.parameters['n']"),
-    ("unparsable-parameter", lambda s: None, {"n": "abc"}, "-p n"),
+    ("unparsable-parameter", lambda s: None, {"n": "abc"}, "params['n']"),  # the API's argument, not the CLI's -p
     ("unknown-parameter", lambda s: None, {"n": 1, "zzz": 1}, "root.inputDefinitions.parameters['zzz']"),
-    ("list-parameter-not-json", lambda s: None, {"n": 1, "items": "[1,"}, "-p items"),
+    ("list-parameter-not-json", lambda s: None, {"n": 1, "items": "[1,"}, "params['items']"),
 ]
 
 

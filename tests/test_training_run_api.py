@@ -240,7 +240,8 @@ def test_cli_rerun_of_an_existing_job_points_at_name_and_delete(tmp_path):
     lf("run", spec, "-w", tmp_path / "ws", check=0)
     p = lf("run", spec, "-w", tmp_path / "ws", check=1)
     assert p.stderr.startswith('error: PyTorchJob "again" already exists in namespace "default" (from an earlier run)')
-    assert f"`localflow run {spec} --name again-2`" in p.stderr and "`localflow delete pytorchjob again`" in p.stderr
+    ws = tmp_path / "ws"
+    assert f"`localflow run {spec} -w {ws} --name again-2`" in p.stderr and f"`localflow delete pytorchjob again -w {ws}`" in p.stderr
     assert "PyTorchJob again-2 SUCCEEDED" in lf("run", spec, "-w", tmp_path / "ws", "--name", "again-2", check=0).stdout
 
 
@@ -250,7 +251,7 @@ def test_rerun_in_another_namespace_names_the_namespace_in_both_fixes(tmp_path):
     with pytest.raises(localflow.errors.AlreadyExists) as err:
         localflow.run(job, workspace=tmp_path / "ws", namespace="team", timeout=60)
     assert err.value.message == 'PyTorchJob "again" already exists in namespace "team" (from an earlier run)'
-    assert "`localflow run SPEC -n team --name again-2`" in err.value.fix
+    assert "run_name='again-2'" in err.value.fix  # the Python API's argument, not the CLI's --name
     assert "`localflow delete pytorchjob again -n team`" in err.value.fix
 
 
