@@ -27,7 +27,7 @@ from localflow.specs.loader import detect_kind, load_documents
 from localflow.workspace import Workspace, resolve_workspace
 
 __all__ = ["run", "Run", "Runtime", "open_runtime", "register_runner", "RUNNERS", "load_spec", "garbage_collect", "apply",
-           "read_logs", "log_file", "delete", "run_object", "KIND_ALIASES"]
+           "read_logs", "log_file", "delete", "run_object", "object_exists", "kind_info", "KIND_ALIASES"]
 
 
 @dataclass
@@ -216,9 +216,9 @@ def delete(kind: str, name: str, workspace: str | os.PathLike | Workspace | None
     ws = workspace if isinstance(workspace, Workspace) else resolve_workspace(workspace)
     if not ws.db_path.exists():
         raise NotFound(f"no localflow workspace at {ws.root}", fix="run something first (`localflow run SPEC`) or pass --workspace")
-    info = _kind_info(kind)
+    info = kind_info(kind)
     with ObjectStore(ws.db_path) as store, MetadataStore(ws.db_path) as md:
-        if info.kind == "Run" and not _exists(store, "Run", name, namespace):
+        if info.kind == "Run" and not object_exists(store, "Run", name, namespace):
             obj = run_object(store, md, name, namespace)
             if obj is None:
                 raise NotFound(f"run {name} has no object left to delete (its metadata history stays)")
@@ -233,7 +233,9 @@ def delete(kind: str, name: str, workspace: str | os.PathLike | Workspace | None
 KIND_ALIASES = {"pipelinerun": "Run", "pipelineruns": "Run", "pr": "Run"}
 
 
-def _kind_info(kind: str):
+def kind_info(kind: str):
+    """The store's kind for what a user typed (plural, singular, short name, Kind, or an alias of
+    :data:`KIND_ALIASES`); SpecError listing the known kinds otherwise."""
     from localflow.fakes import resolve_kind
 
     return resolve_kind(KIND_ALIASES.get(str(kind).lower(), kind))
@@ -252,7 +254,8 @@ def run_object(store, md, name: str, namespace: str) -> dict | None:
         return None
 
 
-def _exists(store, kind, name, ns) -> bool:
+def object_exists(store, kind: str, name: str, ns: str) -> bool:
+    """Whether ``store`` holds the object ``kind``/``ns``/``name``."""
     try:
         store.get(kind, name, ns)
         return True

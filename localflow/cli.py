@@ -191,7 +191,7 @@ def get(kind, name, output, selector, run_name, namespace, all_namespaces, works
       localflow get secrets
     """
     from localflow import render
-    from localflow.api import _kind_info
+    from localflow.api import kind_info
 
     ws, store, md = _open_stores(workspace)
     ns = None if all_namespaces else namespace
@@ -207,7 +207,7 @@ def get(kind, name, output, selector, run_name, namespace, all_namespaces, works
             return
         click.echo(_metadata_table(METADATA_KINDS[kind.lower()], rows, output == "wide"))
         return
-    info = _kind_info(kind)
+    info = kind_info(kind)
     if name:
         items = [store.get(info.kind, name, ns or "default")]
     elif info.kind == "Event" and run_name:
@@ -306,7 +306,7 @@ def describe(kind, name, namespace, workspace):
       localflow describe secret api
     """
     from localflow import render
-    from localflow.api import _exists, _kind_info, run_object
+    from localflow.api import kind_info, object_exists, run_object
 
     ws, store, md = _open_stores(workspace)
     if kind.lower() in ("artifact", "artifacts", "execution", "executions"):
@@ -316,8 +316,8 @@ def describe(kind, name, namespace, workspace):
             row = {**row, "lineage": md.lineage(row["id"])}
         click.echo(render.dump(row, "yaml"))
         return
-    info = _kind_info(kind)
-    if info.kind == "Run" and not _exists(store, "Run", name, namespace):
+    info = kind_info(kind)
+    if info.kind == "Run" and not object_exists(store, "Run", name, namespace):
         obj = run_object(store, md, name, namespace)
         if obj is None:  # the object was deleted: its metadata history remains
             record = md.get_run(name)
