@@ -1,5 +1,5 @@
 """The suite's guard (tests/conftest.py) against processes a test leaves behind, run on a real inner
-pytest session: a test that leaves a process — directly, or orphaned by a killed parent — fails
+pytest session: a test that leaves a process — its child, or a grandchild under a living child — fails
 naming it, and the process is gone afterwards; a test that cleans up passes."""
 import os
 import subprocess
@@ -19,12 +19,13 @@ def test_leaves_a_child(tmp_path):
                          stderr=subprocess.DEVNULL)
     (tmp_path.parent / "pids").open("a").write(f"{p.pid}\\n")
 
-def test_leaves_an_orphan(tmp_path):
-    # a parent that starts a grandchild in its own session and dies: the grandchild is orphaned
-    code = ("import subprocess, sys; p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)'], "
-            "start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); print(p.pid)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    (tmp_path.parent / "pids").open("a").write(out)
+def test_leaves_a_grandchild(tmp_path):
+    # a child that starts a grandchild in its own session (as localflow starts a Pod) and keeps running
+    code = ("import subprocess, sys, time; p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)'], "
+            "start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); print(p.pid, flush=True); "
+            "time.sleep(300)")
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    (tmp_path.parent / "pids").open("a").write(f"{child.pid}\\n{child.stdout.readline()}")
 
 def test_cleans_up():
     p = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -50,10 +51,10 @@ def test_a_test_that_leaves_processes_fails_and_they_are_killed(tmp_path):
     out = p.stdout + p.stderr
     assert p.returncode == 1, out
     assert "test_leaves_a_child left 1 process(es) running (killed)" in out
-    assert "test_leaves_an_orphan left 1 process(es) running (killed)" in out
+    assert "test_leaves_a_grandchild left 2 process(es) running (killed)" in out
     assert "3 passed, 2 errors" in out, out  # every test ran; the teardown of the two that left processes failed
     pids = [int(x) for x in (base / "pids").read_text().split()]
-    assert len(pids) == 2
+    assert len(pids) == 3
     deadline = time.monotonic() + 5
     while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.05)

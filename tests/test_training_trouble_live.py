@@ -307,11 +307,13 @@ def test_mark_abandoned_finishes_the_job_pods_and_records_of_a_dead_run(tmp_path
             store = ObjectStore(ws / "localflow.db")
             try:
                 found = process_pids(store)
+                # the operator marks the job Running on its next reconcile after the replicas run
+                job_running = len(found) == 2 and state(store.get("PyTorchJob", "sleepy")["status"]) == "Running"
             finally:
                 store.close()
-            return found if len(found) == 2 else None
+            return found if job_running else None
 
-        pids = wait_until(both_running, 60, "both replicas running")
+        pids = wait_until(both_running, 60, "both replicas and the job running")
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(30)
         for pid in pids:  # what gc does first: kill the orphaned process groups
