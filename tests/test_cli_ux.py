@@ -180,10 +180,11 @@ def test_progress_of_a_training_job_prints_each_replica_change_once(tmp_path):
     spec = tmp_path / "job.yaml"
     spec.write_text(yaml.safe_dump(tfjob("two", replicas=2)))
     lines = _progress_lines(lf("run", spec, "-w", tmp_path / "ws", check=0).stderr)
+    # worker 0 decides a TFJob's success; worker 1 may still be starting when the job ends
+    assert [s for s, t in lines if t == "two-worker-0"][-2:] == ["RUNNING", "SUCCEEDED"], lines
     for pod in ("two-worker-0", "two-worker-1"):
         states = [s for s, t in lines if t == pod]
-        assert states.count("SUCCEEDED") == 1 and states.count("RUNNING") == 1, lines
-    assert len(lines) == len(set(lines))
+        assert len(states) == len(set(states)), lines  # no state printed twice
 
 
 def test_progress_prints_one_line_per_restart_in_place(tmp_path):
