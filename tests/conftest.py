@@ -46,6 +46,15 @@ def _shared_helpers(me: psutil.Process) -> set[int]:
     return keep
 
 
+def _is_zygote(p: psutil.Process) -> bool:
+    """A warm fork server (its source is its ``-c`` program), however it was started (sandboxed too)."""
+    try:
+        args = p.cmdline()
+        return args[1:4] == ["-S", "-E", "-c"] or any("The zygote (fork server)" in a for a in args)
+    except psutil.Error:
+        return False
+
+
 def _describe(p: psutil.Process) -> str:
     try:
         return f"{p.pid} {' '.join(p.cmdline())[:160]}"
@@ -75,7 +84,7 @@ def no_stray_processes(request):
         out = []
         for p in me.children(recursive=True):
             try:
-                if p.pid in keep or p.status() == psutil.STATUS_ZOMBIE:
+                if p.pid in keep or p.status() == psutil.STATUS_ZOMBIE or _is_zygote(p):
                     continue
             except psutil.Error:
                 continue
