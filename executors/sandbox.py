@@ -173,10 +173,10 @@ def _mount_args(shape: Shape) -> tuple[str, ...]:
         if os.path.exists(extra):  # GPUs stay usable
             args += ["--dev-bind", extra, extra]
     args += ["--tmpfs", "/tmp"]
+    for v in shape.visible:  # before the writable binds: a visible /tmp/x must not cover a workspace inside it
+        args += ["--ro-bind", v, v]
     for d in shape.writable:
         args += ["--bind", d, d]
-    for v in shape.visible:
-        args += ["--ro-bind", v, v]
     for b in sorted(shape.binds, key=lambda b: b.target.count("/")):  # a parent before what mounts inside it
         args += ["--ro-bind" if b.read_only else "--bind", b.source, b.target]
     for f in shape.read_only_files:  # -try: SQLite may delete its -wal/-shm files meanwhile
@@ -255,8 +255,9 @@ def container_shape(pod: PodSpec, c: ContainerSpec, *, interpreters: tuple[str, 
     except OSError:  # localflow's working directory was removed
         here = ()
     for path in here + tuple(os.path.dirname(os.path.dirname(os.path.abspath(p))) for p in interpreters):
-        if _under(os.path.realpath(path), "/tmp") and not any(_inside(path, w) for w in writable):
-            visible.add(os.path.realpath(path))
+        real = os.path.realpath(path)
+        if real != "/tmp" and _under(real, "/tmp") and not any(_inside(path, w) for w in writable):  # /tmp itself stays private
+            visible.add(real)
     ro_files = tuple(os.path.join(root, f) for f in _DB_FILES) if root else ()
     return Shape(writable=writable, visible=tuple(sorted(visible)),
                  binds=tuple(binds[t] for t in sorted(binds)), read_only_files=ro_files)

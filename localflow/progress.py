@@ -10,6 +10,7 @@ restart.
 from __future__ import annotations
 
 import json
+import os
 import time
 
 from localflow.errors import escape as printable
@@ -55,6 +56,7 @@ class Progress:
 
         self.enabled = enabled
         self.console = console or Console(stderr=True, highlight=False, soft_wrap=True)
+        self.console.on_broken_pipe = self._reader_gone  # rich's default exits the process: the run would be canceled
         self.t0 = time.monotonic()
         self._last: dict[str, tuple] = {}
 
@@ -71,12 +73,18 @@ class Progress:
         self.console.print(f"[dim]{time.monotonic() - self.t0:7.2f}s[/dim] [{color}]{label:<9}[/{color}] "
                            f"{escape(printable(rec.name))}{extra}", markup=True)
 
+    def _reader_gone(self) -> None:
+        """Progress piped into ``head`` that has exited (EPIPE): the run goes on, unprinted."""
+        self.enabled = False
+        _silence(2)
+
     def summary(self, result) -> None:
         """The result on stdout: kind, name, state, time, workspace, the error, the outputs."""
         from rich.console import Console
         from rich.markup import escape
 
         out = Console(highlight=False, soft_wrap=True)
+        out.on_broken_pipe = lambda: _silence(1)  # stdout's reader has exited: the run is recorded all the same
         color = "green" if result.succeeded else "red"
         out.print(f"[bold {color}]{result.kind} {escape(result.name)} {result.state}[/] "
                   f"in {time.monotonic() - self.t0:.2f}s (workspace {escape(str(result.workspace.root))})")
@@ -85,3 +93,14 @@ class Progress:
         for k, v in (result.outputs or {}).items():
             shown = v.get("uri") if isinstance(v, dict) and "uri" in v else json.dumps(v, default=str)
             out.print(f"  output {escape(printable(str(k)))} = {escape(printable(str(shown)))}")
+
+
+def _silence(fd: int) -> None:
+    """Point ``fd`` (1 or 2) at /dev/null after its reader went away (EPIPE), so later writes and
+    the interpreter's final flush neither fail nor cancel the run."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, fd)
+        os.close(devnull)
+    except OSError:
+        pass

@@ -352,3 +352,18 @@ def test_readme_commands_section_names_every_option_of_every_command():
             if longs and param.name not in ("help",) and not any(o in section for o in longs):
                 missing.append(f"localflow {' '.join(path)} {longs[0]}")
     assert not missing, f"README.md ## Commands does not mention {missing}"
+
+
+def test_progress_piped_into_a_reader_that_exits_does_not_cancel_the_run(tmp_path):
+    """`localflow run … 2>&1 | head -1`: the pipe's reader exits after one line; the run still ends
+    SUCCEEDED and is recorded so (rich's default on EPIPE exits the process, which canceled it)."""
+    spec = Path(__file__).parent.parent / "scenarios" / "pipelines" / "noop_chain.yaml"
+    ws = tmp_path / "ws"
+    cmd = f"{shlex.quote(sys.executable)} -m localflow run {shlex.quote(str(spec))} -w {shlex.quote(str(ws))} 2>&1 | head -1"
+    p = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], capture_output=True, text=True, timeout=240)
+    assert len(p.stdout.splitlines()) == 1
+    assert p.returncode == 0, p.stdout
+    runs = subprocess.run([sys.executable, "-m", "localflow", "get", "runs", "-w", str(ws), "-o", "json"],
+                          capture_output=True, text=True, timeout=60)
+    (run,) = json.loads(runs.stdout)["items"]
+    assert run["state"] == "SUCCEEDED", run
