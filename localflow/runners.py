@@ -238,8 +238,18 @@ def _run_training(rt: Runtime, obj_after_apply, wait, cancel, record_fn, *, on_t
                pods=rt.store.list("Pod", rec.namespace, label_selector={RUN_ID_LABEL: rec.run_id}))
 
 
+def _refuse_params(params, kind: str) -> None:
+    """Training jobs take no run parameters (a cluster has none for them either): ``-p`` given to
+    one would be silently ignored, so it is refused (exit 2) naming the first parameter."""
+    if params:
+        name = next(iter(params))
+        raise SpecError(f"-p {name}", f"a {kind} takes no parameters (only pipelines do)",
+                        fix="set the value in the job's YAML instead (a container's args or env)")
+
+
 def run_training_job(docs: list[dict], rt: Runtime, *, namespace: str = "default", on_task=None,
-                     timeout: float | None = None, source=None, run_name: str | None = None, **_) -> Run:
+                     timeout: float | None = None, source=None, run_name: str | None = None, params=None,
+                     **_) -> Run:
     """Run the first ``kubeflow.org/v1`` training job in ``docs`` (TFJob, PyTorchJob, XGBoostJob,
     JAXJob, PaddleJob, MPIJob) with :class:`~localflow.controllers.trainingjob.TrainingJobController`.
 
@@ -267,6 +277,7 @@ def run_training_job(docs: list[dict], rt: Runtime, *, namespace: str = "default
     job = next((d for d in docs if isinstance(d, dict) and d.get("kind") in KINDS), None)
     if job is None:
         raise SpecError(f"{source or 'spec'}", "holds no kubeflow.org/v1 training job", fix=f"kinds: {', '.join(KINDS)}")
+    _refuse_params(params, job["kind"])
     validate_documents(docs, rt.workspace, rt.scheduler.host_paths)  # volumes and mounts, before anything is stored
     job = _named(job, run_name, namespace)
     ns, kind = job["metadata"]["namespace"], job["kind"]
@@ -290,7 +301,8 @@ def run_training_job(docs: list[dict], rt: Runtime, *, namespace: str = "default
 
 
 def run_trainjob(docs: list[dict], rt: Runtime, *, namespace: str = "default", on_task=None,
-                 timeout: float | None = None, source=None, run_name: str | None = None, **_) -> Run:
+                 timeout: float | None = None, source=None, run_name: str | None = None, params=None,
+                 **_) -> Run:
     """Run the first ``trainer.kubeflow.org/v1alpha1`` TrainJob in ``docs`` with
     :class:`~localflow.controllers.trainjob.TrainJobController`, after storing the
     TrainingRuntimes/ClusterTrainingRuntimes and ConfigMaps/Secrets of the same file.
@@ -308,6 +320,7 @@ def run_trainjob(docs: list[dict], rt: Runtime, *, namespace: str = "default", o
         raise SpecError(f"{source or 'spec'}", f"holds no TrainJob (only {', '.join(names)})",
                         fix="add a TrainJob whose spec.runtimeRef names the runtime, in the same file")
     validate_documents(docs, rt.workspace, rt.scheduler.host_paths)  # volumes and mounts, before anything is stored
+    _refuse_params(params, "TrainJob")
     tj = _named(tj, run_name, namespace)
     ns = tj["metadata"]["namespace"]
     if (tj.get("spec") or {}).get("suspend") is True:

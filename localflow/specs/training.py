@@ -241,8 +241,13 @@ def job_errors(job: dict, *, gpus: int | None = None) -> list[SpecError]:
     base = f"{kind}.spec.{info.replica_specs_field}"
     rspecs = spec.get(info.replica_specs_field)
     if not isinstance(rspecs, dict) or not rspecs:
-        return errs + [SpecError(base, "must be required",
-                                 fix=f"add replica specs, e.g. {info.replica_specs_field}: {{{info.replica_types[-1]}: ...}}")]
+        import difflib
+
+        near = difflib.get_close_matches(info.replica_specs_field, [str(k) for k in spec], n=1, cutoff=0.75)
+        fix = f"add replica specs, e.g. {info.replica_specs_field}: {{{info.replica_types[-1]}: ...}}"
+        if near and near[0] != info.replica_specs_field:  # a misspelled key: name it
+            fix = f"rename {kind}.spec.{near[0]} to {info.replica_specs_field}"
+        return errs + [SpecError(base, "must be required", fix=fix)]  # training-operator's webhook wording
     total = 0
     for rtype, rs in rspecs.items():
         rpath = f"{base}.{rtype}"
