@@ -367,3 +367,23 @@ def test_progress_piped_into_a_reader_that_exits_does_not_cancel_the_run(tmp_pat
                           capture_output=True, text=True, timeout=60)
     (run,) = json.loads(runs.stdout)["items"]
     assert run["state"] == "SUCCEEDED", run
+
+
+def test_a_parameter_given_to_a_training_job_is_refused_not_ignored(tmp_path):
+    spec = Path(__file__).parent.parent / "scenarios" / "training" / "tfjob.yaml"
+    p = subprocess.run([sys.executable, "-m", "localflow", "run", str(spec), "-p", "lr=0.1", "-w", str(tmp_path / "ws")],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and p.stderr.count("\n") == 1, p.stderr
+    assert "-p lr" in p.stderr and "takes no parameters" in p.stderr
+    with pytest.raises(SpecError, match=r"params\['lr'\]"):
+        localflow.run(str(spec), params={"lr": 0.1}, workspace=tmp_path / "ws2")
+
+
+def test_a_misspelled_replica_specs_key_is_named_in_the_fix(tmp_path):
+    spec = Path(__file__).parent.parent / "scenarios" / "training" / "tfjob.yaml"
+    bad = tmp_path / "tf.yaml"
+    bad.write_text(spec.read_text().replace("tfReplicaSpecs", "tfReplicaSpec"))
+    p = subprocess.run([sys.executable, "-m", "localflow", "run", str(bad), "-w", str(tmp_path / "ws")],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2, p.stderr
+    assert "rename TFJob.spec.tfReplicaSpec to tfReplicaSpecs" in p.stderr
