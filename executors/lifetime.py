@@ -7,8 +7,9 @@ use, in a session of its own so a terminal's Ctrl-C reaches localflow first) tha
 gone, SIGKILLs every group still registered and exits. Not ``PR_SET_PDEATHSIG``: that fires when
 the *thread* that started a child ends, and it reaches only the child, not its group.
 
-The sandbox adds its own layer (``bwrap --die-with-parent --unshare-pid``: the pid namespace dies
-with its bwrap), and zygotes kill their children's groups when localflow's socket closes.
+The sandbox adds its own layer for cold containers (``bwrap --die-with-parent``; no pid namespace,
+so ``process://<pgid>`` ids and psutil sampling stay this machine's), and zygotes kill their
+children's groups when localflow's socket closes.
 """
 from __future__ import annotations
 
