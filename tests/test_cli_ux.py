@@ -138,14 +138,14 @@ def test_already_exists_hint_keeps_every_option_and_its_command_works(tmp_path):
     cfg = tmp_path / "localflow.yaml"
     cfg.write_text("images: {}\n")
     ws = tmp_path / "ws"
-    opts = ["-p", "unused=1", "--executor", "subprocess", "--config", cfg, "-n", "team", "-w", ws, "--no-cache"]
+    # (no -p: a training job refuses parameters, see test_a_parameter_given_to_a_training_job_is_refused_not_ignored)
+    opts = ["--executor", "subprocess", "--config", cfg, "-n", "team", "-w", ws, "--no-cache"]
     lf("run", spec, *opts, check=0)
     p = lf("run", spec, *opts, check=1)
     assert 'TFJob "keep" already exists in namespace "team"' in p.stderr
     rerun, delete = re.findall(r"`([^`]+)`", p.stderr)
     words = shlex.split(rerun)
-    for opt in ("-p", "unused=1", "--executor", "subprocess", "--config", str(cfg), "-n", "team", "-w", str(ws),
-                "--no-cache"):
+    for opt in ("--executor", "subprocess", "--config", str(cfg), "-n", "team", "-w", str(ws), "--no-cache"):
         assert opt in words, (opt, rerun)
     assert words[-2:] == ["--name", "keep-2"]
     assert "TFJob keep-2 SUCCEEDED" in lf(*words[1:], check=0).stdout  # the hint's command runs as shown
