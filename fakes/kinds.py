@@ -114,7 +114,11 @@ def resolve_kind(name: str, api_version: str | None = None) -> KindInfo:
             fix="name the group as <plural>.<group>",
         )
     where = f" in group {group or 'core'!r}" if group is not None else ""
-    raise SpecError("kind", f"unknown kind {name!r}{where}", fix=_known_fix())
+    import difflib
+
+    near = difflib.get_close_matches(key, sorted({n for k in kinds for n in _names(k)}), n=1, cutoff=0.8)
+    fix = f"did you mean {near[0]!r}? " + _known_fix() if near else _known_fix()
+    raise SpecError("kind", f"unknown kind {name!r}{where}", fix=fix)
 
 
 def _known_fix() -> str:

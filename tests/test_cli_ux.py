@@ -387,3 +387,15 @@ def test_a_misspelled_replica_specs_key_is_named_in_the_fix(tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 2, p.stderr
     assert "rename TFJob.spec.tfReplicaSpec to tfReplicaSpecs" in p.stderr
+
+
+def test_a_misspelled_kind_gets_a_did_you_mean(tmp_path):
+    lf("apply", "-f", _configmap_file(tmp_path), "-w", tmp_path / "ws", check=0)  # a workspace to look in
+    p = lf("get", "tfjbos", "-w", tmp_path / "ws", check=2)
+    assert "did you mean 'tfjobs'?" in p.stderr and p.stderr.count("\n") == 1
+
+
+def _configmap_file(tmp_path):
+    f = tmp_path / "cm.yaml"
+    f.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"k": "v"}}))
+    return f
