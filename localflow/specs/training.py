@@ -241,8 +241,6 @@ def job_errors(job: dict, *, gpus: int | None = None) -> list[SpecError]:
     base = f"{kind}.spec.{info.replica_specs_field}"
     rspecs = spec.get(info.replica_specs_field)
     if not isinstance(rspecs, dict) or not rspecs:
-        import difflib
-
         near = difflib.get_close_matches(info.replica_specs_field, [str(k) for k in spec], n=1, cutoff=0.75)
         fix = f"add replica specs, e.g. {info.replica_specs_field}: {{{info.replica_types[-1]}: ...}}"
         if near and near[0] != info.replica_specs_field:  # a misspelled key: name it
