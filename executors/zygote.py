@@ -228,6 +228,11 @@ class _Connection:
         container runs twice) and tears down at EOF."""
         with self.lock:
             self.alive = False
+        zpid = getattr(self, "pid", None)
+        if zpid is not None and zpid != self.proc.pid and self.proc.poll() is None:
+            # under a wrapper (bwrap) the zygote is its child: killing only the wrapper would leave the
+            # zygote running with the socket open, so the reader would wait for an EOF that never comes
+            _kill(zpid)
         if self.proc.poll() is None:
             try:
                 self.proc.kill()
@@ -377,6 +382,13 @@ class Zygote:
             conn, self._conn = self._conn, None
         if conn is not None:
             conn.close()
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def _killpg(pid: int) -> None:

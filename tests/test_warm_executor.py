@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 import threading
 import time
 
@@ -330,3 +331,28 @@ def test_dash_m_failures_end_like_cold_ones(hot, cold, tmp_path, module, source,
     c = run(cold, tmp_path, "c-mod", ["python", "-m", module], cwd=str(work), workdir=tmp_path / "shared-pod")
     assert w.result.exit_code == c.result.exit_code == exit_code
     assert w.log == c.log and w.log
+
+
+def test_closing_a_wrapped_zygote_is_quick_and_leaves_no_zygote_behind():
+    """A zygote under a wrapper that forks it (as bwrap does) is the wrapper's child: closing it
+    (eviction, shutdown) must kill the zygote itself, not only the wrapper, or the reader waits
+    for an EOF that never comes and the zygote lives on (regression: ~15 s per eviction)."""
+    import time
+
+    import psutil
+
+    from localflow.executors.zygote import Zygote
+
+    z = Zygote(sys.executable, preload=(), wrapper=("sh", "-c", '"$@"; :', "sh"))
+    proc = z.spawn(["-c", "pass"], {"PATH": os.environ["PATH"]}, "/")
+    assert proc.wait(30) == 0
+    zpid = z._conn.pid
+    assert zpid != z._conn.proc.pid  # really wrapped
+    t0 = time.monotonic()
+    z.close()
+    assert time.monotonic() - t0 < 5
+    deadline = time.monotonic() + 5
+    while psutil.pid_exists(zpid) and psutil.Process(zpid).status() != psutil.STATUS_ZOMBIE \
+            and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not psutil.pid_exists(zpid) or psutil.Process(zpid).status() == psutil.STATUS_ZOMBIE
