@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import subprocess
+import re
 import sys
 import time
 from pathlib import Path
@@ -131,10 +132,12 @@ def test_scenario_without_its_image_map_fails_at_once_with_the_fix(tmp_path):
                       on_task=lambda rec: seen.append((rec.pod, rec.state)))
     assert time.monotonic() - t0 < 30
     assert r.state == "FAILED"
-    assert r.error.startswith("PyTorchJob pytorch-ddp is failed because 1 Master replica(s) failed: pod "
-                              "pytorch-ddp-master-0 cannot run here (ContainerCannotRun): ")
+    # Both replicas fail at once; whichever the controller sees first names the job's failure, as upstream's
+    # status update (a Go map walk over replica types) does not fix an order either.
+    assert re.match(r"PyTorchJob pytorch-ddp is failed because 1 (Master|Worker) replica\(s\) failed: pod "
+                    r"pytorch-ddp-(master|worker)-0 cannot run here \(ContainerCannotRun\): ", r.error), r.error
     assert "/opt/scenario/pytorch_ddp.py" in r.error and "localflow.yaml" in r.error
-    assert ("pytorch-ddp-master-0", "FAILED") in seen
+    assert {("pytorch-ddp-master-0", "FAILED"), ("pytorch-ddp-worker-0", "FAILED")} & set(seen)
     store = ObjectStore(tmp_path / "ws" / "localflow.db")
     try:
         assert sorted(p["metadata"]["name"] for p in store.list("Pod")) == ["pytorch-ddp-master-0", "pytorch-ddp-worker-0"]
