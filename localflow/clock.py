@@ -34,16 +34,35 @@ class Clock:
     def rfc3339(self, t: float | None = None) -> str:
         return rfc3339(self.now() if t is None else t)
 
+    def on_advance(self, callback) -> "callable":
+        """Call ``callback()`` (no arguments) whenever this clock jumps forward; returns a function
+        that unsubscribes it. Real time flows by itself, so this clock never calls it: waiters
+        block with :meth:`timeout_until` instead. :class:`FakeClock` calls it after each
+        :meth:`FakeClock.advance`, so a waiter on due work (the controller manager's delay queue)
+        wakes when a test moves time."""
+        return lambda: None
+
+    def timeout_until(self, deadline: float | None) -> float | None:
+        """Real seconds to block until :meth:`monotonic` reaches ``deadline`` (>= 0), or ``None``
+        to block until woken (no deadline, or a :class:`FakeClock`, whose time only moves with
+        ``advance`` -- subscribe with :meth:`on_advance` to be woken then)."""
+        if deadline is None:
+            return None
+        return max(0.0, deadline - self.monotonic())
+
 
 class FakeClock(Clock):
     """A clock that only moves when told: ``advance(seconds)``.
 
     ``sleep`` advances the clock instead of blocking, so backoff and deadlines resolve instantly.
+    ``advance`` calls every :meth:`on_advance` subscriber afterwards (outside the clock's lock),
+    so threads waiting for due work on this clock wake at once.
     """
 
     def __init__(self, start: float = 1_767_225_600.0):  # 2026-01-01T00:00:00Z
         self._t = float(start)
         self._lock = threading.Lock()
+        self._listeners: list = []
 
     def now(self) -> float:
         with self._lock:
@@ -55,6 +74,25 @@ class FakeClock(Clock):
     def advance(self, seconds: float) -> None:
         with self._lock:
             self._t += seconds
+            listeners = list(self._listeners)
+        for callback in listeners:
+            callback()
+
+    def on_advance(self, callback) -> "callable":
+        with self._lock:
+            self._listeners.append(callback)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if callback in self._listeners:
+                    self._listeners.remove(callback)
+
+        return unsubscribe
+
+    def timeout_until(self, deadline: float | None) -> float | None:
+        if deadline is not None and deadline <= self.now():
+            return 0.0
+        return None  # only advance() moves this clock: wait to be woken by it
 
     def sleep(self, seconds: float) -> None:
         if seconds > 0:
