@@ -4,7 +4,11 @@ Each kind has an apiVersion, a Kind, a lowercase plural (what ``kubectl get`` ta
 short names, and whether it is namespaced. :func:`resolve_kind` accepts any of those spellings, as
 kubectl's RESTMapper does (kubernetes ``staging/src/k8s.io/apimachinery/pkg/api/meta/restmapper.go``);
 ``plural.group`` (``runs.pipelines.kubeflow.org``) picks one kind when several groups share a name.
-New kinds plug in with :func:`register_kind`.
+
+This module is only the registry: it knows no kind by itself. localflow's kind table
+(``localflow/kinds.py``) registers every kind it has at import (fakes never import localflow's
+core, so the table registers here, not the other way); tests and plug-ins add kinds with
+:func:`register_kind`.
 """
 from __future__ import annotations
 
@@ -24,7 +28,8 @@ def api_group(api_version: str) -> str:
 @dataclass(frozen=True)
 class KindInfo:
     """One kind: ``api_version`` (``kubeflow.org/v1``), ``kind`` (``PyTorchJob``), ``plural``
-    (``pytorchjobs``), ``singular`` (``pytorchjob``), ``short_names`` (``("po",)``), ``namespaced``."""
+    (``pytorchjobs``), ``singular`` (``pytorchjob``), ``short_names`` (``("po",)``), ``namespaced``,
+    ``categories`` (``("all",)``: what ``kubectl get all`` would list)."""
 
     api_version: str
     kind: str
@@ -32,6 +37,7 @@ class KindInfo:
     singular: str
     short_names: tuple[str, ...] = ()
     namespaced: bool = True
+    categories: tuple[str, ...] = ()
 
     @property
     def group(self) -> str:
@@ -55,6 +61,7 @@ def register_kind(
     singular: str | None = None,
     short_names: tuple[str, ...] | list[str] = (),
     namespaced: bool = True,
+    categories: tuple[str, ...] | list[str] = (),
 ) -> KindInfo:
     """Register (or replace) a kind; returns its :class:`KindInfo`.
 
@@ -70,6 +77,7 @@ def register_kind(
         singular=(singular or kind.lower()).lower(),
         short_names=tuple(s.lower() for s in short_names),
         namespaced=namespaced,
+        categories=tuple(categories),
     )
     with _lock:
         _kinds[(info.group, kind)] = info
@@ -123,30 +131,3 @@ def resolve_kind(name: str, api_version: str | None = None) -> KindInfo:
 
 def _known_fix() -> str:
     return "known kinds: " + ", ".join(sorted(k.plural for k in known_kinds()))
-
-
-_BUILTIN = [
-    ("v1", "Pod", "pods", ("po",), True),
-    ("v1", "Event", "events", ("ev",), True),
-    ("v1", "ConfigMap", "configmaps", ("cm",), True),
-    ("v1", "Secret", "secrets", (), True),
-    ("v1", "PersistentVolumeClaim", "persistentvolumeclaims", ("pvc",), True),
-    ("v1", "Service", "services", ("svc",), True),
-    ("kubeflow.org/v1", "TFJob", "tfjobs", (), True),
-    ("kubeflow.org/v1", "PyTorchJob", "pytorchjobs", (), True),
-    ("kubeflow.org/v1", "XGBoostJob", "xgboostjobs", (), True),
-    ("kubeflow.org/v1", "JAXJob", "jaxjobs", (), True),
-    ("kubeflow.org/v1", "PaddleJob", "paddlejobs", (), True),
-    ("kubeflow.org/v1", "MPIJob", "mpijobs", (), True),
-    ("trainer.kubeflow.org/v1alpha1", "TrainJob", "trainjobs", (), True),
-    ("trainer.kubeflow.org/v1alpha1", "TrainingRuntime", "trainingruntimes", (), True),
-    ("trainer.kubeflow.org/v1alpha1", "ClusterTrainingRuntime", "clustertrainingruntimes", (), False),
-    ("kubeflow.org/v1beta1", "Experiment", "experiments", (), True),
-    ("kubeflow.org/v1beta1", "Trial", "trials", (), True),
-    ("kubeflow.org/v1beta1", "Suggestion", "suggestions", (), True),
-    ("serving.kserve.io/v1beta1", "InferenceService", "inferenceservices", ("isvc",), True),
-    ("pipelines.kubeflow.org/v2beta1", "Run", "runs", (), True),
-]
-
-for _av, _kind, _plural, _short, _ns in _BUILTIN:
-    register_kind(_av, _kind, _plural, short_names=_short, namespaced=_ns)

@@ -28,7 +28,7 @@ from localflow.clock import SYSTEM_CLOCK, Clock
 from localflow.dbconn import connect, immediate, snapshot
 from localflow.errors import AlreadyExists, Conflict, NotFound, SpecError
 
-from . import changelog
+from . import admission, changelog
 from .changelog import LogLimits
 from .events import EVENTS_FOR_NAME, EVENTS_FOR_UID, EXPIRED_EVENTS, FIND_DUPLICATE, INDEX_EVENT, UNINDEX_EVENT, dedup_args, new_event
 from .kinds import KindInfo, api_group, resolve_kind
@@ -199,9 +199,12 @@ class ObjectStore:
         (``clock.rfc3339()``), ``metadata.generation`` 1; ``metadata.generateName`` makes a name
         when none is given; ``apiVersion`` defaults to the registered one. Raises
         :class:`AlreadyExists` when (group, kind, namespace, name) is taken, :class:`SpecError` for
-        a missing ``kind``/``metadata.name`` or an unknown kind. Emits ``ADDED``.
+        a missing ``kind``/``metadata.name`` or an unknown kind, and what the kind's admission hooks
+        raise (:mod:`.admission`: defaulting, then validation; a Secret's ``stringData`` is
+        encoded into ``data``). Emits ``ADDED``.
         """
         obj, info = normalise(obj, "create")
+        obj = admission.admit(info.group, obj)
         meta = obj["metadata"]
         for key in ("resourceVersion", "deletionTimestamp"):
             meta.pop(key, None)
@@ -290,7 +293,8 @@ class ObjectStore:
         If ``obj`` carries ``metadata.resourceVersion`` it must equal the stored one, else
         :class:`Conflict` (re-read and retry). ``metadata.uid``, if given, must match.
         ``uid`` and ``creationTimestamp`` are kept; ``generation`` bumps when ``spec`` changed.
-        Raises :class:`NotFound`. Emits ``MODIFIED``.
+        The kind's admission hooks run when more than metadata and status changed
+        (:mod:`.admission`). Raises :class:`NotFound`. Emits ``MODIFIED``.
         """
         new, info = normalise(obj, "update")
         meta = new["metadata"]
@@ -299,6 +303,8 @@ class ObjectStore:
             old, seq = self._load(info, meta["name"], ns)
             old_meta = old["metadata"]
             self._check_rv(info, old, meta.get("resourceVersion"))
+            new = admission.admit(info.group, new, old)
+            meta = new["metadata"]
             if meta.get("uid") and meta["uid"] != old_meta["uid"]:
                 raise Conflict(
                     f'{info.kind} "{meta["name"]}": uid {meta["uid"]} does not match the stored object ({old_meta["uid"]})',
@@ -336,7 +342,8 @@ class ObjectStore:
 
         ``metadata.resourceVersion`` in the patch is a precondition (stale -> :class:`Conflict`);
         ``uid``, ``name``, ``namespace``, ``creationTimestamp``, ``kind`` and ``apiVersion`` cannot
-        change. ``generation`` bumps when ``spec`` changed. Raises :class:`NotFound`. Emits ``MODIFIED``.
+        change. ``generation`` bumps when ``spec`` changed; the kind's admission hooks run on the
+        patched object as on :meth:`update`. Raises :class:`NotFound`. Emits ``MODIFIED``.
         """
         if not isinstance(patch, dict):
             raise SpecError("patch", f"a merge patch must be a mapping (got {type(patch).__name__})")
@@ -352,6 +359,7 @@ class ObjectStore:
                     new["metadata"][key] = old["metadata"][key]
             new["kind"], new["apiVersion"] = old["kind"], old["apiVersion"]
             checked, _ = normalise(new, "update")
+            checked = admission.admit(info.group, checked, old)
             checked["metadata"]["generation"] = int(old["metadata"].get("generation", 1)) + (
                 1 if checked.get("spec") != old.get("spec") else 0
             )
@@ -360,7 +368,8 @@ class ObjectStore:
         return self._mutate(kind, name, namespace, apply)
 
     def update_status(self, kind: str, name: str, status: dict, namespace: str | None = "default") -> dict:
-        """Replace ``.status`` (the status subresource); ``generation`` is unchanged. Emits ``MODIFIED``."""
+        """Replace ``.status`` (the status subresource); ``generation`` is unchanged; no admission
+        hook runs (status writes skip spec validation). Emits ``MODIFIED``."""
         if not isinstance(status, dict):
             raise SpecError("status", f"must be a mapping (got {type(status).__name__})")
         status = json.loads(dumps(status, "status"))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from localflow import kinds as _kinds  # noqa: E402,F401  (registers every kind and its admission hooks in the store)
 from localflow.api import Run, Runtime, open_runtime, run  # noqa: E402
 from localflow.errors import (  # noqa: E402
     ExecutorError,

@@ -1,206 +1,30 @@
 """The Python API: ``localflow.run(spec)`` and the runtime it runs in.
 
 Everything the CLI does is a function here (sqlite-utils' habit: library first, CLI second). A
-:class:`Runtime` bundles one workspace's object store, metadata store, scheduler and executor;
-:func:`run` loads a spec, picks the controller for its kind and returns a :class:`Run`.
-
-Kinds plug in through :data:`RUNNERS`: ``kind -> fn(docs, runtime, **options) -> Run``; adding a
-Kubeflow kind is registering its controller here (see :func:`register_runner`).
+:class:`Runtime` (:mod:`localflow.runtime`) bundles one workspace's object store, metadata store,
+scheduler and executor; :func:`run` loads a spec, finds its kind in the kind table
+(:mod:`localflow.kinds`), calls the runner the table names and returns a :class:`Run`. Adding a
+kind is described there; nothing here changes.
 """
 from __future__ import annotations
 
-import contextlib
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
-from localflow import dbconn
+from localflow import kinds as kind_table
 from localflow.clock import SYSTEM_CLOCK, Clock
-from localflow.config import Config, load_config
-from localflow.errors import NotFound, RunFailed, SpecError
-from localflow.executors import get_executor
+from localflow.config import Config
+from localflow.errors import NotFound, SpecError
 from localflow.fakes import ObjectStore
 from localflow.metadata import MetadataStore
-from localflow.scheduler import WORKSPACE_LABEL, Capacity, Scheduler, workspace_id
+from localflow.runtime import Run, Runtime, log_file, open_runtime, read_logs
+from localflow.scheduler import WORKSPACE_LABEL, workspace_id
 from localflow.specs.loader import detect_kind, load_documents
 from localflow.workspace import Workspace, resolve_workspace
 
-__all__ = ["run", "Run", "Runtime", "open_runtime", "register_runner", "RUNNERS", "load_spec", "garbage_collect", "apply",
-           "read_logs", "log_file", "delete", "run_object", "object_exists", "kind_info", "KIND_ALIASES"]
-
-
-@dataclass
-class Runtime:
-    """One workspace's live parts. Use :func:`open_runtime` to get one; ``close()`` kills what runs."""
-
-    workspace: Workspace
-    store: ObjectStore
-    metadata: MetadataStore
-    scheduler: Scheduler
-    config: Config
-    clock: Clock
-
-    def close(self, cancel: bool = True) -> None:
-        from localflow.faults import critical
-
-        with critical():  # a Ctrl-C now waits until every Pod is stopped
-            try:
-                self.scheduler.shutdown(cancel=cancel)
-                self.scheduler.executor.close()
-            finally:
-                self.store.close()
-                self.metadata.close()
-
-
-@contextlib.contextmanager
-def open_runtime(workspace: str | os.PathLike | Workspace | None = None, executor: str = "subprocess", *,
-                 config: str | os.PathLike | Config | None = None, clock: Clock = SYSTEM_CLOCK,
-                 capacity: Capacity | None = None) -> Iterator[Runtime]:
-    """Open the workspace (creating it), its stores and a scheduler on ``executor``.
-
-    ``workspace``: directory (default ``$LOCALFLOW_HOME`` or ``./.localflow``); ``config``: a
-    ``localflow.yaml`` path or parsed :class:`Config` (default: ``./localflow.yaml`` if present).
-    Raises :class:`SpecError` for a bad config or executor name, :class:`ExecutorError` when the
-    executor cannot run here (no Docker engine).
-    """
-    ws = workspace if isinstance(workspace, Workspace) else resolve_workspace(workspace)
-    ws.ensure()
-    cfg = config if isinstance(config, Config) else load_config(config)
-    ex = get_executor(executor)
-    ex.check()
-    store = ObjectStore(ws.db_path, clock=clock)
-    metadata = MetadataStore(ws.db_path, clock=clock)
-    dbconn.reserve_space(ws.db_path)  # room to record a failure when a task fills the disk
-    scheduler = Scheduler(store, ex, ws, images=cfg.images, clock=clock, capacity=capacity, host_paths=cfg.host_paths,
-                          max_pods=cfg.max_pods)
-    rt = Runtime(ws, store, metadata, scheduler, cfg, clock)
-    try:
-        yield rt
-    finally:
-        rt.close()
-
-
-@dataclass
-class Run:
-    """The result of :func:`run`.
-
-    - ``id`` (uuid), ``name`` (resource name, ``<pipeline>-<suffix>``), ``kind`` (``PipelineRun``,
-      ``PyTorchJob``, ...), ``state`` (SUCCEEDED, FAILED, CANCELED), ``error`` (message or None);
-    - ``tasks``: task path -> :class:`~localflow.controllers.pipelinerun.TaskRecord` (pipelines)
-      or replica Pod name -> record (training jobs);
-    - ``outputs``: the pipeline's outputs: parameter name -> value, artifact name -> artifact
-      dict (``uri``, ``metadata``, ``type``) or list of them;
-    - ``object``: the Kubernetes-shaped object of the run (``kubectl get -o yaml`` form);
-    - ``workspace``: where its logs and artifacts are.
-    """
-
-    id: str
-    name: str
-    kind: str
-    state: str
-    workspace: Workspace
-    tasks: dict = field(default_factory=dict)
-    outputs: dict = field(default_factory=dict)
-    error: str | None = None
-    object: dict | None = None
-    pods: list = field(default_factory=list)
-
-    def __repr__(self) -> str:
-        return (f"Run(name={self.name!r}, kind={self.kind!r}, state={self.state!r}, tasks={len(self.tasks)}, "
-                f"outputs={sorted(self.outputs)!r}, workspace={str(self.workspace.root)!r})")
-
-    @property
-    def succeeded(self) -> bool:
-        return self.state == "SUCCEEDED"
-
-    def raise_for_state(self) -> "Run":
-        """Raise :class:`RunFailed` unless the run succeeded; returns self."""
-        if not self.succeeded:
-            raise RunFailed(f"{self.kind} {self.name} {self.state.lower()}: {self.error or 'see localflow describe'}", run=self)
-        return self
-
-    def task(self, name: str):
-        """The task record by path or by display name (unique), else :class:`NotFound`."""
-        if name in self.tasks:
-            return self.tasks[name]
-        hits = [t for t in self.tasks.values() if getattr(t, "display_name", None) == name or getattr(t, "task", None) == name]
-        if len(hits) == 1:
-            return hits[0]
-        raise NotFound(f"run {self.name} has no task {name!r}" + (" (ambiguous)" if hits else ""),
-                       fix=f"tasks: {', '.join(self.tasks)}")
-
-    def logs(self, task: str, container: str | None = None, *, previous: bool = False) -> str:
-        """The log text of a task's (latest) Pod, or of a Pod by name (:func:`read_logs`: ``container``
-        defaults to the only one or ``main``; ``previous``: the instance before a restart). A task
-        served from the cache ran no Pod: its logs are those of the execution that computed the
-        cached result (gone once that run is deleted)."""
-        ns = ((self.object or {}).get("metadata") or {}).get("namespace") or "default"
-        try:
-            rec = self.task(task)
-        except NotFound:
-            return read_logs(self.workspace, task, container, ns, previous=previous)
-        pod = getattr(rec, "pod", None)
-        if pod is None and getattr(rec, "cached", False) and getattr(rec, "execution_id", None) is not None:
-            with MetadataStore(self.workspace.db_path) as md:
-                source = (md.get_execution(rec.execution_id).get("properties") or {}).get("cached_from")
-                pod = md.get_execution(source).get("pod_name") if source is not None else None
-        if pod is None:
-            raise NotFound(f"task {task!r} of run {self.name} ran no Pod ({getattr(rec, 'state', '')})")
-        return read_logs(self.workspace, pod, container, ns, previous=previous)
-
-
-def log_file(workspace: str | os.PathLike | Workspace | None, pod: str, container: str | None = None,
-             namespace: str = "default", *, previous: bool = False) -> Path:
-    """The log file ``kubectl logs POD [-c CONTAINER] [-p]`` would print (:mod:`localflow.logfiles`).
-
-    ``container`` defaults to the Pod's only container, or ``main``; ``previous`` picks the
-    container instance before the current one (a container restarted in place). Raises
-    :class:`NotFound` for a missing workspace, Pod or container, a container that never started
-    (with its reason) and, with ``previous``, kubectl's ``previous terminated container "C" in pod
-    "P" not found``; :class:`SpecError` (path ``container``) when the Pod has several containers and
-    none was named.
-    """
-    from localflow import logfiles
-
-    ws = workspace if isinstance(workspace, Workspace) else resolve_workspace(workspace)
-    if not ws.db_path.exists():
-        raise NotFound(f"no localflow workspace at {ws.root}", fix="run something first (`localflow run SPEC`) or pass --workspace")
-    with ObjectStore(ws.db_path) as store:
-        try:
-            obj = store.get("Pod", pod, namespace)
-        except NotFound:  # deleted by its controller (cleanPodPolicy): its logs stay until its owner goes
-            obj = logfiles.find_deleted(ws.logs_dir, namespace, pod)
-            if obj is None:
-                raise
-    spec = obj.get("spec") or {}
-    main = [c.get("name") for c in spec.get("containers") or []]
-    every = main + [c.get("name") for c in spec.get("initContainers") or []]
-    if container is None:  # kubectl's default: the only (or the default) regular container
-        if len(main) != 1 and "main" not in main:
-            raise SpecError("container", f"pod {pod} has containers {', '.join(map(str, main))}",
-                            fix=f"name one of them: {', '.join(map(str, main))}")
-        container = main[0] if len(main) == 1 else "main"
-    elif container not in every:
-        raise NotFound(f"pod {pod} has no container {container!r}", fix=f"containers: {', '.join(map(str, every))}")
-    path = logfiles.pod_log(ws.logs_dir, obj, container, previous=previous)
-    if path is not None and path.exists():
-        return path
-    if previous:
-        raise NotFound(f'previous terminated container "{container}" in pod "{pod}" not found')
-    st = obj.get("status") or {}
-    statuses = (st.get("containerStatuses") or []) + (st.get("initContainerStatuses") or [])
-    term = next(((cs.get("state") or {}).get("terminated") or {} for cs in statuses if cs.get("name") == container), {})
-    why = (f": {term.get('reason')}" + (f": {term['message']}" if term.get("message") else "")) if term else ""
-    if not why and st.get("phase") in (None, "Pending"):
-        why = ": the Pod is Pending"
-    raise NotFound(f"container {container!r} of pod {pod} never started{why}")
-
-
-def read_logs(workspace: str | os.PathLike | Workspace | None, pod: str, container: str | None = None,
-              namespace: str = "default", *, previous: bool = False) -> str:
-    """Text of a container's log (:func:`log_file` picks the file and raises its errors)."""
-    return log_file(workspace, pod, container, namespace, previous=previous).read_text(errors="replace")
+__all__ = ["run", "Run", "Runtime", "open_runtime", "load_spec", "garbage_collect", "apply",
+           "read_logs", "log_file", "delete", "run_object", "object_exists", "kind_info"]
 
 
 def delete(kind: str, name: str, workspace: str | os.PathLike | Workspace | None = None, *,
@@ -229,16 +53,11 @@ def delete(kind: str, name: str, workspace: str | os.PathLike | Workspace | None
     return info, name, namespace
 
 
-#: Kind names a user may type for what ``get runs`` lists as ``PipelineRun``: a pipeline's Run object.
-KIND_ALIASES = {"pipelinerun": "Run", "pipelineruns": "Run", "pr": "Run"}
-
-
 def kind_info(kind: str):
     """The store's kind for what a user typed (plural, singular, short name, Kind, or an alias of
-    :data:`KIND_ALIASES`); SpecError listing the known kinds otherwise."""
-    from localflow.fakes import resolve_kind
-
-    return resolve_kind(KIND_ALIASES.get(str(kind).lower(), kind))
+    the kind table such as ``pipelineruns`` for a pipeline's Run); SpecError listing the known
+    kinds otherwise."""
+    return kind_table.lookup(kind)
 
 
 def run_object(store, md, name: str, namespace: str) -> dict | None:
@@ -247,7 +66,8 @@ def run_object(store, md, name: str, namespace: str) -> dict | None:
     from localflow.fakes import resolve_kind
 
     record = md.get_run(name)
-    kind = "Run" if record["kind"] == "PipelineRun" else record["kind"]
+    k = kind_table.for_run_kind(record["kind"])
+    kind = k.kind if k is not None else record["kind"]
     try:
         return store.get(resolve_kind(kind).kind, record["name"], record.get("namespace") or namespace)
     except (NotFound, SpecError):
@@ -261,15 +81,6 @@ def object_exists(store, kind: str, name: str, ns: str) -> bool:
         return True
     except NotFound:
         return False
-
-
-RunnerFn = Callable[..., Run]
-RUNNERS: dict[str, RunnerFn] = {}
-
-
-def register_runner(kind: str, fn: RunnerFn) -> None:
-    """Register the function that runs documents whose kind is ``kind``."""
-    RUNNERS[kind] = fn
 
 
 def load_spec(spec: Any) -> tuple[str, list[dict], str | None]:
@@ -340,21 +151,32 @@ def run(spec: Any, params: dict | None = None, executor: str = "subprocess",
 def _run(spec, params, executor, workspace, *, config, cache, namespace, on_task, clock, runtime, surface,
          **options) -> Run:
     kind, docs, source = load_spec(spec)
-    from localflow import runners  # noqa: F401  (registers the built-in kinds)
     from localflow.validation import check_dns1123_label, check_dns1123_subdomain
 
     check_dns1123_label("namespace", namespace)  # as the API server checks metadata.namespace
     check_dns1123_subdomain("run_name", options.get("run_name"), required=False)
-    runner = RUNNERS.get(kind)
-    if runner is None:
-        raise SpecError(f"{source or 'spec'}: kind", f"localflow cannot run kind {kind!r} yet",
-                        fix=f"runnable kinds: {', '.join(sorted(RUNNERS))}")
+    runner = _runner(kind, source)
     if runtime is not None:
         return _with_config_hint(runner(docs, runtime, params=params, cache=cache, namespace=namespace,
                                         on_task=on_task, source=source, **options), runtime, source, surface)
     with open_runtime(workspace, executor, config=config, clock=clock) as rt:
         return _with_config_hint(runner(docs, rt, params=params, cache=cache, namespace=namespace, on_task=on_task,
                                         source=source, **options), rt, source, surface)
+
+
+def _runner(kind: str, source: str | None) -> Callable[..., Run]:
+    """The runner of a file whose first document is ``kind``: the kind table's ``runner``, or the
+    bundle runner for a companion kind (a Secret, a runtime: the first job of the file runs);
+    SpecError naming the runnable kinds for any other kind."""
+    from localflow import runners
+
+    entry = kind_table.for_document(kind)
+    if entry is not None and entry.runner:
+        return entry.hook("runner")
+    if entry is not None and entry.companion:
+        return runners.run_bundle
+    raise SpecError(f"{source or 'spec'}: kind", f"localflow cannot run kind {kind!r} yet",
+                    fix=f"runnable kinds: {runners.runnable_kinds()}")
 
 
 def _with_config_hint(run: Run, rt: Runtime, source: str | None, surface: str = "cli") -> Run:
@@ -376,8 +198,10 @@ def apply(spec: Any, workspace: str | os.PathLike | Workspace | None = None, *,
     """``kubectl apply``: create or replace the objects in ``spec`` (path, YAML text or dicts) in the
     workspace's object store, e.g. the Secrets, ConfigMaps and TrainingRuntimes that runs refer to.
 
-    Returns ``[("created" | "configured" | "unchanged", stored object), ...]``. A Secret's ``stringData`` is
-    merged into ``data`` base64-encoded, as the API server does. Kinds localflow runs (pipelines,
+    Returns ``[("created" | "configured" | "unchanged", stored object), ...]``. The store's admission
+    defaults and validates each object (a Secret's ``stringData`` is merged into ``data``
+    base64-encoded, as the API server does); an object equal to the stored one once defaulted is
+    ``unchanged``. Kinds localflow runs (pipelines,
     training jobs) are refused with a
     pointer to ``localflow run``; a kind the store does not know is a :class:`SpecError` listing the
     known ones. Objects keep their namespace, else get ``namespace``.
@@ -387,27 +211,23 @@ def apply(spec: Any, workspace: str | os.PathLike | Workspace | None = None, *,
     kind, docs, source = load_spec(spec)
     ws = workspace if isinstance(workspace, Workspace) else resolve_workspace(workspace)
     ws.ensure()
-    from localflow import runners  # noqa: F401  (registers the runnable kinds)
+    from localflow.fakes import admission
+    from localflow.fakes.kinds import api_group
 
     out = []
     store = ObjectStore(ws.db_path)
     try:
         for i, doc in enumerate(docs):
             k = detect_kind(doc)
-            if k in RUNNERS and RUNNERS[k] is not getattr(runners, "run_bundle", None):
+            entry = kind_table.for_document(k)
+            if entry is not None and entry.runner:
                 raise SpecError(f"{source or 'spec'}: document {i + 1}", f"{k} is run, not applied",
                                 fix=f"use `localflow run {source or 'SPEC'}`")
-            _check_applied(k, doc)
             obj = dict(doc)
             meta = dict(obj.get("metadata") or {})
             meta.setdefault("namespace", namespace)
             obj["metadata"] = meta
-            if k == "Secret" and obj.get("stringData"):
-                import base64
-
-                data = dict(obj.get("data") or {})
-                data.update({key: base64.b64encode(str(v).encode()).decode() for key, v in obj.pop("stringData").items()})
-                obj["data"] = data
+            obj = admission.default(api_group(str(obj.get("apiVersion") or "")), obj)  # as stored: compared with the stored object below
             try:
                 current = store.get(obj.get("kind"), meta.get("name"), meta["namespace"])
             except _NotFound:
@@ -426,17 +246,6 @@ def apply(spec: Any, workspace: str | os.PathLike | Workspace | None = None, *,
     return out
 
 
-def _check_applied(kind: str, doc: dict) -> None:
-    """The API server's checks of an applied object: side objects' names and keys, runtimes' shapes."""
-    from localflow.controllers.sideobjects import check_side_object
-
-    check_side_object(doc)
-    if kind in ("TrainingRuntime", "ClusterTrainingRuntime"):
-        from localflow.specs.training import validate_runtime
-
-        validate_runtime(doc, gpus=2**31)  # GPUs are checked when a TrainJob uses the runtime
-
-
 ACTIVE_RUN_STATES = ("PENDING", "RUNNING")
 
 
@@ -448,8 +257,6 @@ def _abandon_objects(store, md, run: dict) -> None:
     were still Pending/Running become Failed (reason ``Orphaned``), a pipeline's Run object FAILED,
     and a training job gets the terminal status its controller gives a canceled job. Its
     executions still NEW/RUNNING (container, importer and DAG executions alike) become CANCELED."""
-    from localflow.errors import NotFound as _NotFound
-
     for pod in store.list("Pod", None, label_selector={"localflow.dev/run-id": run["id"]}):
         status = dict(pod.get("status") or {})
         if status.get("phase") in ("Succeeded", "Failed"):
@@ -459,28 +266,10 @@ def _abandon_objects(store, md, run: dict) -> None:
     for x in md.list_executions(run_id=run["id"]):
         if x["state"] in ("NEW", "RUNNING"):
             md.update_execution(x["id"], state="CANCELED", finished=True, error=GONE)
-    ns = run.get("namespace") or "default"
-    if run["kind"] == "PipelineRun":
-        try:
-            obj = store.get("Run", run["name"], ns)
-        except _NotFound:
-            return
-        status = dict(obj.get("status") or {})
-        status.update({"state": "FAILED", "error": {"message": GONE}})
-        store.update_status("Run", run["name"], status, ns)
-        return
-    abandon = _training_abandon()
-    if abandon is not None:
+    entry = kind_table.for_run_kind(run["kind"])
+    abandon = entry.hook("abandon") if entry is not None else None
+    if abandon is not None:  # the kind's end of its object (a pipeline's Run FAILED, a job's terminal status)
         abandon(store, run, GONE)
-
-
-def _training_abandon():
-    """The training controllers' hook that ends the job object of a dead run, if they have one."""
-    try:
-        from localflow.training.records import mark_abandoned
-    except ImportError:
-        return None
-    return mark_abandoned
 
 
 def _orphan_processes(store, run_id: str, *, kill: bool) -> list[int]:

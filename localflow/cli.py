@@ -8,7 +8,6 @@ the user unless ``LOCALFLOW_DEBUG=1``.
 from __future__ import annotations
 
 import functools
-import json
 import os
 import sys
 import time
@@ -19,8 +18,6 @@ from localflow.errors import LocalflowError, NotFound, SpecError
 from localflow.errors import escape as printable
 
 OUTPUTS = ("json", "yaml")
-METADATA_KINDS = {"runs": "runs", "run": "runs", "artifacts": "artifacts", "artifact": "artifacts",
-                  "executions": "executions", "execution": "executions"}
 
 
 def _err(message: str) -> None:
@@ -190,22 +187,24 @@ def get(kind, name, output, selector, run_name, namespace, all_namespaces, works
       localflow get artifacts --run demo-pipeline-x7k2p -o json
       localflow get secrets
     """
+    from localflow import kinds as kind_table
     from localflow import render
     from localflow.api import kind_info
 
     ws, store, md = _open_stores(workspace)
     ns = None if all_namespaces else namespace
-    if kind.lower() in METADATA_KINDS:
+    record = kind_table.record(kind)
+    if record is not None:
         if selector:
             raise SpecError("-l", f"{kind} are metadata records, which carry no labels",
                             fix="filter by run with --run NAME, or select objects: localflow get pods -l ...")
-        rows = _metadata_rows(md, METADATA_KINDS[kind.lower()], name, run_name)
-        if METADATA_KINDS[kind.lower()] == "runs" and ns is not None and name is None:
+        rows = _metadata_rows(md, record.what, name, run_name)
+        if record.what == "runs" and ns is not None and name is None:
             rows = [r for r in rows if (r.get("namespace") or "default") == ns]
         if output in OUTPUTS:
             click.echo(render.dump(rows[0] if name else render.as_list(rows), output))
             return
-        click.echo(_metadata_table(METADATA_KINDS[kind.lower()], rows, output == "wide"))
+        click.echo(render.table(*render.rows_for(rows, record.columns, wide=output == "wide", name=False)))
         return
     info = kind_info(kind)
     if name:
@@ -228,21 +227,9 @@ def get(kind, name, output, selector, run_name, namespace, all_namespaces, works
     if not items:
         click.echo(f"No resources found in {ns or 'any'} namespace.", err=True)
         return
-    if info.kind == "Pod":
-        headers = ["NAME", "READY", "STATUS", "RESTARTS", "AGE"] + (["IP", "NODE"] if output == "wide" else [])
-        rows = [render.pod_row(p, output == "wide") for p in items]
-    elif info.kind == "Event":
-        headers = ["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"]
-        rows = [render.event_row(e) for e in items]
-    elif info.kind == "Secret":
-        headers = ["NAME", "TYPE", "DATA", "AGE"]
-        rows = [render.secret_row(o) for o in items]
-    elif info.kind == "ConfigMap":
-        headers = ["NAME", "DATA", "AGE"]
-        rows = [render.configmap_row(o) for o in items]
-    else:
-        headers = ["NAME", "STATE", "AGE"]
-        rows = [render.object_row(o) for o in items]
+    entry = kind_table.entry(info)  # its printer columns (a kind from elsewhere: NAME AGE, as a CRD without any)
+    headers, rows = render.rows_for(items, entry.columns if entry else (kind_table.AGE,), wide=output == "wide",
+                                    name=entry.name_column if entry else True)
     if ns is None and info.namespaced:  # -A: say where each object lives, as kubectl does
         headers = ["NAMESPACE"] + headers
         rows = [[o["metadata"].get("namespace", "")] + r for o, r in zip(items, rows)]
@@ -272,22 +259,6 @@ def _metadata_rows(md, what: str, name: str | None, run_name: str | None) -> lis
     return md.list_executions(run_id=run_id)
 
 
-def _metadata_table(what: str, rows: list[dict], wide: bool) -> str:
-    from localflow import render
-
-    if what == "runs":
-        return render.table(["NAME", "KIND", "STATE", "EXECUTOR", "AGE"] + (["ID", "SPEC"] if wide else []),
-                            [[r["name"], r["kind"], r["state"], r.get("executor"), render.age(r.get("created_at"))]
-                             + ([r["id"], r.get("spec_path")] if wide else []) for r in rows])
-    if what == "artifacts":
-        return render.table(["ID", "NAME", "TYPE", "URI"] + (["METADATA"] if wide else []),
-                            [[a["id"], a["name"], a.get("schema_title") or a.get("type"), a["uri"]]
-                             + ([json.dumps(a.get("metadata") or {})] if wide else []) for a in rows])
-    return render.table(["ID", "NAME", "TYPE", "STATE", "POD"] + (["FINGERPRINT"] if wide else []),
-                        [[e["id"], e["name"], e["type"], e["state"], e.get("pod_name") or ""]
-                         + ([(e.get("fingerprint") or "")[:16]] if wide else []) for e in rows])
-
-
 @cli.command()
 @click.argument("kind")
 @click.argument("name")
@@ -305,12 +276,14 @@ def describe(kind, name, namespace, workspace):
       localflow describe pytorchjob my-job
       localflow describe secret api
     """
+    from localflow import kinds as kind_table
     from localflow import render
     from localflow.api import kind_info, object_exists, run_object
 
     ws, store, md = _open_stores(workspace)
-    if kind.lower() in ("artifact", "artifacts", "execution", "executions"):
-        what = METADATA_KINDS[kind.lower()]
+    record = kind_table.record(kind)
+    if record is not None and record.what != "runs":  # `describe run NAME` is the run's object
+        what = record.what
         row = _metadata_rows(md, what, name, None)[0]
         if what == "artifacts":
             row = {**row, "lineage": md.lineage(row["id"])}
@@ -325,12 +298,9 @@ def describe(kind, name, namespace, workspace):
             return
     else:
         obj = store.get(info.kind, name, namespace)
-    if info.kind == "Secret":
-        click.echo(render.describe_secret(obj, store.events_for(obj)))
-    elif info.kind == "ConfigMap":
-        click.echo(render.describe_configmap(obj, store.events_for(obj)))
-    else:
-        click.echo(render.describe(obj, store.events_for(obj)))
+    entry = kind_table.entry_of(obj)
+    describer = (entry.hook("describe") if entry is not None else None) or render.describe
+    click.echo(describer(obj, store.events_for(obj)))
 
 
 @cli.command()

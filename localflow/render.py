@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import calendar
 import json
+import re
 import time
 from typing import Any, Iterable
 
@@ -73,16 +74,6 @@ def pod_row(pod: dict, wide: bool = False) -> list[Any]:
     return row
 
 
-def object_row(obj: dict) -> list[Any]:
-    """``NAME STATE AGE`` of a custom resource: state from its last true condition or status.state."""
-    st = obj.get("status") or {}
-    state = st.get("state") or st.get("phase")
-    if not state:
-        conds = [c for c in st.get("conditions") or [] if c.get("status") == "True"]
-        state = conds[-1]["type"] if conds else ""
-    return [obj["metadata"]["name"], state, age(obj["metadata"].get("creationTimestamp"))]
-
-
 def event_row(ev: dict) -> list[Any]:
     """``LAST SEEN TYPE REASON OBJECT MESSAGE`` of an Event."""
     io = ev.get("involvedObject") or {}
@@ -123,16 +114,6 @@ def describe(obj: dict, events: list[dict]) -> str:
 def _data_count(obj: dict) -> int:
     keys = set((obj.get("data") or {})) | set((obj.get("stringData") or {})) | set((obj.get("binaryData") or {}))
     return len(keys)
-
-
-def secret_row(obj: dict) -> list[Any]:
-    """``NAME TYPE DATA AGE`` of a Secret, as ``kubectl get secrets`` prints (TYPE default ``Opaque``)."""
-    return [obj["metadata"]["name"], obj.get("type") or "Opaque", _data_count(obj), age(obj["metadata"].get("creationTimestamp"))]
-
-
-def configmap_row(obj: dict) -> list[Any]:
-    """``NAME DATA AGE`` of a ConfigMap, as ``kubectl get configmaps`` prints."""
-    return [obj["metadata"]["name"], _data_count(obj), age(obj["metadata"].get("creationTimestamp"))]
 
 
 def _header(obj: dict) -> list[str]:
@@ -187,3 +168,128 @@ def describe_secret(obj: dict, events: list[dict]) -> str:
     lines = _header(obj) + ["", f"Type:  {obj.get('type') or 'Opaque'}", "", "Data", "===="]
     lines += [f"{k}:  {n} bytes" for k, n in sorted(sizes.items())]
     return "\n".join(lines + [""] + _events(events))
+
+
+# ---------------------------------------------------------------- printer columns
+
+_SEGMENT = re.compile(r"\.([A-Za-z0-9_\-]+)|\[(-?\d+)\]|\[(-?\d*):(-?\d*)\]|\[\*\]|\[\?\(@\.([A-Za-z0-9_.\-]+)\s*==\s*([^)]*)\)\]")
+
+
+def jsonpath(obj: Any, path: str) -> list[Any]:
+    """Every value the kubectl JSONPath ``path`` selects in ``obj`` (the subset CRD
+    ``additionalPrinterColumns`` use: ``.a.b``, ``[N]``, ``[-1:]`` slices, ``[*]`` and
+    ``[?(@.key==value)]`` filters with a quoted string, number or ``true``/``false``), following
+    k8s.io/client-go ``util/jsonpath``. A missing field selects nothing. Raises ``ValueError`` for
+    a path outside that subset."""
+    values, pos = [obj], 0
+    while pos < len(path):
+        m = _SEGMENT.match(path, pos)
+        if m is None:
+            raise ValueError(f"unsupported JSONPath {path!r} at {pos}")
+        pos = m.end()
+        key, index, lo, hi, fkey, fval = m.groups()
+        out: list[Any] = []
+        for v in values:
+            if key is not None:
+                if isinstance(v, dict) and key in v:
+                    out.append(v[key])
+            elif not isinstance(v, list):
+                continue
+            elif index is not None:
+                i = int(index)
+                if -len(v) <= i < len(v):
+                    out.append(v[i])
+            elif lo is not None or hi is not None:
+                out.extend(v[int(lo) if lo else None:int(hi) if hi else None])
+            elif fkey is not None:
+                want = _literal(fval.strip())
+                out.extend(x for x in v if jsonpath(x, "." + fkey) == [want])
+            else:  # [*]
+                out.extend(v)
+        values = out
+    return values
+
+
+def _literal(text: str) -> Any:
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        return text[1:-1]
+    return json.loads(text) if text in ("true", "false", "null") or text.lstrip("-").replace(".", "", 1).isdigit() else text
+
+
+def cell(obj: dict, column) -> Any:
+    """One cell of ``kubectl get``: ``column.value(obj)`` when the column computes it (core kinds, as
+    kubectl's printers do), else its ``json_path``'s values joined by spaces, as the API server's
+    table convertor prints a CRD column (apiextensions-apiserver ``tableconvertor.go``); ``date``
+    columns show an age, a missing value an empty cell."""
+    if column.value is not None:
+        return column.value(obj)
+    found = jsonpath(obj, column.json_path)
+    if not found or found == [None]:
+        return ""
+    if column.type == "date":
+        return age(found[0])
+    return " ".join(str(v).lower() if isinstance(v, bool) else (json.dumps(v) if isinstance(v, (dict, list)) else str(v))
+                    for v in found)
+
+
+def rows_for(items: list[dict], columns, *, wide: bool = False, name: bool = True) -> tuple[list[str], list[list[Any]]]:
+    """``(headers, rows)`` of ``kubectl get`` for ``items`` with a kind's printer ``columns``:
+    ``NAME`` first (unless ``name`` is false, as for Events), then the columns of priority 0 (and
+    the others when ``wide``), headers upper-cased as kubectl prints them."""
+    shown = [c for c in columns if wide or not c.priority]
+    headers = (["NAME"] if name else []) + [c.name.upper() for c in shown]
+    rows = [([o["metadata"]["name"]] if name else []) + [cell(o, c) for c in shown] for o in items]
+    return headers, rows
+
+
+# kubectl's columns of the core kinds (kubernetes pkg/printers/internalversion/printers.go)
+
+def pod_ready(pod: dict) -> str:
+    """``READY`` of a Pod: ready containers / containers."""
+    cs = (pod.get("status") or {}).get("containerStatuses") or []
+    total = len((pod.get("spec") or {}).get("containers") or []) or len(cs)
+    return f"{sum(1 for c in cs if c.get('ready'))}/{total}"
+
+
+def pod_status(pod: dict) -> str:
+    """``STATUS`` of a Pod: a waiting or terminated reason, ``Completed``, or the phase."""
+    return pod_row(pod)[2]
+
+
+def pod_restarts(pod: dict) -> int:
+    """``RESTARTS`` of a Pod: the sum of its containers' restartCount."""
+    return sum(int(c.get("restartCount") or 0) for c in (pod.get("status") or {}).get("containerStatuses") or [])
+
+
+def created_age(obj: dict) -> str:
+    """``AGE``: the age of ``metadata.creationTimestamp``."""
+    return age((obj.get("metadata") or {}).get("creationTimestamp"))
+
+
+def data_count(obj: dict) -> int:
+    """``DATA`` of a Secret or ConfigMap: its number of keys."""
+    return _data_count(obj)
+
+
+def service_ports(svc: dict) -> str:
+    """``PORT(S)`` of a Service: ``port[:nodePort]/protocol``, comma-separated, or ``<none>``."""
+    ports = [f"{p.get('port')}{':' + str(p['nodePort']) if p.get('nodePort') else ''}/{p.get('protocol') or 'TCP'}"
+             for p in (svc.get("spec") or {}).get("ports") or [] if isinstance(p, dict)]
+    return ",".join(ports) or "<none>"
+
+
+def service_selector(svc: dict) -> str:
+    """``SELECTOR`` of a Service (``-o wide``): ``k=v`` pairs, or ``<none>``."""
+    sel = (svc.get("spec") or {}).get("selector") or {}
+    return ",".join(f"{k}={v}" for k, v in sorted(sel.items())) or "<none>"
+
+
+def event_object(ev: dict) -> str:
+    """``OBJECT`` of an Event: ``kind/name`` of the involved object, kind lower-cased."""
+    io = ev.get("involvedObject") or {}
+    return f"{io.get('kind', '').lower()}/{io.get('name', '')}"
+
+
+def event_last_seen(ev: dict) -> str:
+    """``LAST SEEN`` of an Event: the age of lastTimestamp, ``(xN)`` when it repeated."""
+    return event_row(ev)[0]

@@ -1,10 +1,11 @@
-"""Runners: how :func:`localflow.api.run` runs each kind, adapting a controller to a :class:`~localflow.api.Run`.
+"""Runners: how :func:`localflow.api.run` runs each kind, adapting a controller to a :class:`~localflow.runtime.Run`.
 
 This is the API layer (it may import controllers; controllers never import it). Each runner takes
-``(docs, runtime, **options)`` and returns a ``Run``; ``register_runner`` adds them to
-:data:`localflow.api.RUNNERS`. Training jobs are recorded in the metadata store by
-:mod:`localflow.training.records` (run, one execution per replica Pod, model files as artifacts).
-Adding a Kubeflow kind: its spec model, its controller module, a runner here, and a scenario.
+``(docs, runtime, **options)`` and returns a ``Run``; the kind table (:mod:`localflow.kinds`, field
+``runner``) says which runner runs which kind, and :mod:`localflow.api` reaches them through it
+(this module imports :mod:`localflow.runtime`, never :mod:`localflow.api`). Training jobs are
+recorded in the metadata store by :mod:`localflow.training.records` (run, one execution per replica
+Pod, model files as artifacts). Adding a kind: see :mod:`localflow.kinds`.
 """
 from __future__ import annotations
 
@@ -12,13 +13,14 @@ import copy
 import shlex
 import time
 
-from localflow.api import Run, Runtime, register_runner
+from localflow import kinds as kind_table
 from localflow.controllers.sideobjects import RUN_ID_LABEL, SIDE_KINDS, create_side_objects
 from localflow import dbconn
 from localflow.errors import AlreadyExists, LocalflowError, SpecError, Unschedulable
 from localflow.faults import SchedulerFault, critical, is_disk_full, run_fault_message, take_pending, with_space_note
 from localflow.training.kinds import KINDS
 from localflow.training.records import TrainingRunRecorder, job_outcome
+from localflow.runtime import Run, Runtime
 from localflow.volumes import validate_documents
 
 
@@ -67,7 +69,19 @@ def run_pipeline(docs: list[dict], rt: Runtime, *, params=None, cache=True, name
                pods=rt.store.list("Pod", namespace, label_selector={"localflow.dev/run-id": ctl.run_id}))
 
 
-register_runner("PipelineSpec", run_pipeline)
+def abandon_pipeline_run(store, run: dict, reason: str) -> None:
+    """``localflow gc``'s end of a pipeline whose process died: its Run object (if any) FAILED with
+    ``reason`` (the kind table's ``abandon`` hook of Run; Pods and executions are ended by gc)."""
+    from localflow.errors import NotFound
+
+    ns = run.get("namespace") or "default"
+    try:
+        obj = store.get("Run", run["name"], ns)
+    except NotFound:
+        return
+    status = dict(obj.get("status") or {})
+    status.update({"state": "FAILED", "error": {"message": reason}})
+    store.update_status("Run", run["name"], status, ns)
 
 
 # ---------------------------------------------------------------- training jobs
@@ -349,8 +363,6 @@ def run_trainjob(docs: list[dict], rt: Runtime, *, namespace: str = "default", o
 
 # ---------------------------------------------------------------- files that start with something else
 
-_TRAINING_RUNNERS = {**{k: run_training_job for k in KINDS}, "TrainJob": run_trainjob}
-
 
 def _refusal(docs: list[dict], source) -> SpecError:
     """Why a file with no job in it cannot run, as precisely as its documents allow."""
@@ -376,21 +388,20 @@ def _refusal(docs: list[dict], source) -> SpecError:
         return SpecError(where, "holds training runtimes but no TrainJob to run on them",
                          fix="add a TrainJob whose spec.runtimeRef names the runtime, in the same file")
     return SpecError(f"{where}: kind", f"holds no job localflow can run (kinds: {', '.join(map(str, kinds))})",
-                     fix=f"runnable kinds: {', '.join(sorted(_TRAINING_RUNNERS))}, PipelineSpec")
+                     fix=f"runnable kinds: {runnable_kinds()}")
+
+
+def runnable_kinds() -> str:
+    """The kinds ``localflow run`` runs, for fixes: ``MPIJob, ..., TrainJob, a compiled pipeline``."""
+    return ", ".join(sorted(k.kind for k in kind_table.runnable(jobs_only=True))) + ", a compiled pipeline (PipelineSpec)"
 
 
 def run_bundle(docs: list[dict], rt: Runtime, **options) -> Run:
     """A file whose first document is not a job (runtimes, ConfigMaps, Secrets, PVCs, Services, Pods):
     run the first training job in it as ``kubectl apply -f`` would end up doing, or refuse with the reason
     (:class:`SpecError`: e.g. an etcd server for elastic PyTorch, a lone PersistentVolumeClaim)."""
+    jobs = {k.kind: k for k in kind_table.runnable(jobs_only=True)}
     for d in docs:
-        if isinstance(d, dict) and d.get("kind") in _TRAINING_RUNNERS:
-            return _TRAINING_RUNNERS[d["kind"]](docs, rt, **options)
+        if isinstance(d, dict) and d.get("kind") in jobs:
+            return jobs[d["kind"]].hook("runner")(docs, rt, **options)
     raise _refusal(docs, options.get("source"))
-
-
-for _kind, _fn in _TRAINING_RUNNERS.items():
-    register_runner(_kind, _fn)
-for _kind in (*SIDE_KINDS, "TrainingRuntime", "ClusterTrainingRuntime", "PersistentVolumeClaim", "PersistentVolume",
-              "Service", "Pod"):
-    register_runner(_kind, run_bundle)

@@ -1,6 +1,7 @@
 """The fake object store behaves like the Kubernetes API server where controllers can tell."""
 from __future__ import annotations
 
+import copy
 import json
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 
 from localflow.clock import FakeClock
 from localflow.errors import AlreadyExists, Conflict, NotFound, SpecError
+from localflow.training.runtimes import BUILTIN_RUNTIMES
 from localflow.fakes import (
     ObjectStore,
     Requirement,
@@ -57,7 +59,10 @@ def pod(name, labels=None, owners=(), namespace=None, **spec):
 
 
 def job(name):
-    return {"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob", "metadata": {"name": name}, "spec": {"pytorchReplicaSpecs": {}}}
+    """A valid PyTorchJob (the store admits only what the training operator's webhook would)."""
+    worker = {"replicas": 1, "template": {"spec": {"containers": [{"name": "pytorch", "image": "python"}]}}}
+    return {"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob", "metadata": {"name": name},
+            "spec": {"pytorchReplicaSpecs": {"Worker": worker}}}
 
 
 def wait_for(predicate, timeout=10.0):
@@ -155,7 +160,8 @@ def test_get_missing_names_kind_namespace_and_cli_hint(store):
 
 def test_cluster_scoped_kinds_have_no_namespace(store):
     rt = store.create({"apiVersion": "trainer.kubeflow.org/v1alpha1", "kind": "ClusterTrainingRuntime",
-                       "metadata": {"name": "torch", "namespace": "ignored"}})
+                       "metadata": {"name": "torch", "namespace": "ignored"},
+                       "spec": copy.deepcopy(BUILTIN_RUNTIMES["torch-distributed"]["spec"])})
     assert "namespace" not in rt["metadata"]
     assert store.get("clustertrainingruntimes", "torch", namespace="anything") == rt
     assert [o["metadata"]["name"] for o in store.list("ClusterTrainingRuntime", namespace="x")] == ["torch"]
@@ -623,7 +629,7 @@ def test_objects_survive_reopening(db_path):
     with ObjectStore(db_path) as s:
         s.create(job("j"))
     with ObjectStore(db_path) as s:
-        assert s.get("pytorchjob", "j")["spec"] == {"pytorchReplicaSpecs": {}}
+        assert s.get("pytorchjob", "j")["spec"]["pytorchReplicaSpecs"]["Worker"]["replicas"] == 1
         assert s.create(pod("p"))["metadata"]["resourceVersion"] == "2"
 
 

@@ -51,7 +51,6 @@ def test_detect_kind_recognises_pipelines_jobs_and_kubernetes_objects():
     assert detect_kind({"pipelineInfo": {"name": "p"}, "root": {}}) == "PipelineSpec"
     assert detect_kind({"displayName": "run", "pipelineSpec": {"pipelineInfo": {"name": "p"}, "root": {}}}) == "PipelineSpec"
     assert detect_kind({"apiVersion": "kubeflow.org/v1", "kind": "TFJob"}) == "TFJob"
-    assert detect_kind({"apiVersion": "kubeflow.org/v2beta1", "kind": "MPIJob"}) == "MPIJob"
     assert detect_kind({"apiVersion": "example.com/v1", "kind": "Widget"}) == "Widget"
 
 
@@ -61,6 +60,9 @@ def test_detect_kind_recognises_pipelines_jobs_and_kubernetes_objects():
         ({"apiVersion": "kubeflow.org/v2", "kind": "PyTorchJob"}, "PyTorchJob.apiVersion",
          "expected kubeflow.org/v1 (got kubeflow.org/v2)"),
         ({"kind": "TFJob"}, "TFJob.apiVersion", "is missing"),
+        # the MPI Operator's MPIJob: loading it used to succeed and running it failed; refused at load, with the fix
+        ({"apiVersion": "kubeflow.org/v2beta1", "kind": "MPIJob"}, "MPIJob.apiVersion",
+         "kubeflow.org/v2beta1 is the MPI Operator's MPIJob, which localflow does not run"),
         ({"spec": {}}, "document", "is neither a compiled KFP pipeline (pipelineInfo + root) nor a Kubernetes object"),
         ({"pipelineInfo": {"name": "p"}}, "document", "is neither"),
     ],

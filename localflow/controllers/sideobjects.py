@@ -5,7 +5,9 @@ these before the job so that ``configMap``/``secret`` volumes and ``valueFrom`` 
 scheduler starts the Pods (kubernetes/kubernetes ``pkg/kubelet/kubelet_pods.go`` reads them at start).
 Their shapes are checked first as the API server checks them (``pkg/apis/core/validation``
 ``ValidateConfigMap``, ``ValidateSecret``): a name, data keys that are valid file names (a
-volume without ``items`` writes one file per key), string values.
+volume without ``items`` writes one file per key), string values. The store runs the same check
+on every write (the kind table registers it as admission, :mod:`localflow.kinds`), and encodes a
+Secret's ``stringData`` into ``data`` there.
 """
 from __future__ import annotations
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from localflow import kinds
 from localflow.errors import SpecError
 from localflow.specs import formats
 from localflow.validation import MAX_DEPTH, check_tree
@@ -25,7 +26,7 @@ from localflow.validation import MAX_DEPTH, check_tree
 # libyaml's loader when PyYAML was built with it: same safe semantics, ~10x faster on compiled IR
 _BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
-__all__ = ["load_documents", "detect_kind", "unwrap_pipeline_job", "KNOWN_API_VERSIONS", "PIPELINE_SPEC",
+__all__ = ["load_documents", "detect_kind", "unwrap_pipeline_job", "PIPELINE_SPEC",
            "MAX_DOCUMENT_BYTES", "MAX_EXPANDED_NODES"]
 
 #: Largest spec file accepted (a compiled pipeline of hundreds of tasks is a few MB).
@@ -103,30 +104,7 @@ def _check_events(text: str, name: str) -> None:
             anchors.clear()  # anchors do not cross documents
 
 #: The kind name :func:`detect_kind` returns for a compiled KFP pipeline (or a PipelineJob).
-PIPELINE_SPEC = "PipelineSpec"
-
-#: kind -> accepted apiVersions for Kubernetes-style documents (Kubeflow CRDs). Kinds not listed
-#: are returned as written; the caller decides whether it supports them.
-KNOWN_API_VERSIONS: dict[str, tuple[str, ...]] = {
-    "TFJob": ("kubeflow.org/v1",),
-    "PyTorchJob": ("kubeflow.org/v1",),
-    "XGBoostJob": ("kubeflow.org/v1",),
-    "MXJob": ("kubeflow.org/v1",),
-    "PaddleJob": ("kubeflow.org/v1",),
-    "JAXJob": ("kubeflow.org/v1",),
-    "MPIJob": ("kubeflow.org/v1", "kubeflow.org/v2beta1"),
-    "TrainJob": ("trainer.kubeflow.org/v1alpha1",),
-    "TrainingRuntime": ("trainer.kubeflow.org/v1alpha1",),
-    "ClusterTrainingRuntime": ("trainer.kubeflow.org/v1alpha1",),
-    "Experiment": ("kubeflow.org/v1beta1",),
-    "Trial": ("kubeflow.org/v1beta1",),
-    "Suggestion": ("kubeflow.org/v1beta1",),
-    "InferenceService": ("serving.kserve.io/v1beta1",),
-    "ServingRuntime": ("serving.kserve.io/v1alpha1",),
-    "ClusterServingRuntime": ("serving.kserve.io/v1alpha1",),
-    "InferenceGraph": ("serving.kserve.io/v1alpha1",),
-}
-
+PIPELINE_SPEC = kinds.PIPELINE_SPEC
 
 def load_documents(source: str | os.PathLike, *, text: str | None = None) -> list[dict]:
     """Parse every YAML document of ``source`` (or of ``text`` when given; ``source`` then only
@@ -210,8 +188,11 @@ def detect_kind(doc: dict[str, Any], path: str = "") -> str:
 
     ``"PipelineSpec"`` for a compiled KFP pipeline (has ``pipelineInfo`` and ``root``) or a
     PipelineJob wrapping one in ``pipelineSpec``; otherwise ``doc["kind"]``, after checking its
-    ``apiVersion`` for the kinds in :data:`KNOWN_API_VERSIONS`. Raises SpecError at ``path``
-    when the document is neither, or when the apiVersion is missing or wrong.
+    ``apiVersion`` against the kind table (:func:`localflow.kinds.check_api_version`: one version
+    per kind; a version localflow knows and does not run, e.g. the MPI Operator's
+    ``kubeflow.org/v2beta1`` MPIJob, is refused with the fix). Kinds not in the table come back as
+    written; the caller decides. Raises SpecError at ``path`` when the document is neither, or when
+    the apiVersion is missing or wrong.
     """
     spec, _ = unwrap_pipeline_job(doc)
     if isinstance(spec, dict) and "pipelineInfo" in spec and "root" in spec:
@@ -225,19 +206,14 @@ def detect_kind(doc: dict[str, Any], path: str = "") -> str:
             fix="pass the YAML written by kfp.compiler.Compiler().compile(...) or a TFJob/PyTorchJob/... manifest",
         )
     api = doc.get("apiVersion")
-    allowed = KNOWN_API_VERSIONS.get(kind)
+    allowed = kinds.accepted_api_versions(kind)
     if not api:
         raise SpecError(
             f"{prefix}{kind}.apiVersion",
             "is missing",
             fix=f"set apiVersion: {allowed[0]}" if allowed else "set the apiVersion of the resource",
         )
-    if allowed and api not in allowed:
-        raise SpecError(
-            f"{prefix}{kind}.apiVersion",
-            f"expected {' or '.join(allowed)} (got {api})",
-            fix=f"set apiVersion: {allowed[-1] if len(allowed) > 1 else allowed[0]}",
-        )
+    kinds.check_api_version(kind, str(api), f"{prefix}{kind}.")
     for key in ("metadata", "spec"):
         if key in doc and not isinstance(doc[key], dict):
             raise SpecError(f"{prefix}{kind}.{key}", f"must be a mapping (got {type(doc[key]).__name__} {str(doc[key])[:40]!r})",

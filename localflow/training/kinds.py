@@ -3,7 +3,9 @@
 One :class:`TrainingKind` per ``kubeflow.org/v1`` kind, read from kubeflow/training-operator
 ``release-1.9`` ``pkg/apis/kubeflow.org/v1/*_types.go`` and ``*_defaults.go`` (the table in
 section 1 of the training reference). Nothing here does anything; the defaulter, validator, env
-injection and controller all read this table, so adding a kind is adding a row.
+injection and controller all read this table. What every kind has (names, scope, printer
+columns, admission, runner) is in the kind table :mod:`localflow.kinds`; this one holds only the
+training operator's per-kind data, so adding a v1 kind is a row here plus an entry there.
 """
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ CLEAN_POD_POLICIES = ("All", "Running", "None")
 class TrainingKind:
     """One v1 training kind.
 
-    - ``kind``: ``PyTorchJob``; ``plural``: ``pytorchjobs``; ``replica_specs_field``: the spec key
+    - ``kind``: ``PyTorchJob``; ``replica_specs_field``: the spec key
       holding the replica map (``pytorchReplicaSpecs``).
     - ``replica_types``: canonical replica type names, in the order the operator iterates them.
     - ``container`` / ``port_name`` / ``port``: the default container and its named port.
@@ -45,7 +47,6 @@ class TrainingKind:
     """
 
     kind: str
-    plural: str
     replica_specs_field: str
     replica_types: tuple[str, ...]
     container: str
@@ -68,23 +69,23 @@ class TrainingKind:
 KINDS: dict[str, TrainingKind] = {
     k.kind: k
     for k in (
-        TrainingKind("TFJob", "tfjobs", "tfReplicaSpecs",
+        TrainingKind("TFJob", "tfReplicaSpecs",
                      ("Chief", "Evaluator", "Master", "PS", "Worker"),
                      "tensorflow", "tfjob-port", 2222, "Never",
                      ("Chief", "Master"), True, True, "tfjob-controller"),
-        TrainingKind("PyTorchJob", "pytorchjobs", "pytorchReplicaSpecs", ("Master", "Worker"),
+        TrainingKind("PyTorchJob", "pytorchReplicaSpecs", ("Master", "Worker"),
                      "pytorch", "pytorchjob-port", 23456, "OnFailure",
                      ("Master",), True, False, "pytorchjob-controller"),
-        TrainingKind("XGBoostJob", "xgboostjobs", "xgbReplicaSpecs", ("Master", "Worker"),
+        TrainingKind("XGBoostJob", "xgbReplicaSpecs", ("Master", "Worker"),
                      "xgboost", "xgboostjob-port", 9999, "Never",
                      ("Master",), False, False, "xgboostjob-controller"),
-        TrainingKind("MPIJob", "mpijobs", "mpiReplicaSpecs", ("Launcher", "Worker"),
+        TrainingKind("MPIJob", "mpiReplicaSpecs", ("Launcher", "Worker"),
                      "mpi", "mpi-port", 9999, "Never",
                      (), False, False, "mpijob-controller"),
-        TrainingKind("PaddleJob", "paddlejobs", "paddleReplicaSpecs", ("Master", "Worker"),
+        TrainingKind("PaddleJob", "paddleReplicaSpecs", ("Master", "Worker"),
                      "paddle", "master", 36543, "OnFailure",
                      ("Master",), False, False, "paddlejob-controller"),
-        TrainingKind("JAXJob", "jaxjobs", "jaxReplicaSpecs", ("Worker",),
+        TrainingKind("JAXJob", "jaxReplicaSpecs", ("Worker",),
                      "jax", "jaxjob-port", 6666, "Never",
                      (), True, False, "jaxjob-controller"),
     )
