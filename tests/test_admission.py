@@ -51,6 +51,7 @@ def lf(*args, cwd=None):
 # ---------------------------------------------------------------- direct writes are admitted
 
 
+@pytest.mark.slow  # one `localflow run` subprocess
 def test_invalid_tfjob_written_into_the_store_gets_the_error_localflow_run_gives(store, tmp_path):
     bad = tfjob(container="tf")  # the TFJob webhook wants a container named tensorflow
     with pytest.raises(SpecError) as direct:
@@ -229,6 +230,7 @@ def test_every_corpus_training_job_the_loader_accepts_is_admitted_by_the_store(s
     assert admitted >= 20
 
 
+@pytest.mark.slow  # three `localflow get` subprocesses
 def test_get_prints_the_crds_columns(tmp_path):
     ws = tmp_path / "ws"
     ws.mkdir()
