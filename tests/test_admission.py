@@ -249,3 +249,39 @@ def test_get_prints_the_crds_columns(tmp_path):
     svc = lf("get", "svc", "-o", "wide", "--workspace", ws).stdout.splitlines()
     assert svc[0].split() == ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE", "SELECTOR"]
     assert svc[1].split()[:5] == ["svc", "ClusterIP", "10.0.0.1", "<none>", "80/TCP"] and svc[1].split()[-1] == "app=a"
+
+
+def test_finished_predicates_read_each_kinds_terminal_status():
+    def cond(*pairs):
+        return {"status": {"conditions": [{"type": t, "status": s, "message": f"{t} msg"} for t, s in pairs]}}
+
+    tf, tj = kinds.entry("tfjobs"), kinds.entry("trainjobs")
+    assert tf.finished(cond(("Created", "True"), ("Running", "True"))) is None
+    assert tf.finished(cond(("Created", "True"), ("Running", "False"), ("Succeeded", "True"))) == ("SUCCEEDED", "Succeeded msg")
+    assert tf.finished(cond(("Running", "False"), ("Failed", "True"))) == ("FAILED", "Failed msg")
+    assert tj.finished(cond(("Complete", "True"))) == ("SUCCEEDED", "Complete msg")
+    assert tj.finished(cond(("Succeeded", "True"))) is None  # a TrainJob completes, as JobSet does
+    run = kinds.entry("pipelineruns")
+    assert run.finished({"status": {"state": "RUNNING"}}) is None
+    assert run.finished({"status": {"state": "FAILED", "error": {"message": "boom"}}}) == ("FAILED", "boom")
+    pod = kinds.entry("po")
+    assert pod.finished({"status": {"phase": "Running"}}) is None
+    assert pod.finished({"status": {"phase": "Failed", "reason": "OOMKilled"}}) == ("FAILED", "OOMKilled")
+    assert kinds.entry("secrets").finished is None
+
+
+@pytest.mark.parametrize("path, want", [
+    (".status.conditions[-1:].type", ["Running"]),
+    (".status.conditions[?(@.type=='Ready')].status", ["False"]),
+    (".status.traffic[?(@.latestRevision==true)].percent", [90]),
+    (".spec.containers[*].name", ["a", "b"]),
+    (".spec.containers[0].name", ["a"]),
+    (".spec.missing.deeper", []),
+])
+def test_printer_column_jsonpath_subset(path, want):
+    from localflow.render import jsonpath
+
+    obj = {"spec": {"containers": [{"name": "a"}, {"name": "b"}]},
+           "status": {"conditions": [{"type": "Ready", "status": "False"}, {"type": "Running", "status": "True"}],
+                      "traffic": [{"latestRevision": False, "percent": 10}, {"latestRevision": True, "percent": 90}]}}
+    assert jsonpath(obj, path) == want
