@@ -31,6 +31,7 @@ import itertools
 import json
 import os
 import re
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -56,6 +57,8 @@ RUN_API_VERSION = "pipelines.kubeflow.org/v2beta1"
 TERMINAL = frozenset({"SUCCEEDED", "SKIPPED", "FAILED", "CANCELED"})
 RUN_ID_LABEL = "pipeline/runid"
 LF_RUN_LABEL = "localflow.dev/run-id"
+#: Least seconds between two writes of a running Run's status summary (its task changes are batched).
+STATUS_INTERVAL_S = 0.3
 _MLMD_STATE = {"SUCCEEDED": "COMPLETE", "FAILED": "FAILED", "CANCELED": "CANCELED", "SKIPPED": "COMPLETE"}
 
 
@@ -218,6 +221,8 @@ class PipelineRunController:
         self.run_object: dict | None = None
         self._nodes: list[_Node] = []  # every DAG instance, for their executions' end on cancel/fault
         self._recorded = False  # the run is in the metadata (a fault from here on is recorded)
+        self._status_dirty = False  # task states changed since the Run status was last written
+        self._status_due = 0.0  # time.monotonic() from which the next batched status may be written
 
     # ------------------------------------------------------------------ public
     def run(self) -> str:
@@ -268,9 +273,14 @@ class PipelineRunController:
                 timeout = None
                 if self._timers:
                     timeout = max(0.0, self._timers[0][0] - self.clock.monotonic())
+                due = self._status_wait()
+                if due is not None:
+                    timeout = due if timeout is None else min(timeout, due)
                 ev = watch.get(timeout=timeout if timeout is not None else 1.0)
                 if ev is not None:
                     self._on_pod_event(ev)
+                if self._status_dirty and time.monotonic() >= self._status_due:
+                    self._write_run_status()
                 self._fire_timers()
                 self.scheduler.raise_fault(self._pods)  # a Pod whose end could not be written
         except KeyboardInterrupt:
@@ -985,25 +995,42 @@ class PipelineRunController:
         self._set_state(t, "FAILED", error=message)
 
     def _notify(self, rec: TaskRecord) -> None:
-        self._write_run_status()
+        self._status_dirty = True
+        if time.monotonic() >= self._status_due:
+            self._write_run_status()
         if self.on_task is not None:
             self.on_task(rec)
 
+    def _status_wait(self) -> float | None:
+        """Seconds until the batched Run status is due (None: nothing to write)."""
+        return max(0.0, self._status_due - time.monotonic()) if self._status_dirty else None
+
     def _write_run_status(self) -> None:
+        """Write the Run object's status: while the run goes on a small summary (state and a count of
+        tasks per state), written at most every :data:`STATUS_INTERVAL_S` (the task states live in
+        the task Pods and executions; rewriting every task on every change cost O(N²) for N
+        tasks); once the run has ended, the KFP ``runDetails.taskDetails`` list of every task."""
         if self.run_object is None:
             return
-        status = {"state": self.state, "runId": self.run_id, "createdAt": self.create_time,
-                  "runDetails": {"taskDetails": [
-                      {"taskId": r.name, "displayName": r.display_name, "state": r.state,
-                       **({"cached": True} if r.cached else {}), **({"podName": r.pod} if r.pod else {}),
-                       **({"error": {"message": r.error}} if r.error and r.state in ("FAILED", "SKIPPED") else {}),
-                       **({"startTime": r.started_at} if r.started_at else {}),
-                       **({"endTime": r.finished_at} if r.finished_at else {})}
-                      for r in self.tasks.values()]}}
+        self._status_dirty = False
+        self._status_due = time.monotonic() + STATUS_INTERVAL_S
+        status = {"state": self.state, "runId": self.run_id, "createdAt": self.create_time}
         if self.state in TERMINAL:
+            status["runDetails"] = {"taskDetails": [
+                {"taskId": r.name, "displayName": r.display_name, "state": r.state,
+                 **({"cached": True} if r.cached else {}), **({"podName": r.pod} if r.pod else {}),
+                 **({"error": {"message": r.error}} if r.error and r.state in ("FAILED", "SKIPPED") else {}),
+                 **({"startTime": r.started_at} if r.started_at else {}),
+                 **({"endTime": r.finished_at} if r.finished_at else {})}
+                for r in self.tasks.values()]}
             status["finishedAt"] = self.clock.rfc3339()
             if self.error:
                 status["error"] = {"message": self.error}
+        else:
+            counts: dict[str, int] = {}
+            for r in self.tasks.values():
+                counts[r.state] = counts.get(r.state, 0) + 1
+            status["taskCounts"] = dict(sorted(counts.items()))
         self.store.update_status("Run", self.run_name, status, self.namespace)
 
     def _cancel(self, message: str) -> None:
