@@ -55,6 +55,38 @@ def run_pipeline(docs: list[dict], rt: Runtime, *, params=None, cache=True, name
                                 workspace=rt.workspace, clock=rt.clock, cache=cache, namespace=namespace,
                                 run_name=run_name, spec_path=source, on_task=on_task, packages=packages,
                                 storage=rt.config.storage)
+    return _drive_pipeline(rt, ctl, namespace)
+
+
+def resume_pipeline_run(rt: Runtime, run_object: dict, *, on_task=None, install=None) -> Run:
+    """Continue the unfinished pipeline Run ``run_object`` (a ``Run`` from ``rt.store``) whose
+    ``localflow`` process died (killed, crashed): the entry point ``localflow serve`` uses to
+    adopt the Runs a dead process left. Returns the finished :class:`Run`, as :func:`run_pipeline`.
+
+    Its DAG progress is recomputed from the workspace (:mod:`localflow.controllers.pipelineresume`):
+    completed and cached tasks are not executed again and their outputs are reused; tasks that were
+    running when the process died (their Pods are marked Failed, reason ``Orphaned``) run again as
+    a new attempt; the run ends with the outputs an uninterrupted run gives. ``on_task`` is called
+    for every task, restored ones included. Raises :class:`LocalflowError` when the run already
+    ended, when its owning process is still alive, or when it has no saved pipeline.
+    """
+    import dataclasses
+
+    from localflow.controllers.pipelineresume import resume_controller
+    from localflow.pipelines.packages import PackageInstaller
+
+    settings = rt.config.packages
+    if install is not None:
+        settings = dataclasses.replace(settings, install=bool(install))
+    packages = PackageInstaller(settings, str(rt.workspace.root / "venvs"))
+    ctl = resume_controller(run_object, store=rt.store, scheduler=rt.scheduler, metadata=rt.metadata,
+                            workspace=rt.workspace, clock=rt.clock, on_task=on_task, packages=packages,
+                            storage=rt.config.storage)
+    return _drive_pipeline(rt, ctl, ctl.namespace)
+
+
+def _drive_pipeline(rt: Runtime, ctl, namespace: str) -> Run:
+    """Run the controller ``ctl`` to its end and wrap what it leaves in a :class:`Run`."""
     try:
         ctl.run()
     finally:

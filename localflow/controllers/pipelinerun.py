@@ -49,6 +49,7 @@ from localflow.pipelines.values import resolve_input_definitions
 from localflow.safepath import safe_join
 from localflow.specs.pipeline import PipelineDocument
 from localflow.controllers.pipelineinputs import InputsMixin
+from localflow.controllers.pipelineresume import PriorRun, save_pipeline
 from localflow.controllers.pipelinetasks import ExecutorTasksMixin
 from localflow.pipelines.dagstate import LF_RUN_LABEL, MLMD_STATE, RUN_API_VERSION, RUN_ID_LABEL, TERMINAL, DagNode, DagTask, TaskRecord
 
@@ -122,6 +123,8 @@ class PipelineRunController(InputsMixin, ExecutorTasksMixin):
         self.run_object: dict | None = None
         self._nodes: list[DagNode] = []  # every DAG instance, for their executions' end on cancel/fault
         self._recorded = False  # the run is in the metadata (a fault from here on is recorded)
+        self.resume_from: dict | None = None  # the Run object of a resumed run (pipelineresume.resume_controller)
+        self._prior: PriorRun | None = None  # its earlier executions, read when the resumed run starts
         self._status_dirty = False  # task states changed since the Run status was last written
         self._status_due = 0.0  # time.monotonic() from which the next batched status may be written
 
@@ -141,21 +144,29 @@ class PipelineRunController(InputsMixin, ExecutorTasksMixin):
         watch = None
         try:
             with critical():
-                # the object first: a name that is taken or invalid is refused before anything is recorded
-                self.run_object = self.store.create({
-                    "apiVersion": RUN_API_VERSION, "kind": "Run",
-                    "metadata": {"name": self.run_name, "namespace": self.namespace,
-                                 "labels": {RUN_ID_LABEL: self.run_id, LF_RUN_LABEL: self.run_id,
-                                            "pipelines.kubeflow.org/pipeline": _k8s_name(self.pipeline_name, 63)},
-                                 "annotations": owner_annotations()},
-                    "spec": {"displayName": self.run_name, "pipelineName": self.pipeline_name,
-                             "runtimeConfig": {"parameters": self.params, "pipelineRoot": self.run_root},
-                             "specPath": self.spec_path},
-                    "status": {"state": "PENDING", "runId": self.run_id, "createdAt": self.create_time}})
-                md.create_run(self.run_id, self.run_name, "PipelineRun", pipeline_name=self.pipeline_name,
-                              spec_path=self.spec_path, parameters=self.params, executor=self.scheduler.executor.name,
-                              namespace=self.namespace)
-                self._recorded = True
+                if self.resume_from is None:
+                    # the object first: a name that is taken or invalid is refused before anything is recorded
+                    self.run_object = self.store.create({
+                        "apiVersion": RUN_API_VERSION, "kind": "Run",
+                        "metadata": {"name": self.run_name, "namespace": self.namespace,
+                                     "labels": {RUN_ID_LABEL: self.run_id, LF_RUN_LABEL: self.run_id,
+                                                "pipelines.kubeflow.org/pipeline": _k8s_name(self.pipeline_name, 63)},
+                                     "annotations": owner_annotations()},
+                        "spec": {"displayName": self.run_name, "pipelineName": self.pipeline_name,
+                                 "runtimeConfig": {"parameters": self.params, "pipelineRoot": self.run_root},
+                                 "specPath": self.spec_path},
+                        "status": {"state": "PENDING", "runId": self.run_id, "createdAt": self.create_time}})
+                    md.create_run(self.run_id, self.run_name, "PipelineRun", pipeline_name=self.pipeline_name,
+                                  spec_path=self.spec_path, parameters=self.params, executor=self.scheduler.executor.name,
+                                  namespace=self.namespace)
+                    self._recorded = True
+                    save_pipeline(self.workspace, self.run_id, self.doc, cache=self.cache)
+                else:  # a resumed run: its object and records exist; this process drives it from now on
+                    meta = self.resume_from["metadata"]
+                    self.run_object = self.store.patch("Run", self.run_name, {"metadata": {
+                        "annotations": {**(meta.get("annotations") or {}), **owner_annotations()}}}, self.namespace)
+                    self._recorded = True
+                    self._prior = PriorRun.load(md, self.store, self.run_id, self.namespace)
                 self.pipeline_ctx = md.put_context("system.Pipeline", self.pipeline_name)
                 self.run_ctx = md.put_context("system.PipelineRun", self.run_name, {"run_id": self.run_id})
                 self.state = "RUNNING"
@@ -163,10 +174,12 @@ class PipelineRunController(InputsMixin, ExecutorTasksMixin):
                 self._write_run_status()
                 watch = self.store.watch(kind="Pod", namespace=self.namespace,
                                          label_selector={LF_RUN_LABEL: self.run_id})
-                root_exec = md.create_execution(self.run_id, "system.DAGExecution", self.pipeline_name,
-                                                state="RUNNING", inputs={"parameters": self.params})
-                md.associate(self.run_ctx, root_exec)
-                md.update_execution(root_exec, started=True)
+                root_exec = self._prior.dags.get("") if self._prior is not None else None
+                if root_exec is None:
+                    root_exec = md.create_execution(self.run_id, "system.DAGExecution", self.pipeline_name,
+                                                    state="RUNNING", inputs={"parameters": self.params})
+                    md.associate(self.run_ctx, root_exec)
+                    md.update_execution(root_exec, started=True)
                 self.root = DagNode("root", self.spec.get("root") or {}, dict(self.params), {}, "", None, root_exec)
                 self._nodes.append(self.root)
             self._advance(self.root)
@@ -267,6 +280,8 @@ class PipelineRunController(InputsMixin, ExecutorTasksMixin):
                 self._set_state(t, "RUNNING")
                 t.child = self._new_node(comp_name, comp, t.params, t.artifacts, t.path, t, t.dirs)
                 self._advance(t.child)
+            elif self._prior is not None and self._prior.restore(self, t):
+                return  # a resumed run: an earlier controller decided this task
             else:
                 label = comp.get("executorLabel")
                 executor = self.executors.get(label) or {}
@@ -314,10 +329,13 @@ class PipelineRunController(InputsMixin, ExecutorTasksMixin):
                 self._record_skipped_dag(sub, rec.name, error)
 
     def _new_node(self, comp_name, comp, params, artifacts, prefix, owner, dirs=()) -> DagNode:
-        exec_id = self.metadata.create_execution(self.run_id, "system.DAGExecution", prefix, state="RUNNING",
-                                                 inputs={"parameters": params}, parent_id=owner.node.execution_id if owner else None)
-        self.metadata.associate(self.run_ctx, exec_id)
-        self.metadata.update_execution(exec_id, started=True)
+        exec_id = self._prior.dags.get(prefix) if self._prior is not None else None
+        if exec_id is None:
+            exec_id = self.metadata.create_execution(self.run_id, "system.DAGExecution", prefix, state="RUNNING",
+                                                     inputs={"parameters": params},
+                                                     parent_id=owner.node.execution_id if owner else None)
+            self.metadata.associate(self.run_ctx, exec_id)
+            self.metadata.update_execution(exec_id, started=True)
         node = DagNode(comp_name, comp, dict(params), dict(artifacts), prefix, owner, exec_id, tuple(dirs))
         self._nodes.append(node)
         for task in node.tasks.values():

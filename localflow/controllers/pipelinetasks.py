@@ -184,7 +184,7 @@ class ExecutorTasksMixin:
         policy = t.spec.get("retryPolicy") or {}
         max_retries = int(policy.get("maxRetryCount") or 0)
         reason = ((pod.get("status") or {}).get("reason") or "")
-        if t.attempt <= max_retries and reason != "Canceled" and self.state == "RUNNING":
+        if t.attempt - t.lost_attempts <= max_retries and reason != "Canceled" and self.state == "RUNNING":
             n = t.attempt - 1
             wait = duration(policy.get("backoffDuration"), 0.0) * float(policy.get("backoffFactor") or 2.0) ** n
             wait = min(wait, duration(policy.get("backoffMaxDuration"), 3600.0))

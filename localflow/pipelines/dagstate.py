@@ -87,6 +87,7 @@ class DagTask:
         self.params: dict = {}
         self.artifacts: dict = {}
         self.attempt = 0
+        self.lost_attempts = 0  # attempts a dead controller left unfinished (they retry for free)
         self.child: DagNode | None = None
         self.iterations: list[DagNode] = []
         self.pending_items: list[tuple[int, Any]] = []
