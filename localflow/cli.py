@@ -48,8 +48,26 @@ def handle_errors(fn):
     return wrapper
 
 
-workspace_option = click.option("--workspace", "-w", envvar="LOCALFLOW_HOME", default=None,
-                                help="Workspace directory (default ./.localflow; env LOCALFLOW_HOME).")
+def _old_workspace_flag(ctx, param, value):
+    """``-w DIR`` as the workspace (before ``-w`` became ``--watch``, as in kubectl): one line saying
+    the new spelling, exit 2."""
+    if value is not None:
+        click.echo(f"error: -w is --watch now (as in kubectl); the workspace option is -W/--workspace "
+                   f"(fix: -W {printable(value)})", err=True)
+        ctx.exit(2)
+    return value
+
+
+def workspace_option(fn):
+    """``--workspace/-W DIR``, and a hidden ``-w`` that explains the move (every command but ``get``,
+    where ``-w`` is ``--watch``)."""
+    fn = click.option("-w", "_old_workspace", hidden=True, default=None, expose_value=False, is_eager=True,
+                      callback=_old_workspace_flag)(fn)
+    return _workspace_only(fn)
+
+
+_workspace_only = click.option("--workspace", "-W", envvar="LOCALFLOW_HOME", default=None,
+                               help="Workspace directory (default ./.localflow; env LOCALFLOW_HOME).")
 namespace_option = click.option("--namespace", "-n", default="default", show_default=True, help="Namespace.")
 
 
@@ -84,9 +102,11 @@ def _parse_params(values: tuple[str, ...]) -> dict:
 @click.option("--name", default=None, help="Run name (default <pipeline>-<random>).")
 @namespace_option
 @click.option("-o", "--output", type=click.Choice(OUTPUTS), default=None, help="Print the resulting objects as a List.")
+@click.option("-d", "--detach", is_flag=True,
+              help="Hand the run to the workspace's server and return at once (starts a server if none runs).")
 @click.pass_context
 @handle_errors
-def run(ctx, spec, params, executor, workspace, config, no_cache, no_install, name, namespace, output):
+def run(ctx, spec, params, executor, workspace, config, no_cache, no_install, name, namespace, output, detach=False):
     """Run SPEC (a compiled pipeline YAML or a training job YAML) to completion.
 
     \b
@@ -100,6 +120,11 @@ def run(ctx, spec, params, executor, workspace, config, no_cache, no_install, na
     from localflow.progress import Progress
     from localflow.render import as_list, dump
 
+    from localflow import cli_serve
+
+    if detach or cli_serve.server_running(workspace):
+        return cli_serve.run_on_server(ctx, spec, params, executor, workspace, config, no_cache, no_install, name, namespace,
+                              output, detach)
     progress = Progress(enabled=output is None)
     try:
         result = api.run(spec, _parse_params(params), executor, workspace, config=config, cache=not no_cache,
@@ -135,7 +160,7 @@ def _rerun_fix(ctx, exc) -> str:
         cmd += ["-p", item]
     if _given(ctx, "executor"):
         cmd += ["--executor", p["executor"]]
-    ws = ["-w", p["workspace"]] if p["workspace"] and _given(ctx, "workspace") else []
+    ws = ["-W", p["workspace"]] if p["workspace"] and _given(ctx, "workspace") else []
     if p["config"]:
         cmd += ["--config", p["config"]]
     if p["no_cache"]:
@@ -171,9 +196,11 @@ def _open_stores(workspace):
 @click.option("--run", "run_name", default=None, help="Only what belongs to this run (name or id).")
 @namespace_option
 @click.option("-A", "--all-namespaces", is_flag=True, help="Objects of every namespace.")
-@workspace_option
+@click.option("-w", "--watch", is_flag=True, help="After listing, print every change (by any process) until Ctrl-C.")
+@click.option("--watch-only", is_flag=True, help="Print only the changes, without the list first.")
+@_workspace_only
 @handle_errors
-def get(kind, name, output, selector, run_name, namespace, all_namespaces, workspace):
+def get(kind, name, output, selector, run_name, namespace, all_namespaces, workspace, watch=False, watch_only=False):
     """List objects of KIND (pods, events, runs, pipelineruns, artifacts, executions, secrets,
     configmaps, tfjobs, pytorchjobs, ...).
 
@@ -191,6 +218,10 @@ def get(kind, name, output, selector, run_name, namespace, all_namespaces, works
     from localflow import render
     from localflow.api import kind_info
 
+    if watch or watch_only:
+        from localflow.cli_serve import get_watch
+
+        return get_watch(kind, name, output, selector, run_name, namespace, all_namespaces, workspace, watch_only)
     ws, store, md = _open_stores(workspace)
     ns = None if all_namespaces else namespace
     record = kind_table.record(kind)
@@ -402,6 +433,10 @@ def apply_cmd(filename, namespace, workspace):
     """
     from localflow.api import apply
 
+    from localflow.cli_serve import apply_runnable
+
+    if apply_runnable(filename, workspace, namespace):
+        return
     for verb, obj in apply(filename, workspace, namespace=namespace):
         click.echo(f"{obj['kind'].lower()}/{obj['metadata']['name']} {verb}")
 
@@ -497,6 +532,8 @@ def main() -> None:
     signal.signal(signal.SIGTERM, _interrupt)
     cli(prog_name="localflow")
 
+
+from localflow import cli_serve as _cli_serve  # noqa: E402,F401  (registers serve, status and wait on `cli`)
 
 if __name__ == "__main__":
     main()

@@ -56,7 +56,7 @@ def specs(tmp_path_factory):
 def done(specs, tmp_path_factory):
     """One successful run in a workspace, shared by the read-only command tests."""
     ws = tmp_path_factory.mktemp("ws")
-    p = lf("run", specs / "hello.yaml", "-p", "msg=hello-cli", "-w", ws, "-o", "json", check=0)
+    p = lf("run", specs / "hello.yaml", "-p", "msg=hello-cli", "-W", ws, "-o", "json", check=0)
     return ws, json.loads(p.stdout)
 
 
@@ -75,33 +75,33 @@ def test_run_prints_a_kubectl_list_with_the_run_and_its_pods(done):
 def test_get_runs_pods_artifacts_executions_events(done):
     ws, listing = done
     run_name = listing["items"][0]["metadata"]["name"]
-    out = lf("get", "runs", "-w", ws, check=0).stdout
+    out = lf("get", "runs", "-W", ws, check=0).stdout
     assert run_name in out and "SUCCEEDED" in out
-    pods = lf("get", "pods", "-w", ws, check=0).stdout
+    pods = lf("get", "pods", "-W", ws, check=0).stdout
     assert pods.splitlines()[0].split() == ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]
     assert "Completed" in pods
-    ex = json.loads(lf("get", "executions", "--run", run_name, "-w", ws, "-o", "json", check=0).stdout)["items"]
+    ex = json.loads(lf("get", "executions", "--run", run_name, "-W", ws, "-o", "json", check=0).stdout)["items"]
     assert {e["state"] for e in ex} == {"COMPLETE"}
-    assert "Scheduled" in lf("get", "events", "-w", ws, check=0).stdout
-    y = yaml.safe_load(lf("get", "pods", "--run", run_name, "-w", ws, "-o", "yaml", check=0).stdout)
+    assert "Scheduled" in lf("get", "events", "-W", ws, check=0).stdout
+    y = yaml.safe_load(lf("get", "pods", "--run", run_name, "-W", ws, "-o", "yaml", check=0).stdout)
     assert y["kind"] == "List" and len(y["items"]) == 1
 
 
 def test_describe_and_logs_of_the_task_pod(done):
     ws, listing = done
     pod = next(i for i in listing["items"] if i["kind"] == "Pod")["metadata"]["name"]
-    d = lf("describe", "pod", pod, "-w", ws, check=0).stdout
+    d = lf("describe", "pod", pod, "-W", ws, check=0).stdout
     assert f"Name:         {pod}" in d and "Events:" in d and "Started" in d
-    assert lf("logs", pod, "-w", ws, check=0).stdout == "hello-cli\n"
-    assert lf("logs", pod, "-f", "-w", ws, check=0).stdout == "hello-cli\n"
+    assert lf("logs", pod, "-W", ws, check=0).stdout == "hello-cli\n"
+    assert lf("logs", pod, "-f", "-W", ws, check=0).stdout == "hello-cli\n"
     run_name = listing["items"][0]["metadata"]["name"]
-    assert "SUCCEEDED" in lf("describe", "run", run_name, "-w", ws, check=0).stdout
+    assert "SUCCEEDED" in lf("describe", "run", run_name, "-W", ws, check=0).stdout
 
 
 def test_failed_run_exits_1_and_keeps_its_records(specs, tmp_path):
-    p = lf("run", specs / "fail.yaml", "-w", tmp_path, check=1)
+    p = lf("run", specs / "fail.yaml", "-W", tmp_path, check=1)
     assert "exit code 3" in p.stderr and "about to fail" in p.stderr
-    runs = json.loads(lf("get", "runs", "-w", tmp_path, "-o", "json", check=0).stdout)["items"]
+    runs = json.loads(lf("get", "runs", "-W", tmp_path, "-o", "json", check=0).stdout)["items"]
     assert runs[0]["state"] == "FAILED"
 
 
@@ -112,27 +112,27 @@ def test_failed_run_exits_1_and_keeps_its_records(specs, tmp_path):
 def test_bad_spec_exits_2_with_one_line(tmp_path, text, needle):
     f = tmp_path / "bad.yaml"
     f.write_text(text)
-    p = lf("run", f, "-w", tmp_path / "ws", check=2)
+    p = lf("run", f, "-W", tmp_path / "ws", check=2)
     assert p.stderr.startswith("error: ") and needle.lower() in p.stderr.lower()
 
 
 def test_missing_required_parameter_names_it(specs, tmp_path):
-    p = lf("run", specs / "hello.yaml", "-p", "nope=1", "-w", tmp_path, check=2)
+    p = lf("run", specs / "hello.yaml", "-p", "nope=1", "-W", tmp_path, check=2)
     assert "nope" in p.stderr and "msg" in p.stderr
-    p = lf("run", specs / "hello.yaml", "-p", "mgs=1", "-w", tmp_path, check=2)
+    p = lf("run", specs / "hello.yaml", "-p", "mgs=1", "-W", tmp_path, check=2)
     assert "did you mean 'msg'?" in p.stderr
 
 
 def test_delete_run_cascades_to_its_pods(specs, tmp_path):
-    listing = json.loads(lf("run", specs / "hello.yaml", "-w", tmp_path, "-o", "json", check=0).stdout)
+    listing = json.loads(lf("run", specs / "hello.yaml", "-W", tmp_path, "-o", "json", check=0).stdout)
     name = listing["items"][0]["metadata"]["name"]
-    lf("delete", "run", name, "-w", tmp_path, check=0)
-    assert "No resources found" in lf("get", "pods", "-w", tmp_path, check=0).stderr
-    assert name in lf("get", "runs", "-w", tmp_path, check=0).stdout  # metadata history stays
+    lf("delete", "run", name, "-W", tmp_path, check=0)
+    assert "No resources found" in lf("get", "pods", "-W", tmp_path, check=0).stderr
+    assert name in lf("get", "runs", "-W", tmp_path, check=0).stdout  # metadata history stays
 
 
 def test_get_in_an_empty_directory_says_there_is_no_workspace(tmp_path):
-    p = lf("get", "pods", "-w", tmp_path / "nothing", check=1)
+    p = lf("get", "pods", "-W", tmp_path / "nothing", check=1)
     assert "no localflow workspace" in p.stderr
 
 
@@ -172,47 +172,47 @@ def test_applied_secret_reaches_a_pipeline_task_as_env(tmp_path):
     secret = tmp_path / "secret.yaml"
     secret.write_text("apiVersion: v1\nkind: Secret\nmetadata: {name: api}\nstringData: {token: s3cr3t}\n"
                       "data: {token: czNjcjN0}\n")
-    p = lf("apply", "-f", secret, "-w", tmp_path / "ws", check=0)
+    p = lf("apply", "-f", secret, "-W", tmp_path / "ws", check=0)
     assert p.stdout.strip() == "secret/api created"
-    p = lf("apply", "-f", secret, "-w", tmp_path / "ws", check=0)  # the same file again changes nothing
+    p = lf("apply", "-f", secret, "-W", tmp_path / "ws", check=0)  # the same file again changes nothing
     assert p.stdout.strip() == "secret/api unchanged"
     secret.write_text(secret.read_text().replace("metadata: {name: api}", "metadata: {name: api, labels: {team: ml}}"))
-    p = lf("apply", "-f", secret, "-w", tmp_path / "ws", check=0)
+    p = lf("apply", "-f", secret, "-W", tmp_path / "ws", check=0)
     assert p.stdout.strip() == "secret/api configured"
-    stored = json.loads(lf("get", "secrets", "api", "-w", tmp_path / "ws", "-o", "json", check=0).stdout)
+    stored = json.loads(lf("get", "secrets", "api", "-W", tmp_path / "ws", "-o", "json", check=0).stdout)
     assert stored["data"] == {"token": "czNjcjN0"} and "stringData" not in stored
-    out = json.loads(lf("run", spec, "-w", tmp_path / "ws", "-o", "json", check=0).stdout)
+    out = json.loads(lf("run", spec, "-W", tmp_path / "ws", "-o", "json", check=0).stdout)
     assert out["items"][0]["status"]["state"] == "SUCCEEDED"
-    assert lf("run", spec, "-w", tmp_path / "ws", check=0).stdout.count("s3cr3t") == 1  # the output line
+    assert lf("run", spec, "-W", tmp_path / "ws", check=0).stdout.count("s3cr3t") == 1  # the output line
 
 
 def test_apply_refuses_a_pipeline(specs, tmp_path):
-    p = lf("apply", "-f", specs / "hello.yaml", "-w", tmp_path, check=2)
+    p = lf("apply", "-f", specs / "hello.yaml", "-W", tmp_path, check=2)
     assert "localflow run" in p.stderr
 
 
 def test_a_refused_run_name_records_nothing(specs, tmp_path):
-    lf("run", specs / "hello.yaml", "--name", "myrun", "-w", tmp_path, check=0)
-    p = lf("run", specs / "hello.yaml", "--name", "myrun", "-w", tmp_path, check=1)
+    lf("run", specs / "hello.yaml", "--name", "myrun", "-W", tmp_path, check=0)
+    p = lf("run", specs / "hello.yaml", "--name", "myrun", "-W", tmp_path, check=1)
     assert "already exists" in p.stderr
-    lf("run", specs / "hello.yaml", "--name", "My_Run", "-w", tmp_path, check=2)
-    runs = json.loads(lf("get", "runs", "-w", tmp_path, "-o", "json", check=0).stdout)["items"]
+    lf("run", specs / "hello.yaml", "--name", "My_Run", "-W", tmp_path, check=2)
+    runs = json.loads(lf("get", "runs", "-W", tmp_path, "-o", "json", check=0).stdout)["items"]
     assert [(r["name"], r["state"]) for r in runs] == [("myrun", "SUCCEEDED")]
 
 
 def test_get_refuses_label_selectors_on_metadata_and_filters_events_by_run(done):
     ws, listing = done
-    p = lf("get", "runs", "-l", "a=b", "-w", ws, check=2)
+    p = lf("get", "runs", "-l", "a=b", "-W", ws, check=2)
     assert "--run" in p.stderr
-    assert "SUCCEEDED" not in lf("get", "runs", "-n", "elsewhere", "-w", ws, check=0).stdout
+    assert "SUCCEEDED" not in lf("get", "runs", "-n", "elsewhere", "-W", ws, check=0).stdout
     run_name = listing["items"][0]["metadata"]["name"]
-    events = lf("get", "events", "--run", run_name, "-w", ws, check=0).stdout
+    events = lf("get", "events", "--run", run_name, "-W", ws, check=0).stdout
     assert "Scheduled" in events and "Started" in events
 
 
 def test_describe_artifact_by_a_non_numeric_id_is_a_clear_error(done):
     ws, _ = done
-    p = lf("describe", "artifact", "abc", "-w", ws, check=2)
+    p = lf("describe", "artifact", "abc", "-W", ws, check=2)
     assert "numeric ID" in p.stderr and "internal error" not in p.stderr
 
 
@@ -222,12 +222,12 @@ def test_describe_and_delete_run_reach_a_training_job_and_a_deleted_run(tmp_path
                "containers": [{"name": "pytorch", "image": "python:3.11", "command": [sys.executable, "-c", "pass"]}]}}}}}}
     f = tmp_path / "job.yaml"
     f.write_text(yaml.safe_dump(job))
-    lf("run", f, "-w", tmp_path / "ws", check=0)
-    d = lf("describe", "run", "tiny", "-w", tmp_path / "ws", check=0).stdout
+    lf("run", f, "-W", tmp_path / "ws", check=0)
+    d = lf("describe", "run", "tiny", "-W", tmp_path / "ws", check=0).stdout
     assert "Kind:         PyTorchJob" in d and "PyTorchJobSucceeded" in d
-    lf("delete", "run", "tiny", "-w", tmp_path / "ws", check=0)
-    assert "No resources found" in lf("get", "pytorchjobs", "-w", tmp_path / "ws", check=0).stderr
-    d = lf("describe", "run", "tiny", "-w", tmp_path / "ws", check=0).stdout
+    lf("delete", "run", "tiny", "-W", tmp_path / "ws", check=0)
+    assert "No resources found" in lf("get", "pytorchjobs", "-W", tmp_path / "ws", check=0).stderr
+    d = lf("describe", "run", "tiny", "-W", tmp_path / "ws", check=0).stdout
     assert "state: SUCCEEDED" in d and "metadata record" in d
 
 
@@ -236,19 +236,19 @@ def test_sigterm_cancels_the_run_like_ctrl_c(tmp_path):
     import time
 
     proc = subprocess.Popen([sys.executable, "-m", "localflow", "run", str(ROOT / "scenarios/pipelines/sleep_fanout.yaml"),
-                             "-p", "seconds=60", "-w", str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             "-p", "seconds=60", "-W", str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        p = lf("get", "pods", "-w", tmp_path)
+        p = lf("get", "pods", "-W", tmp_path)
         if p.returncode == 0 and p.stdout.count("Running") >= 3:
             break
         time.sleep(0.1)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "interrupted" in err
-    runs = json.loads(lf("get", "runs", "-w", tmp_path, "-o", "json", check=0).stdout)["items"]
+    runs = json.loads(lf("get", "runs", "-W", tmp_path, "-o", "json", check=0).stdout)["items"]
     assert runs[0]["state"] == "CANCELED"
-    pods = json.loads(lf("get", "pods", "-w", tmp_path, "-o", "json", check=0).stdout)["items"]
+    pods = json.loads(lf("get", "pods", "-W", tmp_path, "-o", "json", check=0).stdout)["items"]
     assert pods and all(p["status"]["phase"] == "Failed" for p in pods)
 
 
@@ -263,23 +263,23 @@ def _job_yaml(tmp_path, name, replica_key="replicas", metadata=None, command=Non
 
 
 def test_a_misspelled_replica_field_and_a_scalar_metadata_are_spec_errors(tmp_path):
-    p = lf("run", _job_yaml(tmp_path, "typo", replica_key="replica"), "-w", tmp_path / "ws", check=2)
+    p = lf("run", _job_yaml(tmp_path, "typo", replica_key="replica"), "-W", tmp_path / "ws", check=2)
     assert "pytorchReplicaSpecs.Master.replica: unknown field" in p.stderr and "replicas" in p.stderr
-    p = lf("run", _job_yaml(tmp_path, "meta", metadata="name pytorch-ddp"), "-w", tmp_path / "ws", check=2)
+    p = lf("run", _job_yaml(tmp_path, "meta", metadata="name pytorch-ddp"), "-W", tmp_path / "ws", check=2)
     assert "PyTorchJob.metadata: must be a mapping" in p.stderr
 
 
 def test_logs_of_a_container_that_never_started_say_why(tmp_path):
     f = _job_yaml(tmp_path, "nostart", command=["python3", "/opt/scenario/train.py"])
-    lf("run", f, "-w", tmp_path / "ws", check=1)
-    p = lf("logs", "nostart-master-0", "-w", tmp_path / "ws", check=1)
+    lf("run", f, "-W", tmp_path / "ws", check=1)
+    p = lf("logs", "nostart-master-0", "-W", tmp_path / "ws", check=1)
     assert "never started: ContainerCannotRun" in p.stderr and "/opt/scenario/train.py" in p.stderr
-    p = lf("logs", "nostart-master-0", "-c", "nope", "-w", tmp_path / "ws", check=1)
+    p = lf("logs", "nostart-master-0", "-c", "nope", "-W", tmp_path / "ws", check=1)
     assert "containers: pytorch" in p.stderr
 
 
 def test_a_failed_run_points_at_the_unused_localflow_yaml_beside_its_spec(tmp_path):
-    p = lf("run", ROOT / "scenarios/training/pytorchjob.yaml", "--name", "hint", "-w", tmp_path, check=1)
+    p = lf("run", ROOT / "scenarios/training/pytorchjob.yaml", "--name", "hint", "-W", tmp_path, check=1)
     assert "/opt/scenario/pytorch_ddp.py" in p.stdout
     assert "maps this spec's images and was not used; pass --config" in p.stdout
     assert "scenarios/training/localflow.yaml" in p.stdout

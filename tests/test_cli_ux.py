@@ -72,7 +72,7 @@ def tfjob(name, tries=None, replicas=1):
 def test_running_a_python_file_says_so_and_shows_both_fixes(tmp_path):
     src = tmp_path / "pipeline.py"
     src.write_text("from kfp import dsl\n\n@dsl.pipeline\ndef p():\n    pass\n")
-    p = lf("run", src, "-w", tmp_path / "ws", check=2)
+    p = lf("run", src, "-W", tmp_path / "ws", check=2)
     assert len(p.stderr.strip().splitlines()) == 1
     assert "is a Python file" in p.stderr
     assert f"kfp dsl compile --py {src} --output {tmp_path / 'pipeline.yaml'}" in p.stderr
@@ -85,18 +85,18 @@ def test_running_a_python_file_says_so_and_shows_both_fixes(tmp_path):
 
 def test_logs_are_named_by_pod_uid_and_deleting_the_run_removes_them(hello_yaml, tmp_path):
     ws = tmp_path / "ws"
-    lf("run", hello_yaml, "--name", "again", "-p", "msg=first", "-w", ws, check=0)
-    (pod,) = json.loads(lf("get", "pods", "-w", ws, "-o", "json", check=0).stdout)["items"]
+    lf("run", hello_yaml, "--name", "again", "-p", "msg=first", "-W", ws, check=0)
+    (pod,) = json.loads(lf("get", "pods", "-W", ws, "-o", "json", check=0).stdout)["items"]
     uid, name = pod["metadata"]["uid"], pod["metadata"]["name"]
     assert name.startswith("again-shout-")
     assert sorted(p.relative_to(ws / "logs").as_posix() for p in (ws / "logs").rglob("*.log")) == [f"{uid}/main/0.log"]
-    assert lf("logs", name, "-w", ws, check=0).stdout == "first\n"
-    assert lf("delete", "run", "again", "-w", ws, check=0).stdout.strip() == 'run.pipelines.kubeflow.org "again" deleted'
+    assert lf("logs", name, "-W", ws, check=0).stdout == "first\n"
+    assert lf("delete", "run", "again", "-W", ws, check=0).stdout.strip() == 'run.pipelines.kubeflow.org "again" deleted'
     assert not (ws / "logs" / uid).exists()
-    assert "not found" in lf("logs", name, "-w", ws, check=1).stderr
-    lf("run", hello_yaml, "--name", "again", "-p", "msg=second", "-w", ws, check=0)  # the same name starts clean
-    (pod2,) = json.loads(lf("get", "pods", "-w", ws, "-o", "json", check=0).stdout)["items"]
-    assert lf("logs", pod2["metadata"]["name"], "-w", ws, check=0).stdout == "second\n"
+    assert "not found" in lf("logs", name, "-W", ws, check=1).stderr
+    lf("run", hello_yaml, "--name", "again", "-p", "msg=second", "-W", ws, check=0)  # the same name starts clean
+    (pod2,) = json.loads(lf("get", "pods", "-W", ws, "-o", "json", check=0).stdout)["items"]
+    assert lf("logs", pod2["metadata"]["name"], "-W", ws, check=0).stdout == "second\n"
     assert [p.name for p in (ws / "logs").iterdir()] == [pod2["metadata"]["uid"]]
 
 
@@ -106,16 +106,16 @@ def test_logs_previous_shows_the_instance_before_a_restart_in_place(tmp_path):
     ws = tmp_path / "ws"
     r = localflow.run(tfjob("flaky", tmp_path / "tries"), workspace=ws, clock=FakeClock(), timeout=60)
     assert r.state == "SUCCEEDED", r.error
-    assert lf("logs", "flaky-worker-0", "-w", ws, check=0).stdout == "attempt 2\n"
-    assert lf("logs", "flaky-worker-0", "--previous", "-w", ws, check=0).stdout == "attempt 1\n"
-    assert lf("logs", "flaky-worker-0", "-p", "-c", "tensorflow", "-w", ws, check=0).stdout == "attempt 1\n"
+    assert lf("logs", "flaky-worker-0", "-W", ws, check=0).stdout == "attempt 2\n"
+    assert lf("logs", "flaky-worker-0", "--previous", "-W", ws, check=0).stdout == "attempt 1\n"
+    assert lf("logs", "flaky-worker-0", "-p", "-c", "tensorflow", "-W", ws, check=0).stdout == "attempt 1\n"
     assert r.logs("flaky-worker-0", previous=True) == "attempt 1\n"
     # a job deleted and run again under the same name starts with no old instances
-    lf("delete", "tfjob", "flaky", "-w", ws, check=0)
+    lf("delete", "tfjob", "flaky", "-W", ws, check=0)
     assert list((ws / "logs").iterdir()) == []
     assert localflow.run(tfjob("flaky"), workspace=ws, timeout=60).state == "SUCCEEDED"
-    assert lf("logs", "flaky-worker-0", "-w", ws, check=0).stdout == "only attempt\n"
-    p = lf("logs", "flaky-worker-0", "-p", "-w", ws, check=1)
+    assert lf("logs", "flaky-worker-0", "-W", ws, check=0).stdout == "only attempt\n"
+    p = lf("logs", "flaky-worker-0", "-p", "-W", ws, check=1)
     assert p.stderr.strip() == 'error: previous terminated container "tensorflow" in pod "flaky-worker-0" not found'
 
 
@@ -139,17 +139,17 @@ def test_already_exists_hint_keeps_every_option_and_its_command_works(tmp_path):
     cfg.write_text("images: {}\n")
     ws = tmp_path / "ws"
     # (no -p: a training job refuses parameters, see test_a_parameter_given_to_a_training_job_is_refused_not_ignored)
-    opts = ["--executor", "subprocess", "--config", cfg, "-n", "team", "-w", ws, "--no-cache"]
+    opts = ["--executor", "subprocess", "--config", cfg, "-n", "team", "-W", ws, "--no-cache"]
     lf("run", spec, *opts, check=0)
     p = lf("run", spec, *opts, check=1)
     assert 'TFJob "keep" already exists in namespace "team"' in p.stderr
     rerun, delete = re.findall(r"`([^`]+)`", p.stderr)
     words = shlex.split(rerun)
-    for opt in ("--executor", "subprocess", "--config", str(cfg), "-n", "team", "-w", str(ws), "--no-cache"):
+    for opt in ("--executor", "subprocess", "--config", str(cfg), "-n", "team", "-W", str(ws), "--no-cache"):
         assert opt in words, (opt, rerun)
     assert words[-2:] == ["--name", "keep-2"]
     assert "TFJob keep-2 SUCCEEDED" in lf(*words[1:], check=0).stdout  # the hint's command runs as shown
-    assert shlex.split(delete) == ["localflow", "delete", "tfjob", "keep", "-w", str(ws), "-n", "team"]
+    assert shlex.split(delete) == ["localflow", "delete", "tfjob", "keep", "-W", str(ws), "-n", "team"]
     lf(*shlex.split(delete)[1:], check=0)
     lf("run", spec, *opts, check=0)
 
@@ -168,7 +168,7 @@ def _progress_lines(stderr: str) -> list[tuple[str, str]]:
 
 
 def test_progress_prints_each_state_change_of_a_retried_task_once(tmp_path):
-    p = lf("run", PIPELINES / "retry.yaml", "-w", tmp_path / "ws", check=0)
+    p = lf("run", PIPELINES / "retry.yaml", "-W", tmp_path / "ws", check=0)
     lines = _progress_lines(p.stderr)
     flaky = [s for s, t in lines if t == "flaky"]
     assert flaky == ["RUNNING", "RETRYING", "RUNNING", "SUCCEEDED"], p.stderr
@@ -179,7 +179,7 @@ def test_progress_prints_each_state_change_of_a_retried_task_once(tmp_path):
 def test_progress_of_a_training_job_prints_each_replica_change_once(tmp_path):
     spec = tmp_path / "job.yaml"
     spec.write_text(yaml.safe_dump(tfjob("two", replicas=2)))
-    lines = _progress_lines(lf("run", spec, "-w", tmp_path / "ws", check=0).stderr)
+    lines = _progress_lines(lf("run", spec, "-W", tmp_path / "ws", check=0).stderr)
     # worker 0 decides a TFJob's success; worker 1 may still be starting when the job ends
     assert [s for s, t in lines if t == "two-worker-0"][-2:] == ["RUNNING", "SUCCEEDED"], lines
     for pod in ("two-worker-0", "two-worker-1"):
@@ -220,8 +220,8 @@ def test_python_api_errors_name_arguments_and_the_cli_names_flags(tmp_path):
         localflow.run(spec, config=tmp_path / "missing.yaml", workspace=tmp_path / "ws")
     assert str(err.value).startswith("config: no such file") and "--config" not in str(err.value)
     # the command line keeps its own words
-    assert lf("run", spec, "-p", f"{name}=abc", "-w", tmp_path / "ws", check=2).stderr.startswith(f"error: -p {name}: ")
-    assert lf("run", spec, "--config", tmp_path / "missing.yaml", "-w", tmp_path / "ws",
+    assert lf("run", spec, "-p", f"{name}=abc", "-W", tmp_path / "ws", check=2).stderr.startswith(f"error: -p {name}: ")
+    assert lf("run", spec, "--config", tmp_path / "missing.yaml", "-W", tmp_path / "ws",
               check=2).stderr.startswith("error: --config: no such file")
 
 
@@ -249,44 +249,44 @@ def ran(hello_yaml, tmp_path_factory):
     objects.write_text(
         "apiVersion: v1\nkind: Secret\nmetadata: {name: db}\ntype: Opaque\nstringData: {password: hunter22, user: ada}\n"
         "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\ndata: {mode: fast, level: '3'}\n")
-    lf("apply", "-f", objects, "-w", ws, check=0)
-    lf("run", hello_yaml, "--name", "shown", "-w", ws, check=0)
+    lf("apply", "-f", objects, "-W", ws, check=0)
+    lf("run", hello_yaml, "--name", "shown", "-W", ws, check=0)
     return ws
 
 
 def test_get_pipelineruns_lists_the_kind_get_runs_shows(ran):
-    runs = lf("get", "runs", "-w", ran, check=0).stdout
+    runs = lf("get", "runs", "-W", ran, check=0).stdout
     assert re.search(r"^shown\s+PipelineRun\s+SUCCEEDED", runs, re.M), runs
-    table = lf("get", "pipelineruns", "-w", ran, check=0).stdout
+    table = lf("get", "pipelineruns", "-W", ran, check=0).stdout
     assert table.splitlines()[0].split() == ["NAME", "STATE", "AGE"] and re.search(r"^shown\s+SUCCEEDED", table, re.M)
-    assert json.loads(lf("get", "pipelinerun", "shown", "-w", ran, "-o", "json", check=0).stdout)["kind"] == "Run"
-    assert "Name:         shown" in lf("describe", "pipelinerun", "shown", "-w", ran, check=0).stdout
-    assert "Name:         shown" in lf("describe", "run", "shown", "-w", ran, check=0).stdout
+    assert json.loads(lf("get", "pipelinerun", "shown", "-W", ran, "-o", "json", check=0).stdout)["kind"] == "Run"
+    assert "Name:         shown" in lf("describe", "pipelinerun", "shown", "-W", ran, check=0).stdout
+    assert "Name:         shown" in lf("describe", "run", "shown", "-W", ran, check=0).stdout
 
 
 @pytest.mark.parametrize("kind", ["runs", "pipelineruns", "executions", "artifacts", "pods", "events", "secrets"])
 @pytest.mark.parametrize("fmt", ["json", "yaml"])
 def test_get_o_json_yaml_always_prints_a_kubectl_list(ran, kind, fmt):
-    out = lf("get", kind, "-w", ran, "-o", fmt, check=0).stdout
+    out = lf("get", kind, "-W", ran, "-o", fmt, check=0).stdout
     doc = json.loads(out) if fmt == "json" else yaml.safe_load(out)
     assert doc["apiVersion"] == "v1" and doc["kind"] == "List" and isinstance(doc["items"], list)
 
 
 def test_get_secrets_and_configmaps_show_kubectls_columns(ran):
-    secrets = lf("get", "secrets", "-w", ran, check=0).stdout.splitlines()
+    secrets = lf("get", "secrets", "-W", ran, check=0).stdout.splitlines()
     assert secrets[0].split() == ["NAME", "TYPE", "DATA", "AGE"] and secrets[1].split()[:3] == ["db", "Opaque", "2"]
-    cms = lf("get", "configmaps", "-w", ran, check=0).stdout.splitlines()
+    cms = lf("get", "configmaps", "-W", ran, check=0).stdout.splitlines()
     assert cms[0].split() == ["NAME", "DATA", "AGE"] and cms[1].split()[:2] == ["settings", "2"]
 
 
 def test_describe_secret_shows_keys_and_sizes_never_values(ran):
-    out = lf("describe", "secret", "db", "-w", ran, check=0).stdout
+    out = lf("describe", "secret", "db", "-W", ran, check=0).stdout
     assert "Type:  Opaque" in out and "password:  8 bytes" in out and "user:  3 bytes" in out
     assert "hunter22" not in out and "aHVudGVyMjI" not in out
 
 
 def test_describe_configmap_shows_keys_and_values(ran):
-    out = lf("describe", "configmap", "settings", "-w", ran, check=0).stdout
+    out = lf("describe", "configmap", "settings", "-W", ran, check=0).stdout
     assert "Data\n====" in out and "mode:\n----\nfast" in out and "level:\n----\n3" in out
 
 
@@ -294,9 +294,9 @@ def test_describe_configmap_shows_keys_and_values(ran):
 
 
 def test_gc_takes_a_namespace(hello_yaml, tmp_path):
-    lf("run", hello_yaml, "-w", tmp_path, check=0)
-    assert lf("gc", "-n", "default", "-w", tmp_path, check=0).stdout.startswith("removed: 0 dead run(s)")
-    assert lf("gc", "--namespace", "other", "--dry-run", "-w", tmp_path, check=0).stdout.startswith("would remove: 0")
+    lf("run", hello_yaml, "-W", tmp_path, check=0)
+    assert lf("gc", "-n", "default", "-W", tmp_path, check=0).stdout.startswith("removed: 0 dead run(s)")
+    assert lf("gc", "--namespace", "other", "--dry-run", "-W", tmp_path, check=0).stdout.startswith("would remove: 0")
 
 
 def test_images_build_base_declares_its_options():
@@ -359,11 +359,11 @@ def test_progress_piped_into_a_reader_that_exits_does_not_cancel_the_run(tmp_pat
     SUCCEEDED and is recorded so (rich's default on EPIPE exits the process, which canceled it)."""
     spec = Path(__file__).parent.parent / "scenarios" / "pipelines" / "noop_chain.yaml"
     ws = tmp_path / "ws"
-    cmd = f"{shlex.quote(sys.executable)} -m localflow run {shlex.quote(str(spec))} -w {shlex.quote(str(ws))} 2>&1 | head -1"
+    cmd = f"{shlex.quote(sys.executable)} -m localflow run {shlex.quote(str(spec))} -W {shlex.quote(str(ws))} 2>&1 | head -1"
     p = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], capture_output=True, text=True, timeout=240)
     assert len(p.stdout.splitlines()) == 1
     assert p.returncode == 0, p.stdout
-    runs = subprocess.run([sys.executable, "-m", "localflow", "get", "runs", "-w", str(ws), "-o", "json"],
+    runs = subprocess.run([sys.executable, "-m", "localflow", "get", "runs", "-W", str(ws), "-o", "json"],
                           capture_output=True, text=True, timeout=60)
     (run,) = json.loads(runs.stdout)["items"]
     assert run["state"] == "SUCCEEDED", run
@@ -371,7 +371,7 @@ def test_progress_piped_into_a_reader_that_exits_does_not_cancel_the_run(tmp_pat
 
 def test_a_parameter_given_to_a_training_job_is_refused_not_ignored(tmp_path):
     spec = Path(__file__).parent.parent / "scenarios" / "training" / "tfjob.yaml"
-    p = subprocess.run([sys.executable, "-m", "localflow", "run", str(spec), "-p", "lr=0.1", "-w", str(tmp_path / "ws")],
+    p = subprocess.run([sys.executable, "-m", "localflow", "run", str(spec), "-p", "lr=0.1", "-W", str(tmp_path / "ws")],
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 2 and p.stderr.count("\n") == 1, p.stderr
     assert "-p lr" in p.stderr and "takes no parameters" in p.stderr
@@ -383,15 +383,15 @@ def test_a_misspelled_replica_specs_key_is_named_in_the_fix(tmp_path):
     spec = Path(__file__).parent.parent / "scenarios" / "training" / "tfjob.yaml"
     bad = tmp_path / "tf.yaml"
     bad.write_text(spec.read_text().replace("tfReplicaSpecs", "tfReplicaSpec"))
-    p = subprocess.run([sys.executable, "-m", "localflow", "run", str(bad), "-w", str(tmp_path / "ws")],
+    p = subprocess.run([sys.executable, "-m", "localflow", "run", str(bad), "-W", str(tmp_path / "ws")],
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 2, p.stderr
     assert "rename TFJob.spec.tfReplicaSpec to tfReplicaSpecs" in p.stderr
 
 
 def test_a_misspelled_kind_gets_a_did_you_mean(tmp_path):
-    lf("apply", "-f", _configmap_file(tmp_path), "-w", tmp_path / "ws", check=0)  # a workspace to look in
-    p = lf("get", "tfjbos", "-w", tmp_path / "ws", check=2)
+    lf("apply", "-f", _configmap_file(tmp_path), "-W", tmp_path / "ws", check=0)  # a workspace to look in
+    p = lf("get", "tfjbos", "-W", tmp_path / "ws", check=2)
     assert "did you mean 'tfjobs'?" in p.stderr and p.stderr.count("\n") == 1
 
 

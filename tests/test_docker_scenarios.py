@@ -108,7 +108,7 @@ def _labelled(client, run_id):
 def test_gc_after_localflow_is_killed_mid_run_leaves_nothing(tmp_path, docker_client, python_image):  # noqa: F811
     ws = tmp_path / "ws"
     proc = subprocess.Popen([sys.executable, "-m", "localflow", "run", str(PIPELINES / "sleep_fanout.yaml"),
-                             "-p", "seconds=60", "--executor", "docker", "-w", str(ws)],
+                             "-p", "seconds=60", "--executor", "docker", "-W", str(ws)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.monotonic() + 120
@@ -124,11 +124,11 @@ def test_gc_after_localflow_is_killed_mid_run_leaves_nothing(tmp_path, docker_cl
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(30)
         assert _labelled(docker_client, run_id)[0], "containers should outlive the killed localflow"
-        out = subprocess.run([sys.executable, "-m", "localflow", "gc", "-w", str(ws)], capture_output=True, text=True)
+        out = subprocess.run([sys.executable, "-m", "localflow", "gc", "-W", str(ws)], capture_output=True, text=True)
         assert out.returncode == 0, out.stderr
         containers, networks = _labelled(docker_client, run_id)
         assert containers == [] and networks == []
-        runs = yaml.safe_load(subprocess.run([sys.executable, "-m", "localflow", "get", "runs", "-w", str(ws), "-o", "yaml"],
+        runs = yaml.safe_load(subprocess.run([sys.executable, "-m", "localflow", "get", "runs", "-W", str(ws), "-o", "yaml"],
                                              capture_output=True, text=True, check=True).stdout)["items"]
         assert runs[0]["state"] == "FAILED" and "gc" in runs[0]["error"]
     finally:
@@ -139,7 +139,7 @@ def test_gc_after_localflow_is_killed_mid_run_leaves_nothing(tmp_path, docker_cl
 def test_ctrl_c_stops_every_container_in_parallel_and_records_the_cancel(tmp_path, docker_client, python_image):  # noqa: F811
     ws = tmp_path / "ws"
     proc = subprocess.Popen([sys.executable, "-m", "localflow", "run", str(PIPELINES / "sleep_fanout.yaml"),
-                             "-p", "seconds=300", "--no-cache", "--executor", "docker", "-w", str(ws)],
+                             "-p", "seconds=300", "--no-cache", "--executor", "docker", "-W", str(ws)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
@@ -159,7 +159,7 @@ def test_ctrl_c_stops_every_container_in_parallel_and_records_the_cancel(tmp_pat
         assert time.monotonic() - t0 < 25
         assert proc.returncode == 130
         assert _labelled(docker_client, run_id)[0] == []
-        runs = yaml.safe_load(subprocess.run([sys.executable, "-m", "localflow", "get", "runs", "-w", str(ws), "-o", "yaml"],
+        runs = yaml.safe_load(subprocess.run([sys.executable, "-m", "localflow", "get", "runs", "-W", str(ws), "-o", "yaml"],
                                              capture_output=True, text=True, check=True).stdout)["items"]
         assert runs[0]["state"] == "CANCELED"
     finally:

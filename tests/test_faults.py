@@ -167,7 +167,7 @@ def test_a_task_that_fills_the_disk_fails_the_run_in_one_line_with_a_true_record
     """The task writes 200 MiB into a 48 MiB workspace. SQLite may find the disk full too: the
     database's 4 MiB reserve (``localflow.db-reserve``) is freed then, so the failure is recorded."""
     ws = small_workspace
-    proc = lf_run(compiled(tmp_path, disk_full), "-p", "mib=200", "-w", ws)
+    proc = lf_run(compiled(tmp_path, disk_full), "-p", "mib=200", "-W", ws)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 1, err
     assert "Traceback" not in err + out and "internal error" not in err + out
@@ -195,7 +195,7 @@ def test_a_training_replica_that_fills_the_disk_fails_the_job_in_one_line(small_
     tmpl["volumes"] = [{"name": "d", "persistentVolumeClaim": {"claimName": "data"}}]
     spec = tmp_path / "filler.yaml"
     spec.write_text(yaml.safe_dump(job))
-    proc = lf_run(spec, "-w", ws)
+    proc = lf_run(spec, "-W", ws)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 1, err
     assert "Traceback" not in err + out and "internal error" not in err + out
@@ -212,7 +212,7 @@ def test_a_training_replica_that_fills_the_disk_fails_the_job_in_one_line(small_
 
 def test_the_run_directory_replaced_by_a_file_mid_run_fails_the_run_in_one_line(tmp_path):
     ws, gate, started = tmp_path / "ws", tmp_path / "gate", tmp_path / "started"
-    proc = lf_run(compiled(tmp_path, broken_root), "-p", f"gate={gate}", "-p", f"started={started}", "-w", ws)
+    proc = lf_run(compiled(tmp_path, broken_root), "-p", f"gate={gate}", "-p", f"started={started}", "-W", ws)
     try:
         poll(lambda: started.exists() and started.read_text(), "the first task to start")
         [run_dir] = [p for p in (ws / "artifacts").glob("*/*") if p.is_dir()]
@@ -248,7 +248,7 @@ SIGNALS = {"ctrl-c": [signal.SIGINT], "sigterm": [signal.SIGTERM],
 def test_cancel_exits_130_and_ends_every_execution_and_dag_execution_canceled(tmp_path, signals):
     ws, started = tmp_path / "ws", tmp_path / "started"
     started.mkdir()
-    proc = lf_run(compiled(tmp_path, nested_hang), "-p", f"started={started}", "-w", ws)
+    proc = lf_run(compiled(tmp_path, nested_hang), "-p", f"started={started}", "-W", ws)
     pids = []
     try:
         poll(lambda: len(list(started.iterdir())) == 2 and all(p.read_text() for p in started.iterdir()),
@@ -286,11 +286,11 @@ def tfjob(name: str, replicas: int, code: str = "import time; time.sleep(120)") 
 def test_cancel_of_a_training_job_exits_130_and_ends_every_replica_canceled(tmp_path, signals):
     spec, ws = tmp_path / "job.yaml", tmp_path / "ws"
     spec.write_text(yaml.safe_dump(tfjob("sleepy", 2)))
-    proc = lf_run(spec, "-w", ws)
+    proc = lf_run(spec, "-W", ws)
     pids = []
     try:
         def running():
-            out = lf("get", "pods", "-w", ws, "-o", "json")
+            out = lf("get", "pods", "-W", ws, "-o", "json")
             items = json.loads(out.stdout)["items"] if out.returncode == 0 and out.stdout.strip() else []
             found = [int(cs["containerID"].split("://")[1]) for p in items
                      for cs in p["status"].get("containerStatuses") or []
@@ -321,7 +321,7 @@ def test_cancel_of_a_training_job_exits_130_and_ends_every_replica_canceled(tmp_
 def test_gc_cancels_the_executions_and_dag_executions_of_a_run_killed_with_sigkill(tmp_path):
     ws, started = tmp_path / "ws", tmp_path / "started"
     started.mkdir()
-    proc = lf_run(compiled(tmp_path, nested_hang), "-p", f"started={started}", "-w", ws, start_new_session=True)
+    proc = lf_run(compiled(tmp_path, nested_hang), "-p", f"started={started}", "-W", ws, start_new_session=True)
     pids = []
     try:
         poll(lambda: len(list(started.iterdir())) == 2 and all(p.read_text() for p in started.iterdir()),
@@ -331,7 +331,7 @@ def test_gc_cancels_the_executions_and_dag_executions_of_a_run_killed_with_sigki
         proc.communicate(timeout=30)
         _, execs, _ = records(ws)
         assert {x["state"] for x in execs if x["type"] == "system.DAGExecution"} == {"RUNNING"}
-        out = lf("gc", "-w", ws)
+        out = lf("gc", "-W", ws)
         assert out.returncode == 0, out.stderr
         poll(lambda: all(gone(p) for p in pids), "the task processes to be gone", timeout=10)
     finally:
@@ -371,7 +371,7 @@ def test_a_tfjob_of_100000_replicas_is_refused_at_once_without_creating_pods(tmp
     spec, ws = tmp_path / "huge.yaml", tmp_path / "ws"
     spec.write_text(yaml.safe_dump(tfjob("huge", 100000, "print('hi')")))
     t0 = time.monotonic()
-    out = lf("run", spec, "-w", ws)
+    out = lf("run", spec, "-W", ws)
     assert time.monotonic() - t0 < 60
     assert out.returncode == 2, out.stderr
     [line] = out.stderr.strip().splitlines()
@@ -388,7 +388,7 @@ def test_parallel_for_over_more_items_than_max_pods_queues_and_succeeds(tmp_path
     out_dir, ws, cfg = tmp_path / "spans", tmp_path / "ws", tmp_path / "localflow.yaml"
     out_dir.mkdir()
     cfg.write_text("node: {maxPods: 2}\n")
-    done = lf("run", compiled(tmp_path, many_items), "-p", f"out_dir={out_dir}", "-w", ws, "--config", cfg)
+    done = lf("run", compiled(tmp_path, many_items), "-p", f"out_dir={out_dir}", "-W", ws, "--config", cfg)
     assert done.returncode == 0, done.stderr
     spans = intervals(out_dir)
     assert len(spans) == 6 and max_overlap(spans) <= 2
@@ -402,7 +402,7 @@ def test_a_bad_node_setting_is_refused_in_one_line(tmp_path, node):
     cfg.write_text(f"node: {node}\n")
     spec = tmp_path / "job.yaml"
     spec.write_text(yaml.safe_dump(tfjob("j", 1, "print('hi')")))
-    out = lf("run", spec, "-w", tmp_path / "ws", "--config", cfg)
+    out = lf("run", spec, "-W", tmp_path / "ws", "--config", cfg)
     assert out.returncode == 2
     [line] = out.stderr.strip().splitlines()
     assert "localflow.yaml: node" in line and "Traceback" not in out.stderr

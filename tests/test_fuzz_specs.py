@@ -211,7 +211,7 @@ def _snapshot(dirs: list[Path]) -> dict[Path, set[str]]:
 def run_cli(spec: Path, work: Path, timeout: float, *, training: bool = False) -> tuple[int, str]:
     """``localflow run spec`` in ``work`` (workspace ``work/ws``); Ctrl-C after ``timeout`` seconds.
     ``training``: use the training scenarios' image map (``--config``)."""
-    args = [sys.executable, "-m", "localflow", "run", str(spec), "-w", str(work / "ws")]
+    args = [sys.executable, "-m", "localflow", "run", str(spec), "-W", str(work / "ws")]
     if training:
         args += ["--config", str(TRAINING_CONFIG)]
     env = {k: v for k, v in os.environ.items() if k != "LOCALFLOW_DEBUG"}

@@ -67,7 +67,7 @@ def test_the_cli_runs_a_zip_package(tmp_path):
     path = tmp_path / "p.zip"
     with zipfile.ZipFile(path, "w") as zf:
         zf.writestr("my-pipeline.yaml", _compile(tmp_path).read_bytes())  # the only .yaml: chosen
-    result = CliRunner().invoke(cli, ["run", str(path), "-w", str(tmp_path / "ws"), "-p", "x=21"])
+    result = CliRunner().invoke(cli, ["run", str(path), "-W", str(tmp_path / "ws"), "-p", "x=21"])
     assert result.exit_code == 0, result.output
     assert "42" in result.output
 
@@ -79,7 +79,7 @@ def test_a_package_without_a_pipeline_file_names_the_fix(tmp_path):
     with pytest.raises(SpecError) as err:
         load_documents(str(path))
     assert "no pipeline file" in str(err.value) and "pipeline.yaml" in str(err.value)
-    result = CliRunner().invoke(cli, ["run", str(path), "-w", str(tmp_path / "ws")])
+    result = CliRunner().invoke(cli, ["run", str(path), "-W", str(tmp_path / "ws")])
     assert result.exit_code == 2
     assert "Traceback" not in result.output
 

@@ -111,7 +111,7 @@ def test_no_install_reports_the_missing_packages_without_installing(tmp_path):
     spec = tmp_path / "p.yaml"
     compiler.Compiler().compile(needs_packages, str(spec))
     ws = tmp_path / "ws"
-    result = CliRunner().invoke(cli, ["run", str(spec), "-w", str(ws), "--no-install"])
+    result = CliRunner().invoke(cli, ["run", str(spec), "-W", str(ws), "--no-install"])
     assert result.exit_code == 1
     assert "needs packages that" in result.output and PACKAGE in result.output
     assert "installing" not in result.output

@@ -89,7 +89,7 @@ def test_kill_9_of_localflow_run_kills_every_task_process_within_2_s(tmp_path, m
     compiler.Compiler().compile(sleepers, str(spec))
     ws = tmp_path / "ws"
     pid_file = str(ws / "python-task.pid")  # the workspace is writable for tasks
-    proc = subprocess.Popen([sys.executable, "-m", "localflow", "run", str(spec), "-w", str(ws),
+    proc = subprocess.Popen([sys.executable, "-m", "localflow", "run", str(spec), "-W", str(ws),
                              "-p", f"seconds={MARK}", "-p", f"pid_file={pid_file}"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     try:

@@ -47,7 +47,7 @@ class Box:
         self.target = Path("/tmp") / self.token
 
     def refused(self, spec: Path, field: str, *extra) -> str:
-        p = lf("run", spec, "-w", self.ws, *extra)
+        p = lf("run", spec, "-W", self.ws, *extra)
         assert p.returncode == 2, (p.returncode, p.stdout, p.stderr)
         lines = p.stderr.strip().splitlines()
         assert len(lines) == 1, p.stderr
@@ -235,7 +235,7 @@ def test_training_specs_that_would_write_outside_are_refused_before_anything_run
     assert line.startswith("error: TFJob.spec.")
     # refused before anything was stored: no job, no ConfigMap, no Pod
     for kind in ("tfjobs", "configmaps", "pods"):
-        out = lf("get", kind, "-w", box.ws)
+        out = lf("get", kind, "-W", box.ws)
         assert "No resources found" in out.stdout + out.stderr, (kind, out.stdout)
 
 
@@ -254,7 +254,7 @@ def test_an_allowed_host_path_is_mounted_and_only_under_the_allowed_directory(bo
     write = ["sh", "-c", 'echo from-pod > "$0/out.txt"']
     ok = box.write("ok.yaml", [tfjob("hp-ok", volumes=[{"name": "v", "hostPath": {"path": str(allowed / "sub")}}],
                                      mounts=[{"name": "v", "mountPath": "/data"}], command=write, args=["/data"])])
-    p = lf("run", ok, "-w", box.ws, "--config", cfg)
+    p = lf("run", ok, "-W", box.ws, "--config", cfg)
     assert p.returncode == 0, p.stderr
     assert (allowed / "sub" / "out.txt").read_text() == "from-pod\n"
     # outside the allowed directory, directly or through a link inside it
@@ -274,7 +274,7 @@ def test_a_link_planted_in_a_claim_cannot_carry_a_sub_path_out(box, tmp_path):
     spec = box.write("link.yaml", [tfjob("link", volumes=[{"name": "v", "persistentVolumeClaim": {"claimName": "data"}}],
                                          mounts=[{"name": "v", "mountPath": "/data", "subPath": "escape"}],
                                          command=["sh", "-c", 'echo x > "$0/f"'], args=["/data"])])
-    p = lf("run", spec, "-w", box.ws)
+    p = lf("run", spec, "-W", box.ws)
     assert p.returncode == 1, p.stderr
     assert "subPath" in p.stderr and "symbolic link" in p.stderr, p.stderr
     assert os.listdir(outside) == []
@@ -283,7 +283,7 @@ def test_a_link_planted_in_a_claim_cannot_carry_a_sub_path_out(box, tmp_path):
 def test_a_config_map_key_that_is_a_path_writes_nothing_outside(box):
     docs = [config_map("cm", {f"../../../../../../../../tmp/{box.token}": "x"}),
             tfjob("cmkey", volumes=[{"name": "v", "configMap": {"name": "cm"}}], mounts=[{"name": "v", "mountPath": "/v"}])]
-    p = lf("run", box.write("cmkey.yaml", docs), "-w", box.ws)
+    p = lf("run", box.write("cmkey.yaml", docs), "-W", box.ws)
     assert p.returncode in (1, 2), p.stderr
     assert "ConfigMap" in p.stderr and "'..'" in p.stderr, p.stderr
     box.assert_nothing_outside()
@@ -437,7 +437,7 @@ def test_a_volume_named_like_a_path_writes_nothing_outside(box, vname):
     job = tfjob("vn", volumes=[{"name": vname, "emptyDir": {}}, {"name": "c" + vname, "configMap": {"name": "cm"}}],
                 mounts=[{"name": vname, "mountPath": "/e"}, {"name": "c" + vname, "mountPath": "/c"}],
                 command=["sh", "-c", 'echo x > "$0/f"'], args=["/e"])
-    p = lf("run", box.write("vn.yaml", [cm, job]), "-w", box.ws)
+    p = lf("run", box.write("vn.yaml", [cm, job]), "-W", box.ws)
     assert p.returncode in (0, 2), p.stderr  # refused as no DNS label, or run with the name encoded
     if p.returncode == 0:
         pods = list((box.ws / "pods").iterdir())

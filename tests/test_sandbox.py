@@ -259,14 +259,14 @@ def test_the_image_shell_is_what_a_bare_sh_runs(tmp_path, sandboxed_run):
 
 
 def test_a_run_started_in_tmp_with_its_workspace_under_tmp_succeeds(tmp_path):
-    """A new user's `cd /tmp && localflow run … -w /tmp/ws`: localflow's working directory (/tmp) stays
+    """A new user's `cd /tmp && localflow run … -W /tmp/ws`: localflow's working directory (/tmp) stays
     private in the sandbox, and the workspace under /tmp stays writable (regression: the cwd was bound
     read-only over the private /tmp and the workspace, so Python found no temporary directory)."""
     ws = f"/tmp/localflow-cwd-tmp-{uuid.uuid4().hex[:8]}"
     env = {k: v for k, v in os.environ.items() if k not in (sandbox.WRITABLE_VAR, sandbox.ENV_VAR)}
     spec = os.path.join(os.path.dirname(__file__), os.pardir, "scenarios", "pipelines", "caching.yaml")
     try:
-        p = subprocess.run([sys.executable, "-m", "localflow", "run", os.path.abspath(spec), "-w", ws],
+        p = subprocess.run([sys.executable, "-m", "localflow", "run", os.path.abspath(spec), "-W", ws],
                            cwd="/tmp", env=env, capture_output=True, text=True, timeout=240)
         assert p.returncode == 0, p.stderr[-2000:]
         assert "SUCCEEDED" in p.stdout

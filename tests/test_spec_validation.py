@@ -325,7 +325,7 @@ def test_cli_refuses_a_bad_job_with_one_escaped_line_and_writes_nothing_outside(
     spec = work / "job.yaml"
     spec.write_text(yaml.safe_dump_all([cm, job]))
     before = set(tmp_path.iterdir())
-    p = lf("run", spec, "-w", work / "ws", cwd=work)
+    p = lf("run", spec, "-W", work / "ws", cwd=work)
     assert p.returncode == 2, p.stderr
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {W}.volumes[0].configMap.items[0].path: "), p.stderr
@@ -333,7 +333,7 @@ def test_cli_refuses_a_bad_job_with_one_escaped_line_and_writes_nothing_outside(
     assert set(tmp_path.iterdir()) == before
 
     spec.write_text("kind: TFJob\napiVersion: kubeflow.org/v1\nmetadata:\n  name: \"bad\\e[31mred\\n\"\nspec: {}\n")
-    p = lf("run", spec, "-w", work / "ws", cwd=work)
+    p = lf("run", spec, "-W", work / "ws", cwd=work)
     assert p.returncode == 2 and "\x1b" not in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
     assert "\\x1b[31m" in p.stderr
 
@@ -342,7 +342,7 @@ def test_cli_refuses_an_alias_bomb_quickly(tmp_path):
     spec = tmp_path / "bomb.yaml"
     spec.write_text(billion_laughs())
     t0 = time.monotonic()
-    p = lf("run", spec, "-w", tmp_path / "ws", cwd=tmp_path)
+    p = lf("run", spec, "-W", tmp_path / "ws", cwd=tmp_path)
     assert p.returncode == 2 and "excessive aliasing" in p.stderr, p.stderr
     assert time.monotonic() - t0 < 30  # interpreter start-up dominates; the refusal itself is milliseconds
 

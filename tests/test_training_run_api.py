@@ -206,7 +206,7 @@ def cli_ws(tmp_path_factory):
     d = tmp_path_factory.mktemp("cli")
     spec = d / "tiny.yaml"
     spec.write_text(yaml.safe_dump(tiny_pytorchjob()))
-    p = lf("run", spec, "-w", d / "ws", check=0)
+    p = lf("run", spec, "-W", d / "ws", check=0)
     return d / "ws", p
 
 
@@ -220,29 +220,29 @@ def test_cli_run_prints_replica_progress_and_the_result(cli_ws):
 
 def test_cli_get_describe_logs_of_a_training_job(cli_ws):
     ws, _ = cli_ws
-    out = lf("get", "pytorchjobs", "-w", ws, check=0).stdout
+    out = lf("get", "pytorchjobs", "-W", ws, check=0).stdout
     assert out.split("\n")[1].split()[:2] == ["tiny-torch", "Succeeded"], out
-    desc = lf("describe", "pytorchjob", "tiny-torch", "-w", ws, check=0).stdout
+    desc = lf("describe", "pytorchjob", "tiny-torch", "-W", ws, check=0).stdout
     assert "Events:" in desc and "SuccessfulCreatePod" in desc and "Created pod: tiny-torch-master-0" in desc
-    assert "master saved 127.0.0.1 2" in lf("logs", "tiny-torch-master-0", "-w", ws, check=0).stdout
-    pods = lf("get", "pods", "--run", "tiny-torch", "-w", ws, check=0).stdout
+    assert "master saved 127.0.0.1 2" in lf("logs", "tiny-torch-master-0", "-W", ws, check=0).stdout
+    pods = lf("get", "pods", "--run", "tiny-torch", "-W", ws, check=0).stdout
     assert [line.split()[0] for line in pods.strip().splitlines()[1:]] == ["tiny-torch-master-0", "tiny-torch-worker-0"]
-    execs = json.loads(lf("get", "executions", "--run", "tiny-torch", "-w", ws, "-o", "json", check=0).stdout)["items"]
+    execs = json.loads(lf("get", "executions", "--run", "tiny-torch", "-W", ws, "-o", "json", check=0).stdout)["items"]
     assert sorted((e["name"], e["state"]) for e in execs) == [("tiny-torch-master-0", "COMPLETE"),
                                                              ("tiny-torch-worker-0", "COMPLETE")]
-    arts = lf("get", "artifacts", "--run", "tiny-torch", "-w", ws, check=0).stdout
+    arts = lf("get", "artifacts", "--run", "tiny-torch", "-W", ws, check=0).stdout
     assert "system.Model" in arts and "tiny/model.pt" in arts
 
 
 def test_cli_rerun_of_an_existing_job_points_at_name_and_delete(tmp_path):
     spec = tmp_path / "tiny.yaml"
     spec.write_text(yaml.safe_dump(tiny_pytorchjob("again")))
-    lf("run", spec, "-w", tmp_path / "ws", check=0)
-    p = lf("run", spec, "-w", tmp_path / "ws", check=1)
+    lf("run", spec, "-W", tmp_path / "ws", check=0)
+    p = lf("run", spec, "-W", tmp_path / "ws", check=1)
     assert p.stderr.startswith('error: PyTorchJob "again" already exists in namespace "default" (from an earlier run)')
     ws = tmp_path / "ws"
-    assert f"`localflow run {spec} -w {ws} --name again-2`" in p.stderr and f"`localflow delete pytorchjob again -w {ws}`" in p.stderr
-    assert "PyTorchJob again-2 SUCCEEDED" in lf("run", spec, "-w", tmp_path / "ws", "--name", "again-2", check=0).stdout
+    assert f"`localflow run {spec} -W {ws} --name again-2`" in p.stderr and f"`localflow delete pytorchjob again -W {ws}`" in p.stderr
+    assert "PyTorchJob again-2 SUCCEEDED" in lf("run", spec, "-W", tmp_path / "ws", "--name", "again-2", check=0).stdout
 
 
 def test_rerun_in_another_namespace_names_the_namespace_in_both_fixes(tmp_path):
@@ -258,7 +258,7 @@ def test_rerun_in_another_namespace_names_the_namespace_in_both_fixes(tmp_path):
 def test_cli_crashing_replica_exits_1_with_the_operator_message(tmp_path):
     spec = tmp_path / "crash.yaml"
     spec.write_text(yaml.safe_dump(tiny_pytorchjob("crashy", master_exit=3)))
-    p = lf("run", spec, "-w", tmp_path / "ws", check=1)
+    p = lf("run", spec, "-W", tmp_path / "ws", check=1)
     assert p.stdout.strip().splitlines()[-1] == "PyTorchJob crashy is failed because 1 Master replica(s) failed."
     assert any("FAILED" in line and "crashy-master-0" in line and "exited with code 3" in line
                for line in p.stderr.splitlines()), p.stderr
@@ -269,7 +269,7 @@ def test_cli_bad_training_spec_exits_2_with_the_field_path(tmp_path):
     job["spec"]["pytorchReplicaSpecs"]["Worker"]["replicas"] = -1
     spec = tmp_path / "bad.yaml"
     spec.write_text(yaml.safe_dump(job))
-    p = lf("run", spec, "-w", tmp_path / "ws", check=2)
+    p = lf("run", spec, "-W", tmp_path / "ws", check=2)
     assert p.stderr.strip().splitlines() == [
         "error: PyTorchJob.spec.pytorchReplicaSpecs.Worker.replicas: must be >= 0 (got -1) (set replicas to 0 or more)"]
 
@@ -281,24 +281,24 @@ def test_gc_marks_a_training_run_failed_when_its_localflow_process_died(tmp_path
         spec["template"]["spec"]["containers"][0]["command"] = ["python", "-c", "import time; time.sleep(30)"]
     spec_path, ws = tmp_path / "sleeper.yaml", tmp_path / "ws"
     spec_path.write_text(yaml.safe_dump(job))
-    proc = subprocess.Popen([sys.executable, "-m", "localflow", "run", str(spec_path), "-w", str(ws)],
+    proc = subprocess.Popen([sys.executable, "-m", "localflow", "run", str(spec_path), "-W", str(ws)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     pids: list[int] = []
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and len(pids) < 2:
-            out = lf("get", "pods", "-w", ws, "-o", "json")
+            out = lf("get", "pods", "-W", ws, "-o", "json")
             items = json.loads(out.stdout)["items"] if out.returncode == 0 else []
             pids = [int(cs["containerID"].split("://")[1]) for p in items for cs in p["status"].get("containerStatuses") or []
                     if "running" in cs.get("state", {}) and str(cs.get("containerID", "")).startswith("process://")]
             time.sleep(0.1)
         assert len(pids) == 2, "the replicas did not start"
-        runs = json.loads(lf("get", "runs", "-w", ws, "-o", "json", check=0).stdout)["items"]
+        runs = json.loads(lf("get", "runs", "-W", ws, "-o", "json", check=0).stdout)["items"]
         assert [(r["name"], r["state"]) for r in runs] == [("sleeper", "RUNNING")]
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(30)
-        lf("gc", "-w", ws, check=0)
-        (run,) = json.loads(lf("get", "runs", "-w", ws, "-o", "json", check=0).stdout)["items"]
+        lf("gc", "-W", ws, check=0)
+        (run,) = json.loads(lf("get", "runs", "-W", ws, "-o", "json", check=0).stdout)["items"]
         assert run["state"] == "FAILED" and "gc" in run["error"]
     finally:
         if proc.poll() is None:

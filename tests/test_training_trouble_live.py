@@ -262,12 +262,12 @@ def test_interrupting_localflow_run_leaves_no_running_job(tmp_path, sig):
     """The user's report: after Ctrl-C, `localflow get pytorchjobs` still said Running with active: 1."""
     spec, ws = tmp_path / "sleepy.yaml", tmp_path / "ws"
     spec.write_text(yaml.safe_dump(pytorchjob("sleepy", master=SLEEP)))
-    proc = subprocess.Popen([sys.executable, "-c", _WITH_SIGINT, "run", str(spec), "-w", str(ws)], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-c", _WITH_SIGINT, "run", str(spec), "-W", str(ws)], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     pids: list[int] = []
     try:
         def both_running():
-            out = lf("get", "pods", "-w", ws, "-o", "json")
+            out = lf("get", "pods", "-W", ws, "-o", "json")
             items = json.loads(out.stdout)["items"] if out.returncode == 0 and out.stdout.strip() else []
             found = [int(cs["containerID"].split("://")[1]) for p in items
                      for cs in p["status"].get("containerStatuses") or []
@@ -279,9 +279,9 @@ def test_interrupting_localflow_run_leaves_no_running_job(tmp_path, sig):
         _, err = proc.communicate(timeout=60)
         assert proc.returncode == 130, err
         assert "interrupted" in err
-        out = lf("get", "pytorchjobs", "-w", ws, check=0).stdout
+        out = lf("get", "pytorchjobs", "-W", ws, check=0).stdout
         assert out.splitlines()[1].split()[:2] == ["sleepy", "Failed"], out
-        job = json.loads(lf("get", "pytorchjob", "sleepy", "-w", ws, "-o", "json", check=0).stdout)
+        job = json.loads(lf("get", "pytorchjob", "sleepy", "-W", ws, "-o", "json", check=0).stdout)
         assert all(rs["active"] == 0 for rs in job["status"]["replicaStatuses"].values()), job["status"]
         assert not [p for p in pids if alive(p)]
     finally:
@@ -300,7 +300,7 @@ def test_mark_abandoned_finishes_the_job_pods_and_records_of_a_dead_run(tmp_path
     """`localflow gc` calls mark_abandoned for a run whose localflow process died (here: SIGKILL)."""
     spec, ws = tmp_path / "sleepy.yaml", tmp_path / "ws"
     spec.write_text(yaml.safe_dump(pytorchjob("sleepy", master=SLEEP)))
-    proc = subprocess.Popen([sys.executable, "-m", "localflow", "run", str(spec), "-w", str(ws)], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-m", "localflow", "run", str(spec), "-W", str(ws)], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     pids: list[int] = []
     try:
@@ -343,7 +343,7 @@ def test_mark_abandoned_finishes_the_job_pods_and_records_of_a_dead_run(tmp_path
             store.close()
             md.close()
         # and through the command: gc leaves the job Failed
-        out = lf("get", "pytorchjobs", "-w", ws, check=0).stdout
+        out = lf("get", "pytorchjobs", "-W", ws, check=0).stdout
         assert out.splitlines()[1].split()[:2] == ["sleepy", "Failed"], out
     finally:
         if proc.poll() is None:

@@ -1,0 +1,343 @@
+"""``localflow serve``, ``status``, ``wait``, ``get -w`` and detached runs, through real processes.
+
+Every wait is a watch (``localflow wait``) or a bounded poll; the server and its workers are real
+``localflow`` processes, and each test checks with psutil that nothing it started is left.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from kfp import compiler, dsl
+
+from localflow.pytest_plugin import LocalflowServer
+
+
+def lf(*args, check=None, timeout=300, **kwargs):
+    p = subprocess.run([sys.executable, "-m", "localflow", *map(str, args)], capture_output=True, text=True,
+                       timeout=timeout, **kwargs)
+    if check is not None:
+        assert p.returncode == check, (p.returncode, p.stdout, p.stderr)
+    assert "Traceback" not in p.stderr, p.stderr
+    return p
+
+
+@dsl.container_component
+def say(msg: str):
+    return dsl.ContainerSpec(image="alpine:3.19", command=["sh", "-c", 'echo "$0"'], args=[msg])
+
+
+@dsl.container_component
+def fail(code: int):
+    return dsl.ContainerSpec(image="alpine:3.19", command=["sh", "-c", 'echo "about to fail"; exit "$0"'], args=[code])
+
+
+@dsl.pipeline(name="serve-hello")
+def hello(msg: str = "hi"):
+    say(msg=msg).set_caching_options(False)
+
+
+@dsl.pipeline(name="serve-fail")
+def failing():
+    fail(code=3).set_caching_options(False)
+
+
+SLEEPY_JOB = """\
+apiVersion: kubeflow.org/v1
+kind: PyTorchJob
+metadata:
+  name: {name}
+spec:
+  pytorchReplicaSpecs:
+    Master:
+      replicas: 1
+      restartPolicy: Never
+      template:
+        spec:
+          containers:
+          - name: pytorch
+            image: python:3.11
+            command: ["python", "-c", "import time; print('up', flush=True); time.sleep({seconds})"]
+"""
+
+
+@pytest.fixture(scope="module")
+def specs(tmp_path_factory):
+    d = tmp_path_factory.mktemp("specs")
+    compiler.Compiler().compile(hello, str(d / "hello.yaml"))
+    compiler.Compiler().compile(failing, str(d / "fail.yaml"))
+    (d / "quick.yaml").write_text(SLEEPY_JOB.format(name="quick", seconds=0))
+    (d / "sleepy.yaml").write_text(SLEEPY_JOB.format(name="sleepy", seconds=120))
+    return d
+
+
+def _family(pid: int) -> list[psutil.Process]:
+    try:
+        return [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
+def _gone(procs: list[psutil.Process], timeout: float = 30.0) -> list[str]:
+    """The processes of ``procs`` still running after ``timeout`` seconds (bounded wait)."""
+    _, alive = psutil.wait_procs(procs, timeout=timeout)
+    left = []
+    for p in alive:
+        try:
+            if p.status() != psutil.STATUS_ZOMBIE:
+                left.append(f"{p.pid} {' '.join(p.cmdline())[:120]}")
+        except psutil.Error:
+            continue
+    return left
+
+
+def _runs(server) -> dict:
+    return {r["name"]: r for r in json.loads(server.cli("get", "runs", "-o", "json").stdout)["items"]}
+
+
+def test_status_and_a_second_server_refuses(localflow_server):
+    st = json.loads(localflow_server.cli("status", "-o", "json").stdout)
+    assert st["running"] is True and st["pid"] == localflow_server.pid
+    assert st["started"].endswith("Z") and st["urls"] == {}
+    second = localflow_server.cli("serve", timeout=60)
+    assert second.returncode == 2, (second.stdout, second.stderr)
+    lines = second.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"pid {localflow_server.pid}" in lines[0] and "serve --stop" in lines[0]
+    assert "running" in localflow_server.cli("status").stdout
+
+
+def test_stop_says_what_it_did_and_a_stale_record_is_not_running(tmp_path):
+    server = LocalflowServer(tmp_path / "ws")
+    try:
+        pid = server.pid
+        p = lf("serve", "--stop", "-W", tmp_path / "ws", check=0)
+        assert f"stopped the localflow server (pid {pid})" in p.stdout
+        assert server.process.wait(timeout=30) == 0
+        assert json.loads(lf("status", "-o", "json", "-W", tmp_path / "ws", check=0).stdout)["running"] is False
+        assert "no localflow server runs" in lf("serve", "--stop", "-W", tmp_path / "ws", check=0).stdout
+    finally:
+        server.stop()
+    # kill -9 leaves its record behind: a stale record of a dead pid is not running, and a new server starts
+    server = LocalflowServer(tmp_path / "ws")
+    try:
+        server.process.send_signal(signal.SIGKILL)
+        server.process.wait(timeout=30)
+        st = json.loads(lf("status", "-o", "json", "-W", tmp_path / "ws", check=0).stdout)
+        assert st["running"] is False and st["pid"] == server.pid
+        again = LocalflowServer(tmp_path / "ws")
+        again.stop()
+    finally:
+        server.stop()
+
+
+@pytest.mark.slow
+def test_detach_then_wait_records_the_run_as_a_foreground_run(localflow_server, specs):
+    p = localflow_server.cli("run", specs / "hello.yaml", "-p", "msg=detached", "--detach")
+    assert p.returncode == 0, p.stderr
+    name = p.stdout.strip().split()[0].split("/")[1]
+    assert p.stdout.startswith(f"run/{name} created") and "localflow wait run/" in p.stderr
+    w = localflow_server.cli("wait", f"run/{name}", "--for=condition=Succeeded", "--timeout=120s")
+    assert w.returncode == 0, (w.stdout, w.stderr)
+    assert w.stdout.strip() == f"run.pipelines.kubeflow.org/{name} condition met"
+    runs = _runs(localflow_server)
+    assert runs[name]["state"] == "SUCCEEDED" and runs[name]["kind"] == "PipelineRun"
+    assert runs[name]["spec_path"] == str(specs / "hello.yaml")
+    execs = json.loads(localflow_server.cli("get", "executions", "--run", name, "-o", "json").stdout)["items"]
+    assert any(e["state"] == "COMPLETE" for e in execs), execs
+    pod = json.loads(localflow_server.cli("get", "pods", "--run", name, "-o", "json").stdout)["items"][0]
+    assert localflow_server.cli("logs", pod["metadata"]["name"]).stdout == "detached\n"
+    # the Run object went from submitted to finished as one object
+    obj = json.loads(localflow_server.cli("get", "pipelinerun", name, "-o", "json").stdout)
+    assert obj["status"]["state"] == "SUCCEEDED" and obj["spec"]["pipelineSpec"]
+
+
+@pytest.mark.slow
+def test_run_through_a_server_prints_and_exits_as_alone(localflow_server, specs):
+    ok = localflow_server.cli("run", specs / "hello.yaml", "-p", "msg=followed")
+    assert ok.returncode == 0, ok.stderr
+    assert "SUCCEEDED" in ok.stderr and "RUNNING" in ok.stderr  # live progress, one line per change
+    assert ok.stdout.startswith("PipelineRun serve-hello-") and " SUCCEEDED in " in ok.stdout.splitlines()[0]
+    bad = localflow_server.cli("run", specs / "fail.yaml")
+    assert bad.returncode == 1, bad.stderr
+    assert "FAILED" in bad.stdout and "exit code 3" in bad.stdout + bad.stderr
+    refused = localflow_server.cli("run", specs / "hello.yaml", "-p", "nope=1")
+    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    job = localflow_server.cli("run", specs / "quick.yaml", "-o", "json")
+    assert job.returncode == 0, job.stderr
+    assert json.loads(job.stdout)["items"][0]["kind"] == "PyTorchJob"
+    again = localflow_server.cli("run", specs / "quick.yaml")
+    assert again.returncode == 1 and "--name quick-2" in again.stderr and f"-W {localflow_server.workspace}" in again.stderr
+
+
+@pytest.mark.slow
+def test_stop_cancels_the_runs_and_leaves_no_process(localflow_server, specs):
+    p = localflow_server.cli("run", specs / "sleepy.yaml", "-d")
+    assert p.returncode == 0 and p.stdout.startswith("pytorchjob/sleepy created"), p.stderr
+    w = localflow_server.cli("wait", "pytorchjob/sleepy", "--for=condition=Running", "--timeout=120s")
+    assert w.returncode == 0, w.stderr
+    family = _family(localflow_server.pid)
+    assert len(family) >= 3  # the server, the run's worker, its Pod
+    stop = localflow_server.cli("serve", "--stop", timeout=120)
+    assert stop.returncode == 0 and "stopped the localflow server" in stop.stdout, stop.stderr
+    assert _gone(family) == []
+    assert _runs(localflow_server)["sleepy"]["state"] == "CANCELED"
+    job = json.loads(localflow_server.cli("get", "pytorchjob", "sleepy", "-o", "json").stdout)
+    assert [c["type"] for c in job["status"]["conditions"] if c["status"] == "True"][-1] == "Failed"
+    assert json.loads(localflow_server.cli("status", "-o", "json").stdout)["running"] is False
+
+
+@pytest.mark.slow
+def test_detach_without_a_server_starts_one(tmp_path, specs):
+    ws = tmp_path / "ws"
+    p = lf("run", specs / "quick.yaml", "--detach", "-W", ws, check=0)
+    assert "started a localflow server" in p.stderr and "serve --stop" in p.stderr
+    st = json.loads(lf("status", "-o", "json", "-W", ws, check=0).stdout)
+    family = _family(st["pid"])
+    try:
+        assert st["running"] and family
+        lf("wait", "pytorchjob/quick", "--for=condition=Succeeded", "--timeout=120s", "-W", ws, check=0)
+        assert lf("wait", "run/quick", "--for=condition=Succeeded", "-W", ws, check=0).stdout.strip() == \
+            "pytorchjob.kubeflow.org/quick condition met"
+        assert "quick   PyTorchJob   SUCCEEDED" in lf("get", "runs", "-W", ws, check=0).stdout
+        assert (ws / "server" / "serve.log").read_text().count("running pytorchjob/quick") == 1
+    finally:
+        lf("serve", "--stop", "-W", ws)
+        left = _gone(family)
+        for proc in family:
+            try:
+                proc.kill()
+            except psutil.Error:
+                pass
+    assert left == []
+
+
+@pytest.mark.slow
+def test_apply_of_a_runnable_kind(tmp_path, specs):
+    p = lf("apply", "-f", specs / "quick.yaml", "-W", tmp_path / "ws", check=2)
+    assert "localflow serve" in p.stderr and len(p.stderr.strip().splitlines()) == 1
+    server = LocalflowServer(tmp_path / "ws")
+    try:
+        a = server.cli("apply", "-f", specs / "quick.yaml")
+        assert a.returncode == 0 and a.stdout.startswith("pytorchjob/quick created"), a.stderr
+        w = server.cli("wait", "pytorchjob/quick", "--for=condition=Succeeded", "--timeout=120s")
+        assert w.returncode == 0, w.stderr
+    finally:
+        server.stop()
+
+
+class Lines:
+    """The stdout lines of a running process, read by a thread (so a wait for one is bounded)."""
+
+    def __init__(self, proc: subprocess.Popen):
+        import queue
+        import threading
+
+        self.queue: "queue.Queue[str]" = queue.Queue()
+        self.seen = ""
+        threading.Thread(target=lambda: [self.queue.put(line) for line in proc.stdout], daemon=True).start()
+
+    def until(self, needle: str, timeout: float = 30.0) -> str:
+        """Lines read (from the last call on) until one contains ``needle``."""
+        import queue
+
+        got = ""
+        deadline = time.monotonic() + timeout
+        while needle not in got:
+            try:
+                got += self.queue.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"{needle!r} not seen in {got!r}") from None
+        self.seen += got
+        return got
+
+    def any(self, timeout: float) -> bool:
+        """Whether a line arrives within ``timeout`` seconds (it is kept for :meth:`until`)."""
+        import queue
+
+        try:
+            line = self.queue.get(timeout=timeout)
+        except queue.Empty:
+            return False
+        self.queue.put(line)  # order is kept: only this test thread reads, and it reads it next
+        return True
+
+
+def test_get_watch_streams_writes_of_other_processes(tmp_path):
+    ws = tmp_path / "ws"
+    cm = tmp_path / "cm.yaml"
+    cm.write_text("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: first\ndata:\n  a: '1'\n")
+    lf("apply", "-f", cm, "-W", ws, check=0)
+    watcher = subprocess.Popen([sys.executable, "-m", "localflow", "get", "configmaps", "-w", "-W", str(ws)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    only = subprocess.Popen([sys.executable, "-m", "localflow", "get", "configmaps", "--watch-only", "-W", str(ws)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        w, o = Lines(watcher), Lines(only)
+        listed = w.until("first")
+        assert listed.splitlines()[0].split() == ["NAME", "DATA", "AGE"]
+        # --watch-only prints nothing before a change: change "second" until it has seen one (bounded)
+        for value in range(30):
+            cm.write_text(f"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: second\ndata:\n  a: '{value}'\n  b: '2'\n")
+            lf("apply", "-f", cm, "-W", ws, check=0)
+            if o.any(timeout=1.0):
+                break
+        assert "second" in w.until("second")
+        assert "first" not in o.until("second")
+        for proc in (watcher, only):
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(timeout=30) == 0
+            assert "Traceback" not in proc.stderr.read()
+    finally:
+        for proc in (watcher, only):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+def test_wait_exit_codes_and_messages(tmp_path):
+    ws = tmp_path / "ws"
+    cm = tmp_path / "cm.yaml"
+    cm.write_text("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  mode: fast\n")
+    lf("apply", "-f", cm, "-W", ws, check=0)
+    p = lf("wait", "configmap/settings", "--for=condition=Ready", "--timeout=1s", "-W", ws, check=1)
+    assert p.stderr.strip() == "error: timed out waiting for the condition on configmaps/settings"
+    ok = lf("wait", "configmap/settings", "--for=jsonpath={.data.mode}=fast", "-W", ws, check=0)
+    assert ok.stdout.strip() == "configmap/settings condition met"
+    assert lf("wait", "configmap/nothing", "--for=delete", "-W", ws, check=0).stdout.strip() == "configmap/nothing deleted"
+    assert "not found" in lf("wait", "configmap/nothing", "--for=condition=Ready", "-W", ws, check=1).stderr
+    bad = lf("wait", "configmap/settings", "--for=ready", "-W", ws, check=2)
+    assert "--for" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    assert "duration" in lf("wait", "configmap/settings", "--for=delete", "--timeout=soon", "-W", ws, check=2).stderr
+    # --for=delete is met when another process deletes it
+    waiter = subprocess.Popen([sys.executable, "-m", "localflow", "wait", "configmap/settings", "--for=delete",
+                               "--timeout=60s", "-W", str(ws)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        lf("delete", "configmap", "settings", "-W", ws, check=0)
+        out, err = waiter.communicate(timeout=60)
+        assert waiter.returncode == 0, err
+        assert out.strip() == "configmap/settings deleted"
+    finally:
+        if waiter.poll() is None:
+            waiter.kill()
+            waiter.wait()
+
+
+def test_minus_w_is_watch_and_the_old_workspace_spelling_gets_a_hint(tmp_path, specs):
+    ws = tmp_path / "ws"
+    cm = tmp_path / "cm.yaml"
+    cm.write_text("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  mode: fast\n")
+    lf("apply", "-f", cm, "-W", ws, check=0)
+    for args in (["get", "pods", "-w", ws], ["get", "-w", ws, "pods"], ["run", specs / "hello.yaml", "-w", ws],
+                 ["logs", "some-pod", "-w", ws], ["gc", "-w", ws]):
+        p = lf(*args, check=2)
+        assert len(p.stderr.strip().splitlines()) == 1 and f"-W {ws}" in p.stderr and "--watch" in p.stderr, (args, p.stderr)
+    # a relative directory name given to get -w is a hint too, when no object has that name
+    p = lf("get", "pods", "-w", "ws", "-W", ws, cwd=tmp_path, check=2)
+    assert "-W ws" in p.stderr
+    assert "settings" in lf("get", "configmaps", "-W", ws, check=0).stdout
