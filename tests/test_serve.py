@@ -341,3 +341,53 @@ def test_minus_w_is_watch_and_the_old_workspace_spelling_gets_a_hint(tmp_path, s
     p = lf("get", "pods", "-w", "ws", "-W", ws, cwd=tmp_path, check=2)
     assert "-W ws" in p.stderr
     assert "settings" in lf("get", "configmaps", "-W", ws, check=0).stdout
+
+
+def test_a_dead_managers_claim_is_taken_over_and_a_live_ones_is_left(tmp_path, specs):
+    from localflow.fakes import ObjectStore
+    from localflow.server.record import process_id
+    from localflow.server.submit import MANAGER_ANNOTATION, submit
+    from localflow.workspace import Workspace
+
+    ws = Workspace(tmp_path / "ws")
+    dead = submit(str(specs / "quick.yaml"), None, "subprocess", ws, run_name="orphaned")
+    live = submit(str(specs / "quick.yaml"), None, "subprocess", ws, run_name="taken")
+    with ObjectStore(ws.db_path) as store:
+        for obj, owner in ((dead, "999999@1.00"), (live, process_id())):  # a pid that cannot exist; this pytest
+            obj["metadata"]["annotations"][MANAGER_ANNOTATION] = owner
+            store.update(obj)
+    server = LocalflowServer(ws.root)
+    try:
+        w = server.cli("wait", "pytorchjob/orphaned", "--for=condition=Succeeded", "--timeout=120s")
+        assert w.returncode == 0, w.stderr
+        taken = json.loads(server.cli("get", "pytorchjob", "taken", "-o", "json").stdout)
+        assert not taken.get("status") and taken["metadata"]["annotations"][MANAGER_ANNOTATION] == process_id()
+        assert "taken" not in _runs(server)
+    finally:
+        server.stop()
+
+
+@pytest.mark.slow
+def test_a_run_survives_kill_9_of_its_server_and_the_next_server_stops_it(tmp_path, specs):
+    (tmp_path / "survivor.yaml").write_text(SLEEPY_JOB.format(name="survivor", seconds=120))
+    first = LocalflowServer(tmp_path / "ws")
+    try:
+        assert first.cli("run", tmp_path / "survivor.yaml", "-d").returncode == 0
+        assert first.cli("wait", "pytorchjob/survivor", "--for=condition=Running", "--timeout=120s").returncode == 0
+        family = _family(first.pid)[1:]  # its worker and the Pod
+        first.process.send_signal(signal.SIGKILL)
+        first.process.wait(timeout=30)
+    finally:
+        first.stop()
+    assert family and all(p.is_running() for p in family)  # the run goes on without its server
+    second = LocalflowServer(tmp_path / "ws")
+    try:
+        deadline = time.monotonic() + 60
+        while "adopted the running worker" not in second.log.read_text():
+            assert time.monotonic() < deadline, second.log.read_text()
+            time.sleep(0.05)
+        assert _runs(second)["survivor"]["state"] == "RUNNING"
+    finally:
+        assert second.stop() == 0
+    assert _gone(family) == []
+    assert _runs(second)["survivor"]["state"] == "CANCELED"

@@ -315,6 +315,14 @@ def follow_run(ws, obj: dict, *, out=None, err=None, grace: float = 60.0) -> int
                 interrupted = True
                 deadline = time.monotonic() + grace
                 worker = paths["pid"].read_text().strip() if paths["pid"].exists() else ""
+                if not worker:  # not started yet: withdraw it (a worker that starts now finds it gone)
+                    try:
+                        store.delete(obj["kind"], obj["metadata"]["name"], obj["metadata"]["namespace"])
+                    except LocalflowError:
+                        pass
+                    if not paths["pid"].exists():
+                        return 130
+                    worker = paths["pid"].read_text().strip()
                 try:
                     os.kill(int(worker.split("@")[0]), signal.SIGTERM)
                 except (ValueError, OSError):

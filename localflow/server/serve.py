@@ -14,6 +14,8 @@ owned by a live process:
   it is cleaned as ``localflow gc`` does (:func:`localflow.api.garbage_collect`: Pods whose
   processes are gone Failed, the run FAILED with the reason). Continuing such a run where it
   stopped needs reconcilers that keep no state only in memory (issue 8's manager), not yet here.
+  A worker of a server killed with ``kill -9`` lives on (its own session) and finishes its run; the
+  next server leaves its object to it and stops it when it stops itself.
 
 Ownership is liveness of a process (``<pid>@<start time>``): on one machine that is exact, where a
 cluster needs leases with heartbeats (client-go ``tools/leaderelection``). SIGTERM/Ctrl-C stop the
@@ -30,6 +32,8 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+
+import psutil
 
 from localflow.errors import Conflict, LocalflowError, NotFound
 from localflow.workspace import Workspace, resolve_workspace
@@ -71,6 +75,7 @@ class Server:
         self.id = process_id()
         self.workers: dict[str, WorkerProcess] = {}
         self.done: set[str] = set()  # uids handled (run, refused, cleaned): never picked up again
+        self.adopted: dict[str, psutil.Process] = {}  # uid -> a dead server's worker, still running
         self._wake = threading.Event()
         self._lock = ServerLock(self.ws)
         self._log = log or (lambda line: print(line, file=sys.stderr, flush=True))
@@ -146,7 +151,11 @@ class Server:
                     continue
                 ann = meta.get("annotations") or {}
                 owner, manager = ann.get(OWNER_PID_ANNOTATION), ann.get(MANAGER_ANNOTATION)
-                if (owner and alive(owner)) or (manager and manager != self.id and alive(manager)):
+                if owner and alive(owner):
+                    if manager and manager != self.id and not alive(manager):
+                        self._adopt_worker(uid, owner)
+                    continue
+                if manager and manager != self.id and alive(manager):
                     continue
                 if owner:  # started by a process that is gone
                     orphans = True
@@ -155,6 +164,20 @@ class Server:
                 self._claim_and_run(obj)
         if orphans:
             self._clean_orphans()
+
+    def _adopt_worker(self, uid: str, owner: str) -> None:
+        """A worker of a server that died (``kill -9``) still runs its object: it goes on (nothing is
+        run twice), and this server stops it when it stops, as it stops its own workers."""
+        if uid in self.adopted:
+            return
+        try:
+            proc = psutil.Process(int(owner.split("@")[0]))
+            cmd = proc.cmdline()
+        except (psutil.Error, ValueError):
+            return
+        if "localflow.server.worker" in cmd and str(self.ws.root) in cmd:
+            self.adopted[uid] = proc
+            self._log(f"adopted the running worker pid {proc.pid} of a server that is gone")
 
     def _claim_and_run(self, obj: dict) -> None:
         meta = obj["metadata"]
@@ -255,6 +278,12 @@ class Server:
                 self._log(f"stopping: canceling {len(self.workers)} run(s)")
             for w in self.workers.values():
                 _signal(w.proc, signal.SIGTERM)
+            adopted = [p for p in self.adopted.values() if p.is_running()]
+            for p in adopted:
+                try:
+                    p.send_signal(signal.SIGTERM)
+                except psutil.Error:
+                    pass
             deadline = time.monotonic() + self.grace
             for w in self.workers.values():
                 try:
@@ -266,7 +295,13 @@ class Server:
                     except (ProcessLookupError, PermissionError):
                         pass
                     w.proc.wait()
-            killed = any(w.proc.returncode == -signal.SIGKILL for w in self.workers.values())
+            _, stuck = psutil.wait_procs(adopted, timeout=max(0.0, deadline - time.monotonic()))
+            for p in stuck:
+                try:
+                    os.killpg(p.pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+            killed = bool(stuck) or any(w.proc.returncode == -signal.SIGKILL for w in self.workers.values())
             for w in self.workers.values():
                 _write_text(w.base + ".rc", f"{_exit_code(w.proc.returncode)}\n")
             self.workers.clear()
