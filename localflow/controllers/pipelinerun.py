@@ -234,29 +234,28 @@ class PipelineRunController(InputsMixin, ExecutorTasksMixin):
         self._cancel("CANCELED")
 
     # ------------------------------------------------------------------ DAG walking
-    def _advance(self, node: DagNode) -> None:
+    def _advance(self, node: DagNode, changed: DagTask | None = None) -> None:
+        """Start (or skip) every task of ``node`` whose upstream tasks have all ended, then end the
+        node when all its tasks have. ``changed``: the task that just ended; only its dependents can
+        have become ready (None: look at every task, when the node starts)."""
         if node.done:
             return
-        progressed = True
-        while progressed:
-            progressed = False
-            for t in node.tasks.values():
-                if t.state != "PENDING":
-                    continue
-                deps = [node.tasks[d] for d in t.deps if d in node.tasks]
-                if any(d.state not in TERMINAL for d in deps):
-                    continue
-                strategy = (t.spec.get("triggerPolicy") or {}).get("strategy") or "ALL_UPSTREAM_TASKS_SUCCEEDED"
-                # the backend compiles dependencies to Argo `depends: <task>.Succeeded`
-                # (backend/src/v2/compiler/argocompiler/dag.go): a skipped upstream blocks too
-                bad = [d for d in deps if d.state in ("FAILED", "CANCELED", "SKIPPED")]
-                if bad and strategy != "ALL_UPSTREAM_TASKS_COMPLETED":
-                    self._skip(t, f"upstream task {bad[0].path} {bad[0].state.lower()}")
-                    progressed = True
-                    continue
-                self._start_task(t)
-                progressed = True
-        if all(t.state in TERMINAL for t in node.tasks.values()):
+        candidates = node.tasks.values() if changed is None else node.dependents.get(changed.key, ())
+        for t in candidates:
+            if t.state != "PENDING":
+                continue
+            deps = [node.tasks[d] for d in t.deps if d in node.tasks]
+            if any(d.state not in TERMINAL for d in deps):
+                continue
+            strategy = (t.spec.get("triggerPolicy") or {}).get("strategy") or "ALL_UPSTREAM_TASKS_SUCCEEDED"
+            # the backend compiles dependencies to Argo `depends: <task>.Succeeded`
+            # (backend/src/v2/compiler/argocompiler/dag.go): a skipped upstream blocks too
+            bad = [d for d in deps if d.state in ("FAILED", "CANCELED", "SKIPPED")]
+            if bad and strategy != "ALL_UPSTREAM_TASKS_COMPLETED":
+                self._skip(t, f"upstream task {bad[0].path} {bad[0].state.lower()}")
+                continue
+            self._start_task(t)
+        if node.open == 0:
             self._finish_node(node)
 
     def _start_task(self, t: DagTask) -> None:
@@ -456,6 +455,8 @@ class PipelineRunController(InputsMixin, ExecutorTasksMixin):
     # ------------------------------------------------------------------ states
     def _set_state(self, t: DagTask, state: str, error: str | None = None) -> None:
         rec = t.record
+        if state in TERMINAL and rec.state not in TERMINAL:
+            t.node.open -= 1
         rec.state = state
         if error is not None:
             rec.error = error
@@ -466,7 +467,7 @@ class PipelineRunController(InputsMixin, ExecutorTasksMixin):
         self.tasks[rec.name] = rec
         self._notify(rec)
         if state in TERMINAL:
-            self._advance(t.node)
+            self._advance(t.node, t)
 
     def _fail(self, t: DagTask, message: str | None) -> None:
         if t.state in TERMINAL:

@@ -67,6 +67,13 @@ class DagNode:
         self.tasks: dict[str, DagTask] = {}
         for key, spec in (dag.get("tasks") or {}).items():
             self.tasks[key] = DagTask(self, key, spec)
+        # who waits on whom, so a task's end looks only at its dependents (not every task: O(N^2))
+        self.dependents: dict[str, list[DagTask]] = {}
+        for t in self.tasks.values():
+            for d in t.deps:
+                if d in self.tasks:
+                    self.dependents.setdefault(d, []).append(t)
+        self.open = len(self.tasks)  # tasks not yet in a TERMINAL state
         self.done = False
         self.state = "RUNNING"
         self.outputs: dict = {"parameters": {}, "artifacts": {}}
