@@ -617,7 +617,8 @@ def find_leftovers(client, run_ids_alive: set | None = None, *, run_label: str =
     client. Follows ``docker ps -a --filter label=...`` selection.
     """
     extra = [f"{k}={v}" for k, v in (within or {}).items()]
-    containers = [c for c in client.containers.list(all=True, filters={"label": [POD_UID_LABEL, *extra]})
+    containers = [c for c in client.containers.list(all=True, filters={"label": [POD_UID_LABEL, *extra]},
+                                                       ignore_removed=True)
                   if _selected(c.labels, run_ids_alive, run_label)]
     networks = []
     for net in client.networks.list(filters={"label": [NETWORK_LABEL, *extra]}):

@@ -93,7 +93,7 @@ def pod(name: str, *containers: ContainerSpec, init: tuple[ContainerSpec, ...] =
 
 def containers_of(client, pod_spec: PodSpec) -> list:
     """Every container (running or not) labelled with ``pod_spec``'s uid."""
-    return client.containers.list(all=True, filters={"label": f"localflow.dev/pod-uid={pod_spec.uid}"})
+    return client.containers.list(all=True, filters={"label": f"localflow.dev/pod-uid={pod_spec.uid}"}, ignore_removed=True)
 
 
 def wait_until(predicate, timeout: float = 30.0, interval: float = 0.05, what: str = "condition"):

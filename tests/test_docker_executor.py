@@ -6,6 +6,7 @@ import os
 import socket
 import textwrap
 import time
+import uuid
 
 import pytest
 
@@ -178,6 +179,7 @@ def test_init_containers_run_to_completion_before_the_main_container(docker_exec
 
 @docker
 def test_replicas_on_one_network_reach_each_other_by_hostname(docker_executor, python_image, tmp_path):
+    net = f"job-net-{uuid.uuid4().hex[:8]}"  # unique: suites running side by side share one engine
     server = py("server", """
         import socket
         s = socket.socket()
@@ -200,10 +202,10 @@ def test_replicas_on_one_network_reach_each_other_by_hostname(docker_executor, p
                 time.sleep(0.1)
         print(c.recv(100).decode())
         """, python_image, tmp_path)
-    master_spec = pod("job-master-0", server, hostname="job-master-0", network="job-net-test")
+    master_spec = pod("job-master-0", server, hostname="job-master-0", network=net)
     master_spec.subdomain = "job"  # spec.subdomain (JobSet/TrainJob names: <hostname>.<subdomain>)
     master = docker_executor.start(master_spec)
-    worker = docker_executor.start(pod("job-worker-0", client, hostname="job-worker-0", network="job-net-test"))
+    worker = docker_executor.start(pod("job-worker-0", client, hostname="job-worker-0", network=net))
     (w,) = worker.wait(60)
     assert w.reason == "Completed", open(client.log_path).read()
     assert "pong from job-master-0" in open(client.log_path).read()
@@ -221,7 +223,7 @@ def test_replicas_on_one_network_reach_each_other_by_hostname(docker_executor, p
     (m,) = master.wait(60)
     assert m.reason == "Completed"
     docker_executor.close()
-    assert docker_executor.client.networks.list(names=["localflow-job-net-test"]) == []
+    assert docker_executor.client.networks.list(names=[f"localflow-{net}"]) == []
 
 
 @docker
@@ -251,7 +253,8 @@ def test_container_gone_before_its_exit_code_is_read_is_error_minus_one(docker_e
 @docker
 def test_leftovers_of_a_dead_run_are_found_and_removed_by_labels(docker_client, busybox_image):
     crashed = DockerExecutor(client=docker_client)  # never closed: a localflow that crashed
-    spec = pod("left", ContainerSpec("main", busybox_image, ["sleep", "300"]), network="gc-test")
+    net = f"gc-test-{uuid.uuid4().hex[:8]}"  # unique: suites running side by side share one engine
+    spec = pod("left", ContainerSpec("main", busybox_image, ["sleep", "300"]), network=net)
     run_id = spec.labels["localflow.dev/run-id"]
     running = crashed.start(spec)
     wait_until(lambda: running.pids(), what="a running container")
@@ -259,17 +262,17 @@ def test_leftovers_of_a_dead_run_are_found_and_removed_by_labels(docker_client, 
     mine = {"localflow.dev/run-id": run_id}  # never touch containers of other tests or runs
     containers, networks = find_leftovers(docker_client, run_ids_alive={run_id}, within=mine)
     assert spec.uid not in [c.labels.get("localflow.dev/pod-uid") for c in containers]
-    assert "localflow-gc-test" not in [n.name for n in networks]
+    assert f"localflow-{net}" not in [n.name for n in networks]
 
     containers, networks = find_leftovers(docker_client, run_ids_alive={"some-other-run"}, within=mine)
     assert spec.uid in [c.labels.get("localflow.dev/pod-uid") for c in containers]
-    assert "localflow-gc-test" in [n.name for n in networks]
+    assert f"localflow-{net}" in [n.name for n in networks]
 
     gone_containers, gone_networks = remove_leftovers(docker_client, run_ids_alive={"some-other-run"}, within=mine)
-    assert "localflow-gc-test" in gone_networks and gone_containers
+    assert f"localflow-{net}" in gone_networks and gone_containers
     # containers are removed right after their results are reported
     wait_until(lambda: containers_of(docker_client, spec) == [], what="the containers to be removed")
-    assert docker_client.networks.list(names=["localflow-gc-test"]) == []
+    assert docker_client.networks.list(names=[f"localflow-{net}"]) == []
     (result,) = running.wait(30)
     assert result.reason == "Error"
 

@@ -100,7 +100,8 @@ def test_pytorchjob_trains_across_two_containers(tmp_path, training_image):
 
 
 def _labelled(client, run_id):
-    containers = client.containers.list(all=True, filters={"label": f"localflow.dev/run-id={run_id}"})
+    containers = client.containers.list(all=True, filters={"label": f"localflow.dev/run-id={run_id}"},
+                                        ignore_removed=True)
     networks = client.networks.list(filters={"label": "localflow.dev/network"})
     return containers, [n for n in networks if (n.attrs.get("Labels") or {}).get("localflow.dev/run-id") == run_id]
 
@@ -114,7 +115,8 @@ def test_gc_after_localflow_is_killed_mid_run_leaves_nothing(tmp_path, docker_cl
         deadline = time.monotonic() + 120
         run_id = None
         while time.monotonic() < deadline:
-            found = docker_client.containers.list(filters={"label": "localflow.dev/run-id", "status": "running"})
+            found = docker_client.containers.list(filters={"label": "localflow.dev/run-id", "status": "running"},
+                                                  ignore_removed=True)
             mine = [c for c in found if str(ws) in json.dumps(c.attrs.get("Mounts") or [])]
             if len(mine) >= 2:
                 run_id = mine[0].labels["localflow.dev/run-id"]
@@ -145,7 +147,8 @@ def test_ctrl_c_stops_every_container_in_parallel_and_records_the_cancel(tmp_pat
         deadline = time.monotonic() + 120
         mine = []
         while time.monotonic() < deadline and len(mine) < 4:
-            found = docker_client.containers.list(filters={"label": "localflow.dev/run-id", "status": "running"})
+            found = docker_client.containers.list(filters={"label": "localflow.dev/run-id", "status": "running"},
+                                                  ignore_removed=True)
             mine = [c for c in found if str(ws) in json.dumps(c.attrs.get("Mounts") or [])]
             time.sleep(0.2)
         assert len(mine) >= 4

@@ -301,4 +301,7 @@ def test_upstream_example(name, config, tmp_path):
 
         expected.check(run, logs)
         assert rt.metadata.get_run(run.id)["state"] == "SUCCEEDED"
-        assert {e["state"] for e in rt.metadata.list_executions(run_id=run.id)} == {"COMPLETE"}
+        # A replica still running REPLICA_GRACE_S after the job succeeded is stopped and recorded CANCELED
+        # (a loaded machine can get there); the replicas that decided success are COMPLETE.
+        states = {e["state"] for e in rt.metadata.list_executions(run_id=run.id)}
+        assert "COMPLETE" in states and states <= {"COMPLETE", "CANCELED"}, states
