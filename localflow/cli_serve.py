@@ -12,8 +12,8 @@ import sys
 
 import click
 
-from localflow.cli import (METADATA_KINDS, OUTPUTS, _metadata_rows, _metadata_table, _open_stores, _parse_params,
-                           _rerun_fix, cli, handle_errors, namespace_option, workspace_option)
+from localflow.cli import (OUTPUTS, _metadata_rows, _open_stores, _parse_params, _rerun_fix, cli, handle_errors,
+                           namespace_option, workspace_option)
 from localflow.errors import NotFound, SpecError
 
 __all__ = ["server_running", "run_on_server", "apply_runnable", "get_watch"]
@@ -96,6 +96,30 @@ def _looks_like_path(value: str | None) -> bool:
     return bool(value) and ("/" in value or value.startswith(("~", ".")))
 
 
+def _metadata_kind(kind: str, wide: bool):
+    """``(what, table(rows) -> str)`` of a metadata kind (runs, executions, artifacts) as ``get``
+    prints it, or ``(None, None)``: from the kind table (:mod:`localflow.kinds`) when there is one,
+    else from the CLI's own list."""
+    from localflow import render
+
+    try:
+        from localflow import kinds as kind_table
+
+        rec = kind_table.record(kind)
+    except (ImportError, AttributeError):
+        rec = False
+    if rec:
+        return rec.what, lambda rows: render.table(*render.rows_for(rows, rec.columns, wide=wide, name=False))
+    if rec is None:
+        return None, None
+    from localflow import cli as cli_mod
+
+    what = getattr(cli_mod, "METADATA_KINDS", {}).get(kind.lower())
+    if what is None:
+        return None, None
+    return what, lambda rows: cli_mod._metadata_table(what, rows, wide)
+
+
 def get_watch(kind, name, output, selector, run_name, namespace, all_namespaces, workspace, watch_only):
     """``get -w``/``--watch-only``: the list, then every change by any process, until Ctrl-C (exit 0)."""
     from localflow.api import kind_info
@@ -107,8 +131,8 @@ def get_watch(kind, name, output, selector, run_name, namespace, all_namespaces,
                             fix=f"pass the workspace as -W {value}")
     ws, store, md = _open_stores(workspace)
     ns = None if all_namespaces else namespace
-    if kind.lower() in METADATA_KINDS:
-        what = METADATA_KINDS[kind.lower()]
+    what, table = _metadata_kind(kind, output == "wide")
+    if what is not None:
 
         def rows():
             found = _metadata_rows(md, what, name, run_name)
@@ -116,7 +140,7 @@ def get_watch(kind, name, output, selector, run_name, namespace, all_namespaces,
                 found = [r for r in found if (r.get("namespace") or "default") == ns]
             return found
 
-        watch_metadata(rows, lambda r: _metadata_table(what, r, output == "wide"), click.echo, watch_only)
+        watch_metadata(rows, table, click.echo, watch_only)
         return
     info = kind_info(kind)
     if name and os.path.isdir(name) and not any(o["metadata"]["name"] == name for o in store.list(info.kind, ns)):

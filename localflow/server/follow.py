@@ -161,8 +161,20 @@ def _runnable() -> set[str]:
 
 
 def columns(info, wide: bool):
-    """``(headers, row(obj))`` of ``localflow get`` for a store kind (the same columns it prints)."""
+    """``(headers, row(obj))`` of ``localflow get`` for a store kind (the same columns it prints:
+    the kind table's printer columns, :mod:`localflow.kinds`, when there is one)."""
     from localflow import render
+
+    try:
+        from localflow import kinds as kind_table
+
+        entry = kind_table.entry(info)
+        cols = entry.columns if entry else (kind_table.AGE,)
+        name = entry.name_column if entry else True
+        headers, _ = render.rows_for([], cols, wide=wide, name=name)
+        return headers, lambda o: render.rows_for([o], cols, wide=wide, name=name)[1][0]
+    except (ImportError, AttributeError):
+        pass
 
     if info.kind == "Pod":
         return (["NAME", "READY", "STATUS", "RESTARTS", "AGE"] + (["IP", "NODE"] if wide else []),

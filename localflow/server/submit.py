@@ -93,9 +93,7 @@ def submit(spec, params: dict | None, executor: str, ws: Workspace, *, config=No
     kind, docs, source = api.load_spec(spec)
     check_dns1123_label("namespace", namespace)
     check_dns1123_subdomain("run_name", run_name, required=False)
-    if kind not in api.RUNNERS:
-        raise SpecError(f"{source or 'spec'}: kind", f"localflow cannot run kind {kind!r} yet",
-                        fix=f"runnable kinds: {', '.join(sorted(api.RUNNERS))}")
+    api._runner(kind, source)  # SpecError naming the runnable kinds for a kind localflow cannot run
     options = {"params": dict(params or {}), "executor": executor, "config": _config_path(config), "cache": cache,
                "install": install, "source": source, "cwd": os.getcwd(), "output": output}
     ws.ensure()

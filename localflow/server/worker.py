@@ -2,7 +2,7 @@
 
 ``python -m localflow.server.worker -W WS --kind KIND -n NS --uid UID NAME`` reads the object the
 server claimed, and runs it with the same runner ``localflow run`` uses
-(:data:`localflow.api.RUNNERS`, the existing blocking controllers), as ``localflow run`` would in
+(the kind table's ``runner``, the existing blocking controllers), as ``localflow run`` would in
 the command's own process: the same live progress on stderr, the same result on stdout, the same
 exit codes (0, 1, 2, 130) and the same records in the metadata (so ``localflow get runs`` shows a
 detached run exactly as a foreground one). SIGTERM (sent by the server when it stops) cancels the
@@ -112,7 +112,7 @@ def run_object(workspace: str, kind: str, name: str, namespace: str, uid: str | 
         os.chdir(sub["cwd"])  # relative paths of the spec and config as the command saw them
     docs = _docs(obj, sub)
     spec_kind = "PipelineSpec" if kind == "Run" else obj["kind"]
-    runner = api.RUNNERS[spec_kind]
+    runner = api._runner(spec_kind, None)
     output = sub.get("output")
     progress = Progress(enabled=output is None)
     extra = {"install": False} if sub.get("install") is False else {}
