@@ -202,6 +202,17 @@ def validate_runtime(obj: dict, old: dict | None) -> None:
     check(obj, gpus=ANY_GPUS)
 
 
+def validate_pod(obj: dict, old: dict | None) -> None:
+    """Validating hook of Pod: its spec as the API server checks it
+    (:func:`localflow.specs.podspec.pod_spec_errors`: at least one container, names, env, ports,
+    volumes and mounts), at ``Pod.spec...``. Status writes (the kubelet's) never reach it."""
+    from localflow.specs.podspec import pod_spec_errors
+
+    errs = pod_spec_errors("Pod.spec", obj.get("spec"))
+    if errs:
+        raise errs[0]
+
+
 def validate_side_object(obj: dict, old: dict | None) -> None:
     """Validating hook of ConfigMap, Secret, PersistentVolumeClaim
     (:func:`localflow.controllers.sideobjects.check_side_object`, the API server's checks)."""
@@ -254,7 +265,7 @@ KINDS: tuple[Kind, ...] = (
                   Column("Restarts", type="integer", value=render.pod_restarts), Column("Age", value=render.created_age),
                   Column("IP", priority=1, value=lambda p: (p.get("status") or {}).get("podIP") or _NONE),
                   Column("Node", priority=1, value=lambda p: (p.get("spec") or {}).get("nodeName") or _NONE)),
-         companion=True),
+         companion=True, validate="localflow.kinds:validate_pod"),
     Kind("", "v1", "Event", "events", short_names=("ev",), name_column=False,
          columns=(Column("Last Seen", value=render.event_last_seen), Column("Type", ".type"),
                   Column("Reason", ".reason"), Column("Object", value=render.event_object), Column("Message", ".message"))),

@@ -135,8 +135,9 @@ def test_unknown_kind_lists_known_kinds(store):
 
 
 def test_generate_name_makes_a_unique_name(store):
-    a = store.create({"kind": "Pod", "metadata": {"generateName": "train-"}})
-    b = store.create({"kind": "Pod", "metadata": {"generateName": "train-"}})
+    spec = {"containers": [{"name": "main", "image": "python"}]}
+    a = store.create({"kind": "Pod", "metadata": {"generateName": "train-"}, "spec": spec})
+    b = store.create({"kind": "Pod", "metadata": {"generateName": "train-"}, "spec": spec})
     assert a["metadata"]["name"].startswith("train-") and len(a["metadata"]["name"]) == len("train-") + 5
     assert a["metadata"]["name"] != b["metadata"]["name"]
     assert a["apiVersion"] == "v1"

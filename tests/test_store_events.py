@@ -29,7 +29,7 @@ def store(db_path, clock):
 
 
 def pod(store, name):
-    return store.create({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": {"containers": []}})
+    return store.create({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": {"containers": [{"name": "main", "image": "python"}]}})
 
 
 def vm_steps(store, fn):
