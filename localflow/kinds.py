@@ -221,6 +221,31 @@ def validate_side_object(obj: dict, old: dict | None) -> None:
     check_side_object(obj)
 
 
+def validate_job(obj: dict, old: dict | None) -> None:
+    """Validating hook of ``batch/v1`` Job (:func:`localflow.specs.job.load_job`)."""
+    from localflow.specs.job import load_job
+
+    load_job(obj)
+
+
+def _job_status(job: dict) -> str:
+    """kubectl's Job ``STATUS`` (1.31+): Complete, Failed, Suspended, FailureTarget, SuccessCriteriaMet or Running."""
+    conds = {c.get("type") for c in (job.get("status") or {}).get("conditions") or [] if c.get("status") == "True"}
+    for t in ("Complete", "Failed", "FailureTarget", "SuccessCriteriaMet", "Suspended"):
+        if t in conds:
+            return t
+    return "Running"
+
+
+def _job_completions(job: dict) -> str:
+    """kubectl's Job ``COMPLETIONS``: ``succeeded/completions`` (``/1 of N`` without completions)."""
+    spec, st = job.get("spec") or {}, job.get("status") or {}
+    done = st.get("succeeded") or 0
+    if spec.get("completions") is not None:
+        return f"{done}/{spec['completions']}"
+    return f"{done}/1 of {spec.get('parallelism', 1)}"
+
+
 def encode_string_data(obj: dict) -> dict:
     """Mutating hook of Secret: ``stringData`` merged into ``data`` base64-encoded (a key in both
     takes the ``stringData`` value) and removed, as the API server converts a v1 Secret
@@ -292,6 +317,12 @@ KINDS: tuple[Kind, ...] = (
                   Column("External-IP", value=lambda s: ",".join((s.get("spec") or {}).get("externalIPs") or []) or _NONE),
                   Column("Port(s)", value=render.service_ports), AGE,
                   Column("Selector", priority=1, value=render.service_selector))),
+    # batch/v1 Job (kubectl's printer columns; the controller: localflow.controllers.job)
+    Kind("batch", "v1", "Job", "jobs", categories=("all",),
+         columns=(Column("Status", value=_job_status), Column("Completions", value=_job_completions), AGE),
+         validate="localflow.kinds:validate_job", runner="localflow.runners:run_job",
+         reconciler="localflow.controllers.job:JobReconciler", finished=_conditions("Complete"),
+         recorder="localflow.training.records:TrainingRunRecorder"),
     # Kubeflow Pipelines: a compiled pipeline runs as a Run (its columns: no CRD, the KFP API's state)
     Kind("pipelines.kubeflow.org", "v2beta1", "Run", "runs", aliases=("pipelinerun", "pipelineruns", "pr"),
          document=PIPELINE_SPEC, loader="localflow.specs.pipeline:load_pipeline", runner="localflow.runners:run_pipeline",

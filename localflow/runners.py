@@ -393,6 +393,92 @@ def run_trainjob(docs: list[dict], rt: Runtime, *, namespace: str = "default", o
                          node_record, on_task=on_task, source=source, started=started, interrupted=interrupted)
 
 
+# ---------------------------------------------------------------- batch/v1 Job
+
+
+def run_job(docs: list[dict], rt: Runtime, *, namespace: str = "default", on_task=None, timeout: float | None = None,
+            source=None, run_name: str | None = None, params=None, **_) -> Run:
+    """Run the first ``batch/v1 Job`` in ``docs`` on an in-process controller manager with
+    :class:`~localflow.controllers.job.JobReconciler` until it is Complete or Failed.
+
+    ConfigMaps/Secrets in ``docs`` are created first; ``run_name`` (``--name``) renames the Job.
+    Returns a Run as :func:`run_training_job` does (``tasks``: one record per Pod, ``kind``
+    ``pod``, ``index`` its completion index), recorded in the metadata store. Raises
+    :class:`SpecError` for an invalid or suspended Job, :class:`Unschedulable` when one Pod can
+    never fit this machine (nothing is created), :class:`AlreadyExists` as the training runners;
+    a timeout or an interruption stops the Job's Pods and leaves it ``Failed`` (reason ``Canceled``).
+    """
+    from localflow.controllers.job import JobReconciler, job_finished, job_pod_record
+    from localflow.controllers.manager import MANAGER_ANNOTATION, ControllerManager
+    from localflow.scheduler import pod_requests
+    from localflow.specs.job import load_job
+
+    job = next((d for d in docs if isinstance(d, dict) and d.get("kind") == "Job"), None)
+    if job is None:
+        raise SpecError(f"{source or 'spec'}", "holds no batch/v1 Job", fix="add a Job (apiVersion: batch/v1)")
+    _refuse_params(params, "Job")
+    validate_documents(docs, rt.workspace, rt.scheduler.host_paths)
+    job = _named(job, run_name, namespace)
+    spec = load_job(job)["spec"]
+    if spec["suspend"]:
+        _refuse_suspended(job, "Job.spec.suspend")
+    cpu, mem = pod_requests(spec["template"], "Job.spec.template.spec")
+    cap = rt.scheduler.capacity
+    if cpu > cap.cpu + 1e-9 or mem > cap.memory:
+        raise Unschedulable("Job.spec.template.spec.containers[].resources.requests",
+                            f"a Pod of the Job requests more {'cpu' if cpu > cap.cpu + 1e-9 else 'memory'} than this machine "
+                            "has: 0/1 nodes are available", fix="lower the requests")
+    ns = job["metadata"]["namespace"]
+    reconciler = JobReconciler(rt.store, rt.scheduler, rt.clock)
+    started = time.time()
+    create_side_objects(rt.store, docs, ns)
+    with critical():
+        obj = _apply(rt.store.create, job, source)
+        obj = rt.store.patch("Job", obj["metadata"]["name"], {"metadata": {"labels": {RUN_ID_LABEL: obj["metadata"]["uid"]}}}, ns)
+        interrupted = take_pending()
+    name, uid = obj["metadata"]["name"], obj["metadata"]["uid"]
+    # A server's worker runs a Job the server claimed (localflow.dev/manager): this call's manager
+    # acts for that claim rather than waiting for its owner; otherwise it claims the Job itself.
+    claim = (obj["metadata"].get("annotations") or {}).get(MANAGER_ANNOTATION)
+    mgr = ControllerManager(rt.store, rt.clock, workers=2, identity=claim or None)
+    mgr.register(reconciler)
+
+    def wait(on_change) -> dict:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with rt.store.watch("Pod", ns, owner_uid=uid) as pods, rt.store.watch("Job", ns) as jobs:
+            mgr.start()
+            current = rt.store.get("Job", name, ns)
+            while not job_finished(current):
+                if deadline is not None and time.monotonic() > deadline:
+                    raise TimeoutError(f"Job {name} did not finish within {timeout:g} s")
+                ev = pods.get(timeout=0.1)
+                for e in ([ev] if ev else []) + pods.drain():
+                    on_change(e.type, e.object)
+                for e in jobs.drain():
+                    if e.object["metadata"]["name"] == name and e.type != "DELETED":
+                        current = e.object
+                rt.scheduler.raise_fault()
+            for e in pods.drain():
+                on_change(e.type, e.object)
+        mgr.stop()
+        return current
+
+    def cancel(why: str, on_change) -> dict | None:
+        mgr.stop()  # no reconcile may replace the Pods being stopped
+        reconciler.fail(name, ns, "Canceled", why)
+        rt.scheduler.wait_idle(timeout=30)
+        for pod in rt.store.list("Pod", ns, owner_uid=uid):
+            on_change("MODIFIED", pod)
+        return rt.store.get("Job", name, ns)
+
+    try:
+        return _run_training(rt, obj, wait, cancel, job_pod_record, on_task=on_task, source=source, started=started,
+                             interrupted=interrupted)
+    finally:
+        mgr.stop()
+
+
+
 # ---------------------------------------------------------------- files that start with something else
 
 
