@@ -391,3 +391,46 @@ def test_a_run_survives_kill_9_of_its_server_and_the_next_server_stops_it(tmp_pa
         assert second.stop() == 0
     assert _gone(family) == []
     assert _runs(second)["survivor"]["state"] == "CANCELED"
+
+
+@dsl.container_component
+def step(msg: str, seconds: int):
+    return dsl.ContainerSpec(image="alpine:3.19", command=["sh", "-c", 'echo "$0"; sleep "$1"'], args=[msg, seconds])
+
+
+@dsl.pipeline(name="serve-two-steps")
+def two_steps():
+    first = step(msg="first", seconds=0).set_caching_options(False)
+    step(msg="second", seconds=3).after(first).set_caching_options(False)
+
+
+@pytest.mark.slow
+def test_a_run_whose_process_died_is_resumed_without_running_finished_tasks_again(localflow_server, tmp_path):
+    compiler.Compiler().compile(two_steps, str(tmp_path / "two.yaml"))
+    p = localflow_server.cli("run", tmp_path / "two.yaml", "-d")
+    assert p.returncode == 0, p.stderr
+    name = p.stdout.split()[0].split("/")[1]
+    deadline = time.monotonic() + 120
+    while True:  # bounded: until the second task's Pod runs
+        listed = localflow_server.cli("get", "pods", "--run", name, "-o", "json")  # fails until the run is recorded
+        pods = json.loads(listed.stdout)["items"] if listed.returncode == 0 else []
+        if any(p["metadata"]["labels"].get("pipelines.kubeflow.org/task_name") == "step-2"
+               and (p.get("status") or {}).get("phase") == "Running" for p in pods):
+            break
+        assert time.monotonic() < deadline, pods
+        time.sleep(0.1)
+    uid = json.loads(localflow_server.cli("get", "pipelinerun", name, "-o", "json").stdout)["metadata"]["uid"]
+    worker = int((localflow_server.workspace / "server" / "runs" / f"{uid}.pid").read_text().split("@")[0])
+    os.kill(worker, signal.SIGKILL)  # the process driving the run dies mid-task
+    w = localflow_server.cli("wait", f"run/{name}", "--for=condition=Succeeded", "--timeout=120s")
+    assert w.returncode == 0, (w.stderr, localflow_server.log.read_text())
+    assert f"resuming run/{name}" in localflow_server.log.read_text()
+    execs = json.loads(localflow_server.cli("get", "executions", "--run", name, "-o", "json").stdout)["items"]
+    by_name = {}
+    for e in execs:
+        by_name.setdefault(e["name"], []).append(e["state"])
+    firsts = [v for k, v in by_name.items() if k.endswith("step")]
+    assert firsts == [["COMPLETE"]], by_name  # the finished task was not run again
+    seconds = [v for k, v in by_name.items() if k.endswith("step-2")][0]
+    assert seconds[-1] == "COMPLETE" and len(seconds) == 2, by_name  # the lost attempt, then the new one
+    assert _runs(localflow_server)[name]["state"] == "SUCCEEDED"

@@ -10,10 +10,12 @@ owned by a live process:
   is skipped: two managers never run one object), then runs it in a worker process
   (:mod:`.worker`: the existing runners and blocking controllers, exactly as ``localflow run``),
   its stderr/stdout in ``server/runs/<uid>.err``/``.out``, its exit code in ``.rc``;
-- started by a process that is gone (a ``localflow run`` or a server killed with ``kill -9``):
-  it is cleaned as ``localflow gc`` does (:func:`localflow.api.garbage_collect`: Pods whose
-  processes are gone Failed, the run FAILED with the reason). Continuing such a run where it
-  stopped needs reconcilers that keep no state only in memory (issue 8's manager), not yet here.
+- started by a process that is gone (a ``localflow run`` or a worker killed with ``kill -9``):
+  a pipeline ``Run`` is claimed the same way and continued where it stopped
+  (:func:`localflow.runners.resume_pipeline_run`: completed and cached tasks are not run again,
+  Pods whose processes are gone Failed ``Orphaned``, their tasks run again); a training job is
+  ended as ``localflow gc`` ends it (its Pods Failed, the run FAILED with the reason) -- continuing
+  one needs the training reconcilers to keep no state only in memory (issue 8's manager).
   A worker of a server killed with ``kill -9`` lives on (its own session) and finishes its run; the
   next server leaves its object to it and stops it when it stops itself.
 
@@ -56,6 +58,7 @@ class WorkerProcess:
     uid: str
     proc: subprocess.Popen
     base: str  # path prefix of .out/.err/.rc/.pid
+    resume: bool = False  # it continues a Run whose earlier process died
     started: float = field(default_factory=time.monotonic)
 
 
@@ -135,7 +138,6 @@ class Server:
 
     def scan(self) -> None:
         """Claim and start every runnable object nobody live owns; clean those of dead owners."""
-        orphans = False
         for kind in runnable_kinds():
             try:
                 items = self.store.list(kind, None)
@@ -158,12 +160,13 @@ class Server:
                 if manager and manager != self.id and alive(manager):
                     continue
                 if owner:  # started by a process that is gone
-                    orphans = True
-                    self.done.add(uid)
+                    if obj["kind"] == "Run":
+                        self._claim_and_run(obj, resume=True)  # continued where it stopped
+                    else:
+                        self._abandon(obj)
+                        self.done.add(uid)
                     continue
                 self._claim_and_run(obj)
-        if orphans:
-            self._clean_orphans()
 
     def _adopt_worker(self, uid: str, owner: str) -> None:
         """A worker of a server that died (``kill -9``) still runs its object: it goes on (nothing is
@@ -179,7 +182,32 @@ class Server:
             self.adopted[uid] = proc
             self._log(f"adopted the running worker pid {proc.pid} of a server that is gone")
 
-    def _claim_and_run(self, obj: dict) -> None:
+    def _abandon(self, obj: dict) -> None:
+        """End the run of a training job whose process is gone, as ``localflow gc`` ends it: its
+        Pods' processes killed, its Pods Failed (``Orphaned``), its executions CANCELED, the run
+        FAILED, the job given the status of a canceled job. (Only pipeline Runs can be continued.)"""
+        from localflow import api
+        from localflow.metadata import MetadataStore
+
+        run_id = ((obj["metadata"].get("labels") or {}).get("localflow.dev/run-id")
+                  or (obj.get("status") or {}).get("runId") or obj["metadata"].get("uid"))
+        try:
+            with MetadataStore(self.ws.db_path) as md:
+                try:
+                    record = md.get_run(run_id)
+                except NotFound:
+                    return
+                if record["state"] not in api.ACTIVE_RUN_STATES:
+                    return
+                api._orphan_processes(self.store, run_id, kill=True)
+                md.update_run(run_id, state="FAILED", error=api.GONE, finished=True)
+                api._abandon_objects(self.store, md, record)
+        except LocalflowError as exc:
+            self._log(f"could not end {obj['kind'].lower()}/{obj['metadata']['name']} of a dead process: {exc}")
+            return
+        self._log(f"{obj['kind'].lower()}/{obj['metadata']['name']}: its process is gone; marked FAILED (as gc does)")
+
+    def _claim_and_run(self, obj: dict, *, resume: bool = False) -> None:
         meta = obj["metadata"]
         claimed = json.loads(json.dumps(obj))
         claimed["metadata"]["annotations"] = {**(meta.get("annotations") or {}), MANAGER_ANNOTATION: self.id}
@@ -196,17 +224,21 @@ class Server:
         sub = submission_of(claimed)
         cwd = sub.get("cwd") if sub.get("cwd") and os.path.isdir(sub["cwd"]) else str(self.ws.root)
         cmd = [sys.executable, "-m", "localflow.server.worker", "-W", str(self.ws.root), "--kind", claimed["kind"],
-               "-n", ns, "--uid", m["uid"], m["name"]]
+               "-n", ns, "--uid", m["uid"], *(["--resume"] if resume else []), m["name"]]
         env = {k: v for k, v in os.environ.items() if k != "LOCALFLOW_HOME"}
-        with open(base + ".out", "wb") as out, open(base + ".err", "wb") as err, open(os.devnull, "rb") as devnull:
+        for stale in (".rc", ".pid"):  # of an earlier worker of the same object (a resume)
+            if os.path.exists(base + stale):
+                os.unlink(base + stale)
+        mode = "ab" if resume else "wb"
+        with open(base + ".out", mode) as out, open(base + ".err", mode) as err, open(os.devnull, "rb") as devnull:
             proc = subprocess.Popen(cmd, stdin=devnull, stdout=out, stderr=err, cwd=cwd, env=env,
                                     start_new_session=True)
         with open(base + ".pid.tmp", "w") as f:
             f.write(process_id(proc.pid) if _exists(proc.pid) else str(proc.pid))
         os.replace(base + ".pid.tmp", base + ".pid")
-        self.workers[m["uid"]] = WorkerProcess(claimed["kind"], ns, m["name"], m["uid"], proc, base)
+        self.workers[m["uid"]] = WorkerProcess(claimed["kind"], ns, m["name"], m["uid"], proc, base, resume)
         threading.Thread(target=self._await_exit, args=(proc,), name="localflow-serve-reaper", daemon=True).start()
-        self._log(f"running {claimed['kind'].lower()}/{m['name']} (namespace {ns}, worker pid {proc.pid}, "
+        self._log(f"{'resuming' if resume else 'running'} {claimed['kind'].lower()}/{m['name']} (namespace {ns}, worker pid {proc.pid}, "
                   f"log {base}.err)")
 
     def _await_exit(self, proc: subprocess.Popen) -> None:
@@ -232,7 +264,13 @@ class Server:
             except LocalflowError:
                 continue
             ann = obj["metadata"].get("annotations") or {}
-            if obj["metadata"].get("uid") == uid and outcome(obj)[0] is None and OWNER_PID_ANNOTATION not in ann:
+            if obj["metadata"].get("uid") == uid and outcome(obj)[0] is None and OWNER_PID_ANNOTATION in ann:
+                if obj["kind"] == "Run" and not w.resume and code != 0:
+                    self.done.discard(uid)  # its worker died mid-run: the next scan resumes it, once
+                    self.wake()
+                else:
+                    self._abandon(obj)  # could not be resumed (or not a Run): a true end
+            elif obj["metadata"].get("uid") == uid and outcome(obj)[0] is None:
                 why = (f"canceled before it started (its worker got signal {code - 128})" if code > 128 else
                        _last_error(w.base + ".err") or f"the run's worker ended with exit code {code}")
                 self._refuse(obj, why)

@@ -94,7 +94,24 @@ def _interrupt(signum, frame):
     on_signal()
 
 
-def run_object(workspace: str, kind: str, name: str, namespace: str, uid: str | None) -> int:
+def _resume(ws, obj: dict, sub: dict) -> int:
+    """Continue a pipeline Run whose process died (:func:`localflow.runners.resume_pipeline_run`)."""
+    from localflow import api, runners
+    from localflow.metadata import MetadataStore
+    from localflow.progress import Progress
+
+    run_id = (obj.get("status") or {}).get("runId") or (obj["metadata"].get("labels") or {}).get("localflow.dev/run-id")
+    with MetadataStore(ws.db_path) as md:
+        executor = sub.get("executor") or md.get_run(run_id).get("executor") or "subprocess"
+    progress = Progress(enabled=True)
+    with api.open_runtime(ws, executor, config=sub.get("config")) as rt:
+        result = runners.resume_pipeline_run(rt, obj, on_task=progress,
+                                             install=False if sub.get("install") is False else None)
+    progress.summary(result)
+    return 0 if result.succeeded else 1
+
+
+def run_object(workspace: str, kind: str, name: str, namespace: str, uid: str | None, resume: bool = False) -> int:
     """Run the submitted object; returns the exit code ``localflow run`` would."""
     from localflow import api, runners  # noqa: F401  (registers the runnable kinds)
     from localflow.fakes import ObjectStore
@@ -110,6 +127,8 @@ def run_object(workspace: str, kind: str, name: str, namespace: str, uid: str | 
     sub = submission_of(obj)
     if sub.get("cwd") and os.path.isdir(sub["cwd"]):
         os.chdir(sub["cwd"])  # relative paths of the spec and config as the command saw them
+    if resume:
+        return _resume(ws, obj, sub)
     docs = _docs(obj, sub)
     spec_kind = "PipelineSpec" if kind == "Run" else obj["kind"]
     runner = api._runner(spec_kind, None)
@@ -136,12 +155,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--kind", required=True)
     ap.add_argument("-n", "--namespace", default="default")
     ap.add_argument("--uid", default=None)
+    ap.add_argument("--resume", action="store_true", help="continue a Run whose process died")
     ap.add_argument("name")
     args = ap.parse_args(argv)
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        code = run_object(args.workspace, args.kind, args.name, args.namespace, args.uid)
+        code = run_object(args.workspace, args.kind, args.name, args.namespace, args.uid, args.resume)
     except LocalflowError as e:
         print(f"error: {escape(str(e))}", file=sys.stderr)
         code = e.exit_code
