@@ -32,8 +32,9 @@ def _follow_hint(obj: dict, workspace, ws) -> str:
     meta = obj["metadata"]
     flags = (f" -W {ws.root}" if workspace else "") + (f" -n {meta['namespace']}" if meta.get("namespace", "default") != "default" else "")
     kind = "run" if obj["kind"] == "Run" else obj["kind"].lower()
+    done = "Complete" if obj["kind"] in ("Job", "TrainJob") else "Succeeded"  # the kind's own condition
     return (f"follow it: localflow get {kind} {meta['name']} -w{flags}  or  "
-            f"localflow wait {kind}/{meta['name']} --for=condition=Succeeded --timeout=1h{flags}")
+            f"localflow wait {kind}/{meta['name']} --for=condition={done} --timeout=1h{flags}")
 
 
 def run_on_server(ctx, spec, params, executor, workspace, config, no_cache, no_install, name, namespace, output,

@@ -434,3 +434,14 @@ def test_a_run_whose_process_died_is_resumed_without_running_finished_tasks_agai
     seconds = [v for k, v in by_name.items() if k.endswith("step-2")][0]
     assert seconds[-1] == "COMPLETE" and len(seconds) == 2, by_name  # the lost attempt, then the new one
     assert _runs(localflow_server)[name]["state"] == "SUCCEEDED"
+
+
+def test_a_batch_job_detached_is_run_by_the_server(localflow_server):
+    spec = Path(__file__).resolve().parents[1] / "scenarios" / "jobs" / "job.yaml"
+    p = localflow_server.cli("run", spec, "--detach")
+    assert p.returncode == 0 and p.stdout.startswith("job/squares created"), p.stderr
+    assert "--for=condition=Complete" in p.stderr
+    for cond in ("Complete", "Succeeded"):  # the kind's condition, and the success `run` reports
+        w = localflow_server.cli("wait", "job/squares", f"--for=condition={cond}", "--timeout=120s")
+        assert w.returncode == 0, w.stderr
+    assert _runs(localflow_server)["squares"]["state"] == "SUCCEEDED"

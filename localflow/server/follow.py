@@ -131,6 +131,9 @@ def wait_for(store, kind: str, name: str, namespace: str, how, timeout: float, *
                 if condition_met(obj, how):
                     return obj
                 state, message = outcome(obj) if obj.get("kind") in _runnable() else (None, None)
+                if state == "SUCCEEDED" and how[0] == "condition" and how[1].lower() == "succeeded" \
+                        and how[2].lower() == "true":
+                    return obj  # a Job's or TrainJob's Complete is the success `run` reports
                 if state is not None:
                     raise LocalflowError(f"{label} finished {state}" + (f": {message}" if message else "")
                                          + f"; the condition ({_describe(how)}) will never be met")

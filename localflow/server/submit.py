@@ -36,10 +36,11 @@ MANAGER_ANNOTATION = "localflow.dev/manager"
 
 
 def runnable_kinds() -> list[str]:
-    """Kinds the server runs: a pipeline's ``Run``, every ``kubeflow.org/v1`` training job, ``TrainJob``."""
-    from localflow.training.kinds import KINDS
+    """Kinds the server runs: a pipeline's ``Run``, then every job kind of the kind table
+    (:func:`localflow.kinds.runnable`: the ``kubeflow.org/v1`` training jobs, ``TrainJob``, ``Job``)."""
+    from localflow import kinds as kind_table
 
-    return ["Run", *KINDS, "TrainJob"]
+    return ["Run", *(k.kind for k in kind_table.runnable(jobs_only=True))]
 
 
 def outcome(obj: dict) -> tuple[str | None, str | None]:
@@ -88,6 +89,7 @@ def submit(spec, params: dict | None, executor: str, ws: Workspace, *, config=No
     """
     from localflow import api, runners
     from localflow.fakes import ObjectStore
+    from localflow.training.kinds import KINDS
     from localflow.validation import check_dns1123_label, check_dns1123_subdomain
 
     kind, docs, source = api.load_spec(spec)
@@ -109,7 +111,7 @@ def submit(spec, params: dict | None, executor: str, ws: Workspace, *, config=No
         if job["kind"] == "TrainJob":
             if (job.get("spec") or {}).get("suspend") is True:
                 runners._refuse_suspended(job, "TrainJob.spec.suspend")
-        else:
+        elif job["kind"] in KINDS:
             from localflow.specs.training import load_job
 
             if ((job.get("spec") or {}).get("runPolicy") or {}).get("suspend") is True:
