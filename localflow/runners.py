@@ -14,7 +14,7 @@ import shlex
 import time
 
 from localflow import kinds as kind_table
-from localflow.controllers.sideobjects import RUN_ID_LABEL, SIDE_KINDS, create_side_objects
+from localflow.controllers.sideobjects import RUN_ID_LABEL, create_side_objects
 from localflow import dbconn
 from localflow.errors import AlreadyExists, LocalflowError, SpecError, Unschedulable
 from localflow.faults import SchedulerFault, critical, is_disk_full, run_fault_message, take_pending, with_space_note

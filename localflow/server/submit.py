@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from localflow.errors import LocalflowError, SpecError
+from localflow.errors import LocalflowError
 from localflow.workspace import Workspace
 
 from .record import server_dir, server_status
@@ -45,21 +45,13 @@ def runnable_kinds() -> list[str]:
 
 def outcome(obj: dict) -> tuple[str | None, str | None]:
     """``(state, message)`` of a finished runnable object (``SUCCEEDED``/``FAILED``/``CANCELED``),
-    ``(None, None)`` while it is not finished. A ``Run`` reads ``status.state``; a training job its
-    ``Succeeded``/``Failed`` conditions (a TrainJob ``Complete``/``Failed``), as
-    :func:`localflow.training.records.job_outcome` does."""
-    st = obj.get("status") or {}
-    if obj.get("kind") == "Run":
-        state = st.get("state")
-        if state in ("SUCCEEDED", "FAILED", "CANCELED", "SKIPPED"):
-            return state, ((st.get("error") or {}).get("message") if isinstance(st.get("error"), dict) else st.get("error"))
-        return None, None
-    true = {c.get("type"): c for c in st.get("conditions") or [] if c.get("status") == "True"}
-    if "Failed" in true:
-        return "FAILED", true["Failed"].get("message")
-    if "Succeeded" in true or "Complete" in true:
-        return "SUCCEEDED", None
-    return None, None
+    ``(None, None)`` while it is not finished: the kind table's ``finished`` predicate
+    (:mod:`localflow.kinds`: a ``Run``'s ``status.state``, a job's terminal condition)."""
+    from localflow import kinds as kind_table
+
+    k = kind_table.entry_of(obj)
+    done = k.finished(obj) if k is not None and k.finished is not None else None
+    return done if done is not None else (None, None)
 
 
 def submission_of(obj: dict) -> dict:
