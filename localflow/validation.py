@@ -299,6 +299,19 @@ def check_mapping(path: str, value: Any, *, required: bool = False, what: str = 
     return value
 
 
+def check_known_fields(path: str, value: dict, known: "tuple[str, ...] | frozenset[str]", what: str) -> None:
+    """Refuse a key of mapping ``value`` that ``known`` lacks, as the API server's strict field
+    validation does (kubectl's default ``--validate=strict``: ``unknown field "spec.backofLimit"``),
+    at ``<path>.<key>`` with the nearest known field as the fix. ``what`` names the type (``a Job spec``)."""
+    import difflib
+
+    for key in value:
+        if key not in known:
+            near = difflib.get_close_matches(str(key), sorted(known), n=1, cutoff=0.7)
+            raise SpecError(f"{path}.{escape(str(key))}", "unknown field",
+                            fix=f"did you mean {near[0]!r}?" if near else f"remove it: {what} has no such field")
+
+
 def check_list(path: str, value: Any, *, required: bool = False, what: str = "a list") -> list | None:
     """``value`` must be a list (``None`` allowed unless ``required``); returns it."""
     if value is None and not required:

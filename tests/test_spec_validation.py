@@ -384,3 +384,23 @@ def test_control_characters_in_a_task_name_are_refused():
     with pytest.raises(SpecError, match="must not contain control characters") as e:
         load_pipeline(docs)
     assert "\x1b" not in str(e.value)
+
+
+@pytest.mark.parametrize("where, typo, path, fix", [
+    (("spec",), "backofLimit", "Job.spec", "backoffLimit"),
+    (("spec", "template", "spec"), "restartPolicyy", "Job.spec.template.spec", "restartPolicy"),
+    (("spec", "template", "spec", "containers", 0), "argz", "Job.spec.template.spec.containers[0]", "args"),
+    (("spec", "template"), "metdata", "Job.spec.template", "metadata"),
+])
+def test_a_misspelled_field_of_a_job_or_its_pod_template_is_refused_at_its_path(where, typo, path, fix):
+    """Strict field validation (kubectl's default): a typo is not silently dropped, it is named."""
+    from localflow.specs.job import load_job as load_batch_job
+
+    job = yaml.safe_load((ROOT / "scenarios" / "jobs" / "job.yaml").read_text())
+    node = job
+    for key in where:
+        node = node[key]
+    node[typo] = node.pop(fix) if fix in node else 1
+    with pytest.raises(SpecError) as err:
+        load_batch_job(job)
+    assert (err.value.path, err.value.fix) == (f"{path}.{typo}", f"did you mean {fix!r}?")

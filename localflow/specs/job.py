@@ -19,13 +19,18 @@ from typing import Any
 
 from localflow.errors import SpecError
 from localflow.specs.podspec import check_metadata, check_pod_template
-from localflow.validation import check_int32, check_list, check_mapping, check_string
+from localflow.validation import check_int32, check_known_fields, check_list, check_mapping, check_string
 
 __all__ = ["API_VERSION", "load_job", "parse_indexes", "format_indexes", "MAX_INDEXED_COMPLETIONS"]
 
 API_VERSION = "batch/v1"
 MAX_INDEXED_COMPLETIONS = 100_000  # validation.go: completions of an Indexed Job
 _MODES = ("NonIndexed", "Indexed")
+# batch/v1 JobSpec's fields (k8s.io/api batch/v1 types.go, 1.31)
+_JOB_SPEC_FIELDS = frozenset({
+    "parallelism", "completions", "activeDeadlineSeconds", "podFailurePolicy", "successPolicy", "backoffLimit",
+    "backoffLimitPerIndex", "maxFailedIndexes", "selector", "manualSelector", "template", "ttlSecondsAfterFinished",
+    "completionMode", "suspend", "podReplacementPolicy", "managedBy"})
 _ACTIONS = ("FailJob", "Ignore", "Count")
 _OPERATORS = ("In", "NotIn")
 
@@ -74,6 +79,7 @@ def load_job(doc: Any) -> dict:
     job = copy.deepcopy(doc)
     check_metadata("Job.metadata", job.get("metadata"), name="label" if not (job.get("metadata") or {}).get("generateName") else None)
     spec = check_mapping("Job.spec", job.get("spec"), required=True, what="a Job spec (a mapping with template)")
+    check_known_fields("Job.spec", spec, _JOB_SPEC_FIELDS, "a Job spec")
     for key in ("parallelism", "completions", "backoffLimit", "ttlSecondsAfterFinished"):
         check_int32(f"Job.spec.{key}", spec.get(key))
     check_int32("Job.spec.activeDeadlineSeconds", spec.get("activeDeadlineSeconds"), lo=1, hi=2**63 - 1)

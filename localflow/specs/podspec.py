@@ -6,7 +6,9 @@ read its fields and build host paths from some of them, so they are checked befo
 Follows kubernetes ``pkg/apis/core/validation/validation.go`` (``ValidatePodSpec``,
 ``validateContainers``, ``ValidateVolumes``, ``validateVolumeMounts``, ``validateKeyToPath``,
 ``validateDownwardAPIVolumeFile``, ``validateContainerPorts``, ``ValidateResourceRequirements``),
-for the fields localflow reads; unknown fields are left to the API's other checks (accepted).
+for the fields localflow reads; a field that ``PodTemplateSpec``, ``PodSpec`` or ``Container`` does
+not have (kubernetes ``staging/src/k8s.io/api/core/v1/types.go``) is refused as strict field
+validation refuses it (``containers[0].argz: unknown field (did you mean 'args'?)``).
 
 :func:`pod_template_errors` / :func:`pod_spec_errors` return ``[]`` or a list with the first
 problem as a :class:`~localflow.errors.SpecError` whose path continues the caller's
@@ -20,7 +22,7 @@ from typing import Any, Callable
 from localflow.errors import SpecError
 from localflow.quantity import parse_quantity
 from localflow.validation import (
-    check_config_key, check_dns1123_label, check_dns1123_subdomain, check_int32, check_list, check_local_path,
+    check_config_key, check_dns1123_label, check_known_fields, check_dns1123_subdomain, check_int32, check_list, check_local_path,
     check_mapping, check_port_name, check_port_number, check_string,
 )
 
@@ -33,6 +35,23 @@ VOLUME_SOURCES = ("emptyDir", "configMap", "secret", "persistentVolumeClaim", "h
 _PROTOCOLS = ("TCP", "UDP", "SCTP")
 _RESTART = ("Always", "OnFailure", "Never")
 _MODE_MAX = 0o777
+# The fields of core/v1 PodTemplateSpec, PodSpec and Container (k8s.io/api core/v1 types.go, 1.31).
+# A template that also says apiVersion/kind (upstream examples copy a whole Pod) is accepted: a CRD's
+# structural schema prunes the two, it does not refuse them.
+_TEMPLATE_FIELDS = frozenset({"metadata", "spec", "apiVersion", "kind"})
+_POD_SPEC_FIELDS = frozenset({
+    "volumes", "initContainers", "containers", "ephemeralContainers", "restartPolicy",
+    "terminationGracePeriodSeconds", "activeDeadlineSeconds", "dnsPolicy", "nodeSelector", "serviceAccountName",
+    "serviceAccount", "automountServiceAccountToken", "nodeName", "hostNetwork", "hostPID", "hostIPC",
+    "shareProcessNamespace", "securityContext", "imagePullSecrets", "hostname", "subdomain", "affinity",
+    "schedulerName", "tolerations", "hostAliases", "priorityClassName", "priority", "dnsConfig", "readinessGates",
+    "runtimeClassName", "enableServiceLinks", "preemptionPolicy", "overhead", "topologySpreadConstraints",
+    "setHostnameAsFQDN", "os", "hostUsers", "schedulingGates", "resourceClaims", "resources"})
+_CONTAINER_FIELDS = frozenset({
+    "name", "image", "command", "args", "workingDir", "ports", "envFrom", "env", "resources", "resizePolicy",
+    "restartPolicy", "volumeMounts", "volumeDevices", "livenessProbe", "readinessProbe", "startupProbe",
+    "lifecycle", "terminationMessagePath", "terminationMessagePolicy", "imagePullPolicy", "securityContext",
+    "stdin", "stdinOnce", "tty"})
 
 
 def _first(fn: Callable[[], Any]) -> list[SpecError]:
@@ -62,6 +81,7 @@ def metadata_errors(path: str, meta: Any, *, name: str | None = "subdomain") -> 
 def check_pod_template(path: str, template: Any, *, require_containers: bool = True) -> None:
     """Raise the first problem of a PodTemplateSpec."""
     check_mapping(path, template, required=True, what="a Pod template (a mapping with metadata and spec)")
+    check_known_fields(path, template, _TEMPLATE_FIELDS, "a Pod template")
     if template.get("metadata") is not None:
         check_metadata(f"{path}.metadata", template["metadata"], name=None)
     check_mapping(f"{path}.spec", template.get("spec"), required=True,
@@ -100,6 +120,7 @@ def check_pod_spec(path: str, spec: Any, *, require_containers: bool = True, pat
     ``restartPolicy``, ``hostname``/``subdomain``, ``activeDeadlineSeconds``, ``nodeSelector``.
     ``patch``: a runtime patch's Pod spec (mounts may name volumes of the spec it patches)."""
     check_mapping(path, spec, required=True, what="a Pod spec (a mapping with containers)")
+    check_known_fields(path, spec, _POD_SPEC_FIELDS, "a Pod spec")
     volumes = _check_volumes(f"{path}.volumes", spec.get("volumes"))
     names: set[str] = set()
     for key in ("initContainers", "containers"):
@@ -220,6 +241,7 @@ def _check_downward_items(path: str, items: Any) -> None:
 
 def _check_container(cp: str, c: Any, volumes: set[str] | None, names: set[str]) -> None:
     check_mapping(cp, c, required=True, what="a container (a mapping with name, image and command)")
+    check_known_fields(cp, c, _CONTAINER_FIELDS, "a container")
     name = check_dns1123_label(f"{cp}.name", c.get("name"))
     if name in names:
         raise SpecError(f"{cp}.name", f"Duplicate value: {name!r}", fix="give every container its own name")
