@@ -110,6 +110,7 @@ class Config:
     path: str | None = None
     host_paths: tuple[str, ...] = ()
     max_pods: int = 110  # node: {maxPods: N}: kubelet's maxPods, Pods that may run at once
+    gpus: int | None = None  # node: {gpus: N}: the node's nvidia.com/gpu devices (None: detect them)
     storage: StorageMap = field(default_factory=StorageMap)
     packages: PackageSettings = field(default_factory=PackageSettings)
 
@@ -145,6 +146,7 @@ def parse_config(doc: dict, *, source: str = DEFAULT_CONFIG_NAME, base_dir: str 
                         fix="the known keys are 'images', 'hostPaths', 'node', 'storage' and 'packages'")
     allowed = _host_paths(doc.get("hostPaths"), f"{source}: hostPaths", base_dir)
     max_pods = _node_max_pods(doc.get("node"), source)
+    gpus = _node_gpus(doc.get("node"), source)
     images = doc.get("images") or {}
     if not isinstance(images, dict):
         raise SpecError(f"{source}: images", "must map image references to settings")
@@ -187,7 +189,7 @@ def parse_config(doc: dict, *, source: str = DEFAULT_CONFIG_NAME, base_dir: str 
     allowed += tuple(d for d in storage.directories() if d not in allowed)
     return Config(images=ImageMap(entries), path=source, host_paths=allowed, storage=storage,
                   packages=_parse_packages(doc.get("packages"), f"{source}: packages", base_dir),
-                  max_pods=max_pods)
+                  max_pods=max_pods, gpus=gpus)
 
 
 def _host_paths(section, path: str, base_dir) -> tuple[str, ...]:
@@ -217,13 +219,24 @@ def _node_max_pods(node, source: str) -> int:
         return 110
     if not isinstance(node, dict):
         raise SpecError(f"{source}: node", "must be a mapping", fix="e.g. node: {maxPods: 20}")
-    bad = set(node) - {"maxPods"}
+    bad = set(node) - {"maxPods", "gpus"}
     if bad:
-        raise SpecError(f"{source}: node.{sorted(bad)[0]}", "unknown key", fix="the known key is 'maxPods'")
+        raise SpecError(f"{source}: node.{sorted(bad)[0]}", "unknown key", fix="the known keys are 'maxPods' and 'gpus'")
     value = node.get("maxPods", 110)
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 2**31 - 1:
         raise SpecError(f"{source}: node.maxPods", f"must be a whole number from 1 to {2**31 - 1} (got {value!r})",
                         fix="e.g. maxPods: 110 (kubelet's default)")
+    return value
+
+
+def _node_gpus(node, source: str) -> int | None:
+    """``node: {gpus: N}``: the ``nvidia.com/gpu`` devices the node advertises (default: detected)."""
+    if not isinstance(node, dict) or "gpus" not in node:
+        return None
+    value = node["gpus"]
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 1024:
+        raise SpecError(f"{source}: node.gpus", f"must be a whole number from 0 to 1024 (got {value!r})",
+                        fix="e.g. gpus: 1, or leave it out to detect GPUs with nvidia-smi")
     return value
 
 

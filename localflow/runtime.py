@@ -69,7 +69,7 @@ def open_runtime(workspace: str | os.PathLike | Workspace | None = None, executo
     metadata = MetadataStore(ws.db_path, clock=clock)
     dbconn.reserve_space(ws.db_path)  # room to record a failure when a task fills the disk
     scheduler = Scheduler(store, ex, ws, images=cfg.images, clock=clock, capacity=capacity, host_paths=cfg.host_paths,
-                          max_pods=cfg.max_pods)
+                          max_pods=cfg.max_pods, gpus=cfg.gpus)
     rt = Runtime(ws, store, metadata, scheduler, cfg, clock)
     try:
         yield rt

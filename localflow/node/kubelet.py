@@ -25,7 +25,7 @@ from typing import Callable
 
 from localflow import dbconn
 from localflow.clock import Clock
-from localflow.errors import LocalflowError, NotFound
+from localflow.errors import Conflict, LocalflowError, NotFound
 from localflow.executors.base import ContainerResult, Executor, PodSpec, RunningPod
 from localflow.faults import describe, is_disk_full
 
@@ -44,9 +44,9 @@ class PodEntry:
     started, the kill reason, and ``deleted`` once its object is gone from the store."""
 
     __slots__ = ("namespace", "name", "uid", "manifest", "cpu", "memory", "gpus", "devices", "gang", "running",
-                 "thread", "kill_reason", "reported_unschedulable", "wake", "deleted")
+                 "thread", "kill_reason", "reported_unschedulable", "wake", "deleted", "adopted")
 
-    def __init__(self, obj: dict, cpu: float, memory: int, gang: str | None, gpus: int = 0):
+    def __init__(self, obj: dict, cpu: float, memory: int, gang: str | None, gpus: int = 0, adopted: bool = False):
         self.namespace = obj["metadata"].get("namespace", "default")
         self.name = obj["metadata"]["name"]
         self.uid = obj["metadata"]["uid"]
@@ -59,6 +59,7 @@ class PodEntry:
         self.reported_unschedulable = False
         self.wake = threading.Event()  # set by kill: ends a restart backoff at once
         self.deleted = False
+        self.adopted = adopted  # created in the store by someone else (not through Scheduler.submit)
 
 
 def kill_quietly(running: RunningPod, reason: str) -> None:
@@ -175,12 +176,42 @@ class Kubelet:
         here (writing ``Ready`` through :mod:`.podstatus`, killing ``running`` for a restart).
         Must not raise."""
 
+    def bind(self, e: PodEntry) -> bool:
+        """Bind the admitted Pod to this node, as kube-scheduler's ``DefaultBinder`` plus kubelet's
+        first status write: one update (at the read resourceVersion) setting ``spec.nodeName``,
+        ``PodScheduled=True``, ``startTime`` and ``hostIP``, then the ``Scheduled`` Event. False when
+        the Pod is gone, or when another node (another localflow process) bound a Pod this one
+        adopted from the store first: then this node leaves it alone."""
+        for _ in range(20):
+            try:
+                obj = self.store.get("Pod", e.name, e.namespace)
+            except NotFound:
+                obj = None
+            if obj is None or obj["metadata"].get("uid") != e.uid:
+                self.pod_deleted(e)
+                return False
+            spec = obj.setdefault("spec", {})
+            if e.adopted and (spec.get("nodeName") or podstatus.finished(obj)):
+                return False  # bound (or ended) by someone else meanwhile
+            spec["nodeName"] = spec.get("nodeName") or NODE_NAME
+            obj["status"] = podstatus.merge(obj.get("status") or {}, podstatus.scheduled(self.clock))
+            try:
+                e.manifest = self.store.update(obj)
+            except Conflict:
+                continue  # written meanwhile: read again
+            except NotFound:
+                self.pod_deleted(e)
+                return False
+            self.event(e, "Scheduled", f"Successfully assigned {e.namespace}/{e.name} to {spec['nodeName']}",
+                       component="default-scheduler")
+            return True
+        raise LocalflowError(f"could not bind pod {e.namespace}/{e.name}: its object kept changing")
+
     def _run_pod(self, e: PodEntry) -> None:
         clock = self.clock
+        if not self.bind(e):
+            return
         manifest = e.manifest
-        self.event(e, "Scheduled", f"Successfully assigned {e.namespace}/{e.name} to {NODE_NAME}",
-                   component="default-scheduler")
-        self.patch_status(e, podstatus.scheduled(clock))
         try:
             spec = self.resolver.resolve(manifest)
         except LocalflowError as exc:

@@ -1,9 +1,18 @@
 """The node: kube-scheduler (:mod:`.scheduling`) and kubelet (:mod:`.kubelet`) of this machine.
 
-Controllers hand the :class:`Scheduler` plain Kubernetes Pod manifests. It creates the ``v1 Pod``
-object (phase ``Pending``), admits Pods in submission order whenever their requests fit what is
-left of the machine, binds them and runs each on the executor, writing the status transitions
-kubelet would write (:mod:`.podstatus`): ``Pending → Running → Succeeded | Failed``.
+The node is driven by the object store. It watches Pods (``list_and_watch``, which sees writes
+from every process on the workspace): a Pod created by anyone with no ``spec.nodeName``, phase
+``Pending`` and the default scheduler (``spec.schedulerName`` unset or ``default-scheduler``) is
+queued, admitted when its requests fit what is left of the machine, bound (``spec.nodeName``,
+``PodScheduled``, a ``Scheduled`` Event; optimistic concurrency, so of two localflow processes on
+one workspace exactly one binds it) and run by the kubelet, which writes the status transitions
+kubelet would write (:mod:`.podstatus`): ``Pending → Running → Succeeded | Failed``. Deleting a Pod
+object, or its owner through the store's ownerReference cascade, stops its processes. A Pod bound
+to a node, already finished, or created by another localflow process's :meth:`Scheduler.submit`
+(annotation ``localflow.dev/scheduler``) is left alone.
+
+Controllers may also hand the :class:`Scheduler` Pod manifests directly: :meth:`Scheduler.submit`
+creates the Pod in the store (unbound, claimed by this node) and queues it on the same path.
 
 Pods that do not fit wait with ``PodScheduled=False/Unschedulable`` and an Event
 ``0/1 nodes are available: Insufficient cpu.``; a Pod (or gang) that could never fit the whole
@@ -18,22 +27,29 @@ Failed, the process killed; when even that cannot be written, the failure is kep
 """
 from __future__ import annotations
 
+import dataclasses
 import threading
+import uuid
 from typing import Iterable
 
 from localflow.clock import SYSTEM_CLOCK, Clock
 from localflow.config import ImageMap
-from localflow.errors import LocalflowError
+from localflow.errors import Gone, LocalflowError
 from localflow.executors.base import Executor, RunningPod
 from localflow.faults import SchedulerFault, describe
+from localflow.fakes.watch import DELETED
 from localflow.volumes import validate_pod_volumes
 
 from . import podstatus
 from .kubelet import Kubelet, PodEntry, kill_quietly
-from .resolve import NODE_NAME, Resolver, workspace_id
-from .scheduling import DEFAULT_MAX_PODS, Admission, Capacity, pod_requests, validate_pod
+from .resolve import Resolver, workspace_id
+from .scheduling import DEFAULT_MAX_PODS, Admission, Capacity, detect_gpus, pod_gpus, pod_requests, validate_pod
 
-__all__ = ["Scheduler"]
+__all__ = ["Scheduler", "CLAIM_ANNOTATION"]
+
+#: Pod annotation: the node instance (``Scheduler.name``) whose ``submit`` created the Pod; other
+#: localflow processes on the workspace leave such a Pod to it.
+CLAIM_ANNOTATION = "localflow.dev/scheduler"
 
 
 class Scheduler:
@@ -46,17 +62,22 @@ class Scheduler:
     ``max_pods``: how many Pods may run at once (kubelet's ``maxPods``).
     ``addressing`` is ``"loopback"`` (every Pod is 127.0.0.1, controllers give replicas distinct
     ports) or ``"dns"`` (Pods reach each other by hostname on a per-group network: docker).
+    ``watch``: run Pods created in the store by anyone (default); False runs only submitted Pods.
+    ``gpus``: the node's ``nvidia.com/gpu`` devices (``node: {gpus: N}``; default ``capacity.gpus``,
+    else :func:`~localflow.node.scheduling.detect_gpus`), handed out by index.
     """
 
     def __init__(self, store, executor: Executor, workspace, images: ImageMap | None = None,
                  clock: Clock = SYSTEM_CLOCK, capacity: Capacity | None = None, host_paths=(),
-                 max_pods: int = DEFAULT_MAX_PODS):
+                 max_pods: int = DEFAULT_MAX_PODS, watch: bool = True, gpus: int | None = None):
         self.store = store
         self.host_paths = tuple(host_paths)
         self.executor = executor
         self.workspace = workspace
         self.clock = clock
-        self.capacity = capacity or Capacity.detect()
+        self.capacity = dataclasses.replace(capacity or Capacity.detect())
+        if gpus is not None or self.capacity.gpus is None:
+            self.capacity.gpus = int(gpus) if gpus is not None else detect_gpus()
         self.addressing = "dns" if executor.name == "docker" else "loopback"
         self.workspace_id = workspace_id(workspace)
         self._lock = threading.RLock()
@@ -68,6 +89,14 @@ class Scheduler:
         self.resolver = Resolver(store, executor, workspace, images, self.host_paths, self.addressing)
         self.kubelet = Kubelet(store, executor, self.resolver, workspace, clock, self.addressing, self._lock,
                                self._note_fault)
+        self.name = f"localflow-{uuid.uuid4().hex[:10]}"  # this node instance (CLAIM_ANNOTATION)
+        self._known: dict[str, PodEntry] = {}  # uid -> entry, pending or active
+        self._refused: set[str] = set()  # uids of adopted Pods that can never fit (reported once)
+        self.watch_errors: list[str] = []  # what the store watch met (it never stops for it)
+        self._watch = None
+        self._watcher: threading.Thread | None = None
+        if watch:
+            self._start_watch()
 
     @property
     def images(self) -> ImageMap:
@@ -107,17 +136,21 @@ class Scheduler:
         for pod in pods:
             validate_pod(pod)
             validate_pod_volumes(pod, f"Pod({pod['metadata']['name']}).spec", self.workspace, self.host_paths)
-            sized.append((pod, *pod_requests(pod, f"Pod({pod['metadata']['name']}).spec")))
+            path = f"Pod({pod['metadata']['name']}).spec"
+            sized.append((pod, *pod_requests(pod, path), pod_gpus(pod, path)))
         first = pods[0]["metadata"]["name"] if pods else "Pod"
         self.check_pod_count(len(pods), f"gang {gang!r}" if gang else "Pod", f"Pod({first})" if pods else "Pod")
-        self._admission.check_fits_node(first, len(pods), gang, sum(c for _, c, _ in sized), sum(m for _, _, m in sized))
+        self._admission.check_fits_node(first, len(pods), gang, sum(s[1] for s in sized), sum(s[2] for s in sized),
+                                        sum(s[3] for s in sized))
         created = []
         with self._lock:
             if self._closed:
                 raise LocalflowError("the scheduler is shut down")
-            for pod, cpu, mem in sized:
-                obj = self.store.create(_with_pending_status(pod))
-                self._admission.add(PodEntry(obj, cpu, mem, gang))
+            for pod, cpu, mem, n_gpus in sized:
+                obj = self.store.create(_with_pending_status(pod, self.name))
+                entry = PodEntry(obj, cpu, mem, gang, n_gpus)
+                self._known[entry.uid] = entry
+                self._admission.add(entry)
                 created.append(obj)
             self._admit_locked()
         return created
@@ -148,6 +181,7 @@ class Scheduler:
                 for e in list(self._admission.pending):
                     if e.name == name and e.namespace == namespace:
                         self._admission.remove(e)
+                        self._known.pop(e.uid, None)
                         self.kubelet.finish_unstarted(e, reason)
                         self._idle.notify_all()
                 return
@@ -190,8 +224,14 @@ class Scheduler:
             self._closed = True
             pending, self._admission.pending = self._admission.pending, []
             active = list(self._active.values())
+            watch, watcher = self._watch, self._watcher
+        if watch is not None:
+            watch.close()
+        if watcher is not None and watcher is not threading.current_thread():
+            watcher.join(timeout=10)
         for e in pending:
-            self.kubelet.finish_unstarted(e, "Canceled")
+            if not e.adopted:  # a Pod taken from the store stays Pending for the next node
+                self.kubelet.finish_unstarted(e, "Canceled")
         if cancel:
             for e in active:
                 self.kill_pod(e.name, e.namespace, "Canceled")
@@ -200,6 +240,105 @@ class Scheduler:
                 e.thread.join()
         with self._lock:
             self._idle.notify_all()
+
+    # -- the store watch -------------------------------------------------------------------
+    def _start_watch(self) -> None:
+        items, self._watch = self.store.list_and_watch("Pod", namespace=None)
+        with self._lock:
+            for obj in items:
+                self._consider(obj)
+        self._watcher = threading.Thread(target=self._watch_loop, name="node-watch", daemon=True)
+        self._watcher.start()
+
+    def _watch_loop(self) -> None:
+        """Apply every Pod change to the node until the watch is closed; never raises (an error is
+        kept in :attr:`watch_errors`, a ``410 Gone`` relists)."""
+        while True:
+            watch = self._watch
+            try:
+                ev = watch.get()
+            except Gone:
+                try:
+                    self._relist()
+                except Exception as exc:  # noqa: BLE001
+                    self._watch_error(exc)
+                    return
+                continue
+            except Exception as exc:  # noqa: BLE001
+                self._watch_error(exc)
+                return
+            if ev is None:
+                return  # closed
+            try:
+                with self._lock:
+                    if ev.type == DELETED:
+                        self._forget(ev.object)
+                    elif not self._closed:
+                        self._consider(ev.object)
+            except Exception as exc:  # noqa: BLE001 - one bad Pod must not stop the node
+                self._watch_error(exc)
+
+    def _relist(self) -> None:
+        """The watch fell behind the compacted log: list again, forget Pods that are gone."""
+        items, watch = self.store.list_and_watch("Pod", namespace=None)
+        with self._lock:
+            if self._closed:
+                watch.close()
+                return
+            self._watch = watch
+            live = {o["metadata"]["uid"] for o in items}
+            for uid, e in list(self._known.items()):
+                if uid not in live:
+                    self._forget(e.manifest)
+            for obj in items:
+                self._consider(obj)
+
+    def _watch_error(self, exc: Exception) -> None:
+        with self._lock:
+            self.watch_errors.append(describe(exc))
+            del self.watch_errors[:-100]
+
+    def _forget(self, obj: dict) -> None:
+        """The Pod ``obj`` was deleted: drop it from the queue, or stop its containers."""
+        e = self._known.get(obj["metadata"].get("uid"))
+        if e is None:
+            return
+        if self._admission.remove(e):
+            self._known.pop(e.uid, None)
+            e.deleted = True
+            self._idle.notify_all()
+            self._admit_locked()
+        else:
+            self.kubelet.pod_deleted(e)
+
+    def _consider(self, obj: dict) -> None:
+        """Queue a Pod from the store when this node should run it (:func:`wants`)."""
+        uid = obj["metadata"].get("uid")
+        if uid in self._known or uid in self._refused or not wants(obj):
+            return
+        name = obj["metadata"].get("name")
+        entry = PodEntry(obj, 0.0, 0, None, adopted=True)
+        try:
+            validate_pod(obj)
+            path = f"Pod({name}).spec"
+            validate_pod_volumes(obj, path, self.workspace, self.host_paths)
+            entry.cpu, entry.memory = pod_requests(obj, path)
+            entry.gpus = pod_gpus(obj, path)
+        except LocalflowError as exc:  # what an API server would have refused: a true record
+            self._refused.add(uid)
+            self.kubelet.write_final(entry, [], phase="Failed", reason="CreateContainerConfigError", message=str(exc))
+            return
+        short = self._admission.never_fits(entry.cpu, entry.memory, entry.gpus)
+        if short or self._admission.max_pods < 1:
+            # kube-scheduler keeps such a Pod Pending, reporting why; it is not queued (it never fits)
+            self._refused.add(uid)
+            msg = f"0/1 nodes are available: Insufficient {short}." if short else "0/1 nodes are available: Too many pods."
+            self.kubelet.event(entry, "FailedScheduling", msg, type="Warning", component="default-scheduler")
+            self.kubelet.patch_status(entry, {**podstatus.pending(obj), **podstatus.unschedulable(msg, self.clock)})
+            return
+        self._known[uid] = entry
+        self._admission.add(entry)
+        self._admit_locked()
 
     # -- admission -------------------------------------------------------------------------
     def _admit_locked(self) -> None:
@@ -214,6 +353,7 @@ class Scheduler:
     def _release(self, e: PodEntry) -> None:
         with self._lock:
             self._active.pop((e.namespace, e.name), None)
+            self._known.pop(e.uid, None)
             self._admission.release(e)
             if not self._closed:
                 self._admit_locked()
@@ -228,9 +368,26 @@ class Scheduler:
             self._idle.notify_all()
 
 
-def _with_pending_status(pod: dict) -> dict:
+def _with_pending_status(pod: dict, claim: str) -> dict:
+    """The Pod to create for ``submit``: ``v1 Pod``, unbound, phase Pending, claimed by ``claim``."""
     obj = {"apiVersion": "v1", "kind": "Pod", **{k: v for k, v in pod.items() if k not in ("apiVersion", "kind")}}
+    obj["metadata"] = dict(obj.get("metadata") or {})
+    obj["metadata"]["annotations"] = {**(obj["metadata"].get("annotations") or {}), CLAIM_ANNOTATION: claim}
     obj["spec"] = dict(obj.get("spec") or {})
-    obj["spec"].setdefault("nodeName", NODE_NAME)
     obj["status"] = podstatus.pending(obj)
     return obj
+
+
+def wants(obj: dict) -> bool:
+    """True for a Pod this node's scheduler should take from the store: no ``spec.nodeName``, phase
+    Pending (or none yet), not being deleted, the default scheduler, and not claimed by a localflow
+    process's ``submit``."""
+    meta = obj.get("metadata") or {}
+    spec = obj.get("spec") or {}
+    if obj.get("kind") != "Pod" or spec.get("nodeName") or meta.get("deletionTimestamp"):
+        return False
+    if ((obj.get("status") or {}).get("phase") or "Pending") != "Pending":
+        return False
+    if (meta.get("annotations") or {}).get(CLAIM_ANNOTATION):
+        return False
+    return spec.get("schedulerName") in (None, "", "default-scheduler")

@@ -12,6 +12,9 @@ its lock. What it admits the node binds and hands to the kubelet (:mod:`.kubelet
 """
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 from dataclasses import dataclass
 
 import psutil
@@ -20,7 +23,7 @@ from localflow.errors import SpecError, Unschedulable
 from localflow.quantity import format_cpu, format_memory, parse_cpu, parse_memory
 
 __all__ = ["Capacity", "pod_requests", "pod_gpus", "validate_pod", "Admission", "DEFAULT_MAX_PODS", "TOO_MANY_PODS",
-           "GPU_RESOURCE"]
+           "GPU_RESOURCE", "detect_gpus"]
 
 DEFAULT_MAX_PODS = 110  # kubelet's --max-pods default
 TOO_MANY_PODS = "0/1 nodes are available: Too many pods."
@@ -30,16 +33,33 @@ GPU_RESOURCE = "nvidia.com/gpu"
 @dataclass
 class Capacity:
     """Allocatable resources of this node: ``cpu`` in cores, ``memory`` in bytes, ``gpus`` the
-    number of ``nvidia.com/gpu`` devices."""
+    number of ``nvidia.com/gpu`` devices (``None``: detect them, :func:`detect_gpus`)."""
 
     cpu: float
     memory: int
-    gpus: int = 0
+    gpus: int | None = None
 
     @classmethod
     def detect(cls) -> "Capacity":
         """The machine's logical cpus and total memory (psutil); GPUs are set by the node."""
         return cls(cpu=float(psutil.cpu_count() or 1), memory=int(psutil.virtual_memory().total))
+
+
+def detect_gpus() -> int:
+    """The node's ``nvidia.com/gpu`` count, as the NVIDIA device plugin would advertise it:
+    ``LOCALFLOW_GPUS`` (a whole number) when set, else the ``GPU n:`` lines of ``nvidia-smi -L``,
+    else 0."""
+    override = os.environ.get("LOCALFLOW_GPUS", "").strip()
+    if override.isdigit():
+        return int(override)
+    smi = shutil.which("nvidia-smi")
+    if not smi:
+        return 0
+    try:
+        out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    return sum(1 for line in out.splitlines() if line.startswith("GPU "))
 
 
 def pod_requests(pod: dict, path: str = "Pod.spec") -> tuple[float, int]:
@@ -123,7 +143,7 @@ class Admission:
         self.active = 0
         self.used_cpu = 0.0
         self.used_mem = 0
-        self.free_gpus = list(gpu_ids if gpu_ids is not None else [str(i) for i in range(capacity.gpus)])
+        self.free_gpus = list(gpu_ids if gpu_ids is not None else [str(i) for i in range(capacity.gpus or 0)])
 
     def check_pod_count(self, count: int, what: str, path: str, fix: str = "lower the number of replicas") -> None:
         """Raise :class:`Unschedulable` when ``count`` Pods that must run together can never run at
@@ -159,7 +179,7 @@ class Admission:
             return "cpu"
         if mem > self.capacity.memory:
             return "memory"
-        if gpus > self.capacity.gpus:
+        if gpus > (self.capacity.gpus or 0):
             return GPU_RESOURCE
         return None
 
