@@ -47,17 +47,18 @@ def run_on_server(ctx, spec, params, executor, workspace, config, no_cache, no_i
     from localflow.workspace import resolve_workspace
 
     ws = resolve_workspace(workspace)
-    status, started = ensure_server(ws) if detach else ({}, False)
-    if started:
-        click.echo(f"started a localflow server for workspace {ws.root} in the background (pid {status['pid']}, "
-                   f"log {status['log']}); stop it with: localflow serve --stop -W {ws.root}", err=True)
-    try:
+    try:  # the object first: a bad spec is refused before any server is started for it
         obj = submit(spec, _parse_params(params), executor, ws, config=config, cache=not no_cache,
                      install=False if no_install else None, namespace=namespace, run_name=name, output=output)
     except AlreadyExists as exc:
         if getattr(exc, "job_kind", None):
             raise AlreadyExists(exc.message, fix=_rerun_fix(ctx, exc)) from None
         raise
+    # a server starting now lists the unowned object and claims it
+    status, started = ensure_server(ws) if detach else ({}, False)
+    if started:
+        click.echo(f"started a localflow server for workspace {ws.root} in the background (pid {status['pid']}, "
+                   f"log {status['log']}); stop it with: localflow serve --stop -W {ws.root}", err=True)
     if not detach:
         sys.exit(follow_run(ws, obj))
     kind = "run" if obj["kind"] == "Run" else obj["kind"].lower()

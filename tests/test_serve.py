@@ -217,6 +217,16 @@ def test_detach_without_a_server_starts_one(tmp_path, specs):
     assert left == []
 
 
+def test_detach_of_a_bad_spec_is_refused_and_starts_no_server(tmp_path, specs):
+    ws = tmp_path / "ws"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((specs / "quick.yaml").read_text().replace("replicas:", "replica:", 1))
+    p = lf("run", bad, "--detach", "-W", ws, check=2)
+    assert "replica: unknown field (did you mean 'replicas'?)" in p.stderr
+    assert "started a localflow server" not in p.stderr
+    assert json.loads(lf("status", "-o", "json", "-W", ws, check=0).stdout)["running"] is False
+
+
 @pytest.mark.slow
 def test_apply_of_a_runnable_kind(tmp_path, specs):
     p = lf("apply", "-f", specs / "quick.yaml", "-W", tmp_path / "ws", check=2)
