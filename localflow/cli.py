@@ -530,7 +530,30 @@ def main() -> None:
 
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
-    cli(prog_name="localflow")
+    try:
+        code = cli.main(prog_name="localflow", standalone_mode=False)
+    except click.UsageError as exc:  # one line, as every other bad input (click prints three)
+        _err(_usage_line(exc))
+        sys.exit(2)
+    except click.ClickException as exc:
+        _err(exc.format_message())
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        _err("interrupted")
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _usage_line(exc: click.UsageError) -> str:
+    """``<message> (fix: ...)`` for a bad option or argument: an option given before the command
+    name is named with where it goes, anything else points at the command's ``-h``."""
+    ctx = exc.ctx
+    path = ctx.command_path if ctx is not None else "localflow"
+    if isinstance(exc, click.NoSuchOption) and ctx is not None and ctx.parent is None and \
+            exc.option_name in ("-W", "--workspace", "-n", "--namespace"):
+        return (f"{exc.format_message()} (fix: options go after the command name, "
+                f"e.g. localflow get runs {exc.option_name} ...)")
+    return f"{exc.format_message()} (fix: see {path} -h)"
 
 
 from localflow import cli_serve as _cli_serve  # noqa: E402,F401  (registers serve, status and wait on `cli`)

@@ -399,3 +399,15 @@ def _configmap_file(tmp_path):
     f = tmp_path / "cm.yaml"
     f.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"k": "v"}}))
     return f
+
+
+@pytest.mark.parametrize("args, says", [
+    (("-W", "somewhere", "get", "runs"), "No such option '-W'. (fix: options go after the command name"),
+    (("get", "runs", "-o", "tabel"), "'tabel' is not one of 'json', 'yaml', 'wide'. (fix: see localflow get -h)"),
+    (("run", "-e", "dockr", "x.yaml"), "'dockr' is not one of 'subprocess', 'docker'. (fix: see localflow run -h)"),
+    (("wait", "run/x"), "Missing option '--for'. (fix: see localflow wait -h)"),
+    (("nosuch",), "No such command 'nosuch'."),
+])
+def test_a_bad_option_or_command_is_one_line_with_exit_2(args, says, tmp_path):
+    p = lf(*args, check=2, cwd=tmp_path)
+    assert p.stderr.count("\n") == 1 and p.stderr.startswith("error: ") and says in p.stderr, p.stderr
