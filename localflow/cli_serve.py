@@ -62,7 +62,12 @@ def run_on_server(ctx, spec, params, executor, workspace, config, no_cache, no_i
     if not detach:
         sys.exit(follow_run(ws, obj))
     kind = "run" if obj["kind"] == "Run" else obj["kind"].lower()
-    click.echo(f"{kind}/{obj['metadata']['name']} created")
+    if output in ("json", "yaml"):  # as `kubectl create -o json` prints the created object
+        from localflow.render import dump
+
+        click.echo(dump(obj, output).rstrip("\n"))
+    else:
+        click.echo(f"{kind}/{obj['metadata']['name']} created")
     click.echo(_follow_hint(obj, workspace, ws), err=True)
 
 

@@ -217,6 +217,15 @@ def test_detach_without_a_server_starts_one(tmp_path, specs):
     assert left == []
 
 
+def test_detach_with_output_prints_the_created_object(localflow_server, specs):
+    p = lf("run", specs / "quick.yaml", "--name", "quick-json", "--detach", "-o", "json", "-W", localflow_server.workspace,
+           check=0)
+    obj = json.loads(p.stdout)
+    assert (obj["kind"], obj["metadata"]["name"]) == ("PyTorchJob", "quick-json") and obj["metadata"]["uid"]
+    lf("wait", "pytorchjob/quick-json", "--for=condition=Succeeded", "--timeout=120s", "-W", localflow_server.workspace,
+       check=0)
+
+
 def test_detach_of_a_bad_spec_is_refused_and_starts_no_server(tmp_path, specs):
     ws = tmp_path / "ws"
     bad = tmp_path / "bad.yaml"
