@@ -91,7 +91,7 @@ def apply_runnable(filename, workspace, namespace) -> bool:
         raise SpecError(f"{source}: document {found[0] + 1}",
                         f"{found[1]} is run, and no localflow server runs on workspace {ws.root} to run it in the background",
                         fix=f"start one (`localflow serve -W {ws.root}`) and apply again, or `localflow run {source} "
-                            f"--detach` (starts one), or run it here: `localflow run {source}`")
+                            f"--detach -W {ws.root}` (starts one), or run it here: `localflow run {source} -W {ws.root}`")
     obj = submit(filename, None, "subprocess", ws, namespace=namespace)
     kind = "run" if obj["kind"] == "Run" else obj["kind"].lower()
     click.echo(f"{kind}/{obj['metadata']['name']} created (the localflow server, pid {status['pid']}, runs it)")
@@ -105,26 +105,13 @@ def _looks_like_path(value: str | None) -> bool:
 
 def _metadata_kind(kind: str, wide: bool):
     """``(what, table(rows) -> str)`` of a metadata kind (runs, executions, artifacts) as ``get``
-    prints it, or ``(None, None)``: from the kind table (:mod:`localflow.kinds`) when there is one,
-    else from the CLI's own list."""
-    from localflow import render
+    prints it (the kind table's record columns, :mod:`localflow.kinds`), or ``(None, None)``."""
+    from localflow import kinds as kind_table, render
 
-    try:
-        from localflow import kinds as kind_table
-
-        rec = kind_table.record(kind)
-    except (ImportError, AttributeError):
-        rec = False
-    if rec:
-        return rec.what, lambda rows: render.table(*render.rows_for(rows, rec.columns, wide=wide, name=False))
+    rec = kind_table.record(kind)
     if rec is None:
         return None, None
-    from localflow import cli as cli_mod
-
-    what = getattr(cli_mod, "METADATA_KINDS", {}).get(kind.lower())
-    if what is None:
-        return None, None
-    return what, lambda rows: cli_mod._metadata_table(what, rows, wide)
+    return rec.what, lambda rows: render.table(*render.rows_for(rows, rec.columns, wide=wide, name=False))
 
 
 def get_watch(kind, name, output, selector, run_name, namespace, all_namespaces, workspace, watch_only):

@@ -168,27 +168,13 @@ def columns(info, wide: bool):
     the kind table's printer columns, :mod:`localflow.kinds`, when there is one)."""
     from localflow import render
 
-    try:
-        from localflow import kinds as kind_table
+    from localflow import kinds as kind_table
 
-        entry = kind_table.entry(info)
-        cols = entry.columns if entry else (kind_table.AGE,)
-        name = entry.name_column if entry else True
-        headers, _ = render.rows_for([], cols, wide=wide, name=name)
-        return headers, lambda o: render.rows_for([o], cols, wide=wide, name=name)[1][0]
-    except (ImportError, AttributeError):
-        pass
-
-    if info.kind == "Pod":
-        return (["NAME", "READY", "STATUS", "RESTARTS", "AGE"] + (["IP", "NODE"] if wide else []),
-                lambda o: render.pod_row(o, wide))
-    if info.kind == "Event":
-        return ["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"], render.event_row
-    if info.kind == "Secret":
-        return ["NAME", "TYPE", "DATA", "AGE"], render.secret_row
-    if info.kind == "ConfigMap":
-        return ["NAME", "DATA", "AGE"], render.configmap_row
-    return ["NAME", "STATE", "AGE"], render.object_row
+    entry = kind_table.entry(info)
+    cols = entry.columns if entry else (kind_table.AGE,)
+    name = entry.name_column if entry else True
+    headers, _ = render.rows_for([], cols, wide=wide, name=name)
+    return headers, lambda o: render.rows_for([o], cols, wide=wide, name=name)[1][0]
 
 
 def _aligned(widths: list[int], row: list) -> str:
