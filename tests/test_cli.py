@@ -36,12 +36,7 @@ def failing():
     fail(code=3)
 
 
-def lf(*args, cwd=None, check=None):
-    p = subprocess.run([sys.executable, "-m", "localflow", *map(str, args)], capture_output=True, text=True, cwd=cwd)
-    if check is not None:
-        assert p.returncode == check, (p.returncode, p.stdout, p.stderr)
-    assert "Traceback" not in p.stderr, p.stderr
-    return p
+from cli_support import lf
 
 
 @pytest.fixture(scope="module")

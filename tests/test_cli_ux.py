@@ -24,13 +24,11 @@ ROOT = Path(__file__).resolve().parents[1]
 PIPELINES = ROOT / "scenarios" / "pipelines"
 
 
-def lf(*args, cwd=None, check=None):
-    p = subprocess.run([sys.executable, "-m", "localflow", *map(str, args)], capture_output=True, text=True,
-                       cwd=cwd or ROOT, timeout=300)
-    if check is not None:
-        assert p.returncode == check, (p.returncode, p.stdout, p.stderr)
-    assert "Traceback" not in p.stderr, p.stderr
-    return p
+import functools
+
+import cli_support
+
+lf = functools.partial(cli_support.lf, cwd=cli_support.ROOT)
 
 
 @dsl.container_component

@@ -37,9 +37,11 @@ def lf_run(*args, **popen) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True, **popen)
 
 
-def lf(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([PY, "-m", "localflow", *map(str, args)], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120)
+import functools
+
+import cli_support
+
+lf = functools.partial(cli_support.lf, cwd=cli_support.ROOT, timeout=120)
 
 
 def poll(fn, what: str, timeout: float = 120.0):

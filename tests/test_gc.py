@@ -12,8 +12,7 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def lf(*args):
-    return subprocess.run([sys.executable, "-m", "localflow", *map(str, args)], capture_output=True, text=True)
+from cli_support import lf
 
 
 def _alive(pid: int) -> bool:

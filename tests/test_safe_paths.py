@@ -10,7 +10,6 @@ directory.
 import json
 import os
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -27,11 +26,7 @@ from localflow.specs.pipeline import compile_pipeline_func
 
 # ------------------------------------------------------------------ helpers
 
-def lf(*args, cwd=None):
-    p = subprocess.run([sys.executable, "-m", "localflow", *map(str, args)], capture_output=True, text=True,
-                       cwd=cwd, timeout=300)
-    assert "Traceback" not in p.stderr and "internal error" not in p.stderr, p.stderr
-    return p
+from cli_support import lf
 
 
 class Box:

@@ -19,13 +19,7 @@ from kfp import compiler, dsl
 from localflow.pytest_plugin import LocalflowServer
 
 
-def lf(*args, check=None, timeout=300, **kwargs):
-    p = subprocess.run([sys.executable, "-m", "localflow", *map(str, args)], capture_output=True, text=True,
-                       timeout=timeout, **kwargs)
-    if check is not None:
-        assert p.returncode == check, (p.returncode, p.stdout, p.stderr)
-    assert "Traceback" not in p.stderr, p.stderr
-    return p
+from cli_support import lf
 
 
 @dsl.container_component

@@ -6,8 +6,6 @@ Validators follow the Kubernetes API server (apimachinery ``pkg/util/validation`
 from __future__ import annotations
 
 import copy
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -310,9 +308,7 @@ def test_oversized_file_is_refused(tmp_path):
 
 # ------------------------------------------------------------------ through the CLI: exit 2, one line
 
-def lf(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "localflow", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, timeout=120)
+from cli_support import lf
 
 
 def test_cli_refuses_a_bad_job_with_one_escaped_line_and_writes_nothing_outside(tmp_path):

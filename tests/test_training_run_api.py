@@ -193,12 +193,11 @@ def test_runtimes_first_in_the_file_still_run_the_trainjob(tmp_path):
 # ---------------------------------------------------------------- the command
 
 
-def lf(*args, check=None):
-    p = subprocess.run([sys.executable, "-m", "localflow", *map(str, args)], capture_output=True, text=True, cwd=ROOT)
-    assert "Traceback" not in p.stderr, p.stderr
-    if check is not None:
-        assert p.returncode == check, (p.returncode, p.stdout, p.stderr)
-    return p
+import functools
+
+import cli_support
+
+lf = functools.partial(cli_support.lf, cwd=cli_support.ROOT)
 
 
 @pytest.fixture(scope="module")

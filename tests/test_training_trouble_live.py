@@ -45,12 +45,11 @@ def pytorchjob(name: str, master: str = CRASH, worker: str = SLEEP, backoff_limi
     return job
 
 
-def lf(*args, check=None):
-    p = subprocess.run([sys.executable, "-m", "localflow", *map(str, args)], capture_output=True, text=True, cwd=ROOT)
-    assert "Traceback" not in p.stderr, p.stderr
-    if check is not None:
-        assert p.returncode == check, (p.returncode, p.stdout, p.stderr)
-    return p
+import functools
+
+import cli_support
+
+lf = functools.partial(cli_support.lf, cwd=cli_support.ROOT, timeout=120)
 
 
 def process_pids(store: ObjectStore, run_id: str | None = None) -> list[int]:
