@@ -228,6 +228,31 @@ def validate_job(obj: dict, old: dict | None) -> None:
     load_job(obj)
 
 
+def validate_replicaset(obj: dict, old: dict | None) -> None:
+    """Validating hook of ``apps/v1`` ReplicaSet (:func:`localflow.specs.apps.load_replicaset`)."""
+    from localflow.specs.apps import load_replicaset
+
+    load_replicaset(obj)
+
+
+def validate_deployment(obj: dict, old: dict | None) -> None:
+    """Validating hook of ``apps/v1`` Deployment (:func:`localflow.specs.apps.load_deployment`)."""
+    from localflow.specs.apps import load_deployment
+
+    load_deployment(obj)
+
+
+def _count(*keys: str, default: int = 0) -> Callable[[dict], int]:
+    """A printer column of an integer at ``keys`` (``status``, ``replicas``), ``default`` when unset
+    (0 for counts, as kubectl prints them; 1 for ``spec.replicas``, the API server's default)."""
+    def value(obj: dict) -> int:
+        cur: Any = obj
+        for k in keys:
+            cur = cur.get(k) if isinstance(cur, dict) else None
+        return default if cur is None else int(cur)
+    return value
+
+
 def _job_status(job: dict) -> str:
     """kubectl's Job ``STATUS`` (1.31+): Complete, Failed, Suspended, FailureTarget, SuccessCriteriaMet or Running."""
     conds = {c.get("type") for c in (job.get("status") or {}).get("conditions") or [] if c.get("status") == "True"}
@@ -323,6 +348,16 @@ KINDS: tuple[Kind, ...] = (
          validate="localflow.kinds:validate_job", runner="localflow.runners:run_job",
          reconciler="localflow.controllers.job:JobReconciler", finished=_conditions("Complete"),
          recorder="localflow.training.records:TrainingRunRecorder"),
+    # apps/v1 (kubectl's printer columns; the controllers: localflow.controllers.replicaset / .deployment)
+    Kind("apps", "v1", "ReplicaSet", "replicasets", short_names=("rs",), categories=("all",),
+         columns=(Column("Desired", value=_count("spec", "replicas", default=1)), Column("Current", value=_count("status", "replicas")),
+                  Column("Ready", value=_count("status", "readyReplicas")), AGE),
+         validate="localflow.kinds:validate_replicaset", reconciler="localflow.controllers.replicaset:ReplicaSetReconciler"),
+    Kind("apps", "v1", "Deployment", "deployments", short_names=("deploy",), categories=("all",),
+         columns=(Column("Ready", value=lambda d: f"{_count('status', 'readyReplicas')(d)}/{_count('spec', 'replicas', default=1)(d)}"),
+                  Column("Up-to-date", value=_count("status", "updatedReplicas")),
+                  Column("Available", value=_count("status", "availableReplicas")), AGE),
+         validate="localflow.kinds:validate_deployment", reconciler="localflow.controllers.deployment:DeploymentReconciler"),
     # Kubeflow Pipelines: a compiled pipeline runs as a Run (its columns: no CRD, the KFP API's state)
     Kind("pipelines.kubeflow.org", "v2beta1", "Run", "runs", aliases=("pipelinerun", "pipelineruns", "pr"),
          document=PIPELINE_SPEC, loader="localflow.specs.pipeline:load_pipeline", runner="localflow.runners:run_pipeline",
