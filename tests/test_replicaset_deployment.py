@@ -298,3 +298,28 @@ def test_scenario_deployment_rolls_out_http_servers(rt):
     live = [p for p in pods(rt) if p["status"].get("phase") == "Running" and not p["metadata"].get("annotations", {}).get(
         "localflow.dev/replicaset-deleted")]
     assert {p["spec"]["containers"][0]["env"][0]["value"] for p in live} == {"2"}
+
+
+def test_replicaset_backs_off_replacing_pods_that_cannot_start(rt):
+    """A template whose command cannot run ends each Pod Failed at once: the first replacement is
+    immediate, the next waits the backoff (10 s on the FakeClock), so nothing spins."""
+    mgr = manager(rt)
+    doc = replicaset(replicas=1)
+    doc["spec"]["template"]["spec"]["containers"][0]["command"] = [str(ROOT / "no-such-program")]
+    rt.store.create(doc)
+
+    def created():
+        return sum(1 for e in rt.store.list("Event") if e["reason"] == "SuccessfulCreate")
+
+    def failed():
+        return [p for p in pods(rt) if p["status"].get("phase") == "Failed"]
+
+    drive(mgr, lambda: created() == 2 and len(failed()) == 1 and not [p for p in pods(rt) if p not in failed()],
+          what="the second Pod failed and kept")
+    reason = failed()[0]["status"].get("reason")
+    for _ in range(20):  # stays put: no third Pod while the backoff runs
+        mgr.run_until_idle()
+        rt.scheduler.wait_idle(0.05)
+    assert created() == 2, reason
+    rt.clock.advance(11)
+    drive(mgr, lambda: created() == 3, what="the third Pod after the backoff")

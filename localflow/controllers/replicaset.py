@@ -12,7 +12,9 @@ Follows kubernetes ``pkg/controller/replicaset/replica_set.go`` (``syncReplicaSe
   ``<replicaset>-<5 random>``); more: deletes the surplus, not-ready and younger Pods first;
 - a Pod that ended (Failed/Succeeded: its process was killed, it failed to start) is deleted and
   replaced -- its Pods have ``restartPolicy: Always``, so containers that exit are restarted in
-  place by the node and the Pod stays Running;
+  place by the node and the Pod stays Running; the first replacement in a row is immediate, the
+  next ones wait 10 s doubling to 5 min (the ended Pod stays visible meanwhile), so a template
+  that cannot start does not spin (upstream relies on kubelet's crash-loop backoff here);
 - ``status``: ``replicas`` (active Pods), ``fullyLabeledReplicas``, ``readyReplicas`` (Ready),
   ``availableReplicas`` (Ready for at least ``minReadySeconds``, on the injected clock; the
   reconciler requeues itself for the next Pod to become available), ``terminatingReplicas`` (Pods
@@ -43,6 +45,8 @@ __all__ = ["ReplicaSetReconciler", "DELETED_ANNOTATION", "pod_available", "pod_r
 
 DELETED_ANNOTATION = "localflow.dev/replicaset-deleted"
 COMPONENT = "replicaset-controller"
+REPLACE_BACKOFF_S = 10.0  # the second replacement in a row waits this long, doubling (kubelet's crash-loop backoff)
+MAX_REPLACE_BACKOFF_S = 300.0
 
 
 def _epoch(ts: str | None) -> float | None:
@@ -91,10 +95,13 @@ class ReplicaSetReconciler:
     kind = "ReplicaSet"
     owns = ("Pod",)
 
-    def __init__(self, store, scheduler, clock: Clock = SYSTEM_CLOCK):
+    def __init__(self, store, scheduler, clock: Clock = SYSTEM_CLOCK, *, replace_backoff: float = REPLACE_BACKOFF_S,
+                 max_replace_backoff: float = MAX_REPLACE_BACKOFF_S):
         self.store, self.scheduler, self.clock = store, scheduler, clock
         self._lock = threading.Lock()
         self._started: dict[tuple[str, str], set[str]] = {}  # (namespace, replicaset) -> Pod names started here
+        self._failures: dict[tuple[str, str], dict[str, float]] = {}  # -> {ended Pod: when its replacement is due}
+        self.replace_backoff, self.max_replace_backoff = float(replace_backoff), float(max_replace_backoff)
 
     def reconcile(self, key) -> float | None:
         """One level-triggered pass over the ReplicaSet ``key`` = ``("ReplicaSet", namespace, name)``."""
@@ -121,10 +128,20 @@ class ReplicaSetReconciler:
                 terminating.append(p)
             else:
                 active.append(p)
-        for p in ended:  # a Pod that ended: deleted (replaced below), as the API server's GC would
-            self._delete_object(p)
+        waits = []
+        kept = 0  # ended Pods kept (and their replacement held back) until their backoff passed
+        for p in ended:  # a Pod that ended: deleted and replaced, after a backoff when it failed by itself
+            if DELETED_ANNOTATION in (p["metadata"].get("annotations") or {}):
+                self._delete_object(p)
+                continue
+            left = self._replacement_due(ns, name, p, now_s)
+            if left > 0:
+                kept += 1
+                waits.append(left)
+            else:
+                self._delete_object(p)
         want = spec["replicas"]
-        diff = len(active) - want
+        diff = len(active) + min(kept, max(0, want - len(active))) - want
         if diff < 0:
             for _ in range(-diff):
                 pod = self._pod(rs, spec)
@@ -146,9 +163,27 @@ class ReplicaSetReconciler:
                 active.remove(p)
                 terminating.append(p)
                 self.store.record_event(rs, "SuccessfulDelete", f"Deleted pod: {p['metadata']['name']}", component=COMPONENT)
-        return self._status(rs, spec, active, len(terminating), now_s)
+        if active and all(pod_ready(p) for p in active) and len(active) >= want and not kept:
+            with self._lock:
+                self._failures.pop((ns, name), None)
+        wait = self._status(rs, spec, active, len(terminating), now_s)
+        waits += [wait] if wait is not None else []
+        return min(waits) if waits else None
 
     # ------------------------------------------------------------------ parts
+
+    def _replacement_due(self, ns: str, name: str, pod: dict, now_s: float) -> float:
+        """Seconds until the replacement of the ended ``pod`` may be created: 0 for the first
+        failure in a row, then ``replace_backoff`` doubling to ``max_replace_backoff`` (a template
+        that cannot run -- ``ContainerCannotRun`` -- must not spin creating Pods)."""
+        pname = pod["metadata"]["name"]
+        with self._lock:
+            due = self._failures.setdefault((ns, name), {})
+            if pname not in due:
+                n = len(due)
+                delay = 0.0 if n == 0 else min(self.replace_backoff * 2 ** (n - 1), self.max_replace_backoff)
+                due[pname] = now_s + delay
+            return max(0.0, due[pname] - now_s)
 
     def _claim(self, rs: dict, spec: dict) -> list[dict]:
         """The Pods this ReplicaSet controls after adopting matching orphans and releasing
