@@ -18,6 +18,8 @@ from kfp import compiler, dsl
 
 from localflow.pytest_plugin import LocalflowServer
 
+ROOT = Path(__file__).resolve().parents[1]
+
 
 from cli_support import lf
 
@@ -458,3 +460,29 @@ def test_a_batch_job_detached_is_run_by_the_server(localflow_server):
         w = localflow_server.cli("wait", "job/squares", f"--for=condition={cond}", "--timeout=120s")
         assert w.returncode == 0, w.stderr
     assert _runs(localflow_server)["squares"]["state"] == "SUCCEEDED"
+
+
+@pytest.mark.slow
+def test_a_deployment_applied_to_a_server_runs_until_the_server_stops(tmp_path):
+    """Deployments and ReplicaSets run until deleted: the server's own controller manager and node
+    run them (not a worker per run); stopping the server stops their Pods' processes."""
+    ws = tmp_path / "ws"
+    server = subprocess.Popen([sys.executable, "-m", "localflow", "serve", "-W", str(ws)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not json.loads(lf("status", "-o", "json", "-W", ws, check=0).stdout)["running"]:
+            assert time.monotonic() < deadline and server.poll() is None, "the server did not start"
+            time.sleep(0.1)
+        assert lf("apply", "-f", ROOT / "scenarios" / "apps" / "deployment.yaml", "-W", ws, check=0).stdout.strip() == \
+            "deployment/web created"
+        lf("wait", "deployment/web", "--for=condition=Available", "--timeout=120s", "-W", ws, check=0)
+        rows = [r.split() for r in lf("get", "pods", "-W", ws, check=0).stdout.splitlines()[1:]]
+        assert len(rows) == 2 and all(r[1:3] == ["1/1", "Running"] for r in rows), rows
+        assert lf("get", "deployments", "-W", ws, check=0).stdout.splitlines()[1].split()[1:4] == ["2/2", "2", "2"]
+        family = _family(server.pid)
+        assert len(family) >= 3  # the server and (at least) the two Pods' processes, which it owns
+    finally:
+        lf("serve", "--stop", "-W", ws)
+        server.wait(60)
+    assert _gone(family) == []

@@ -83,6 +83,7 @@ class Server:
         self._lock = ServerLock(self.ws)
         self._log = log or (lambda line: print(line, file=sys.stderr, flush=True))
         self.store = None
+        self.hosted = None  # HostedControllers, once started
         self._watches: list = []
 
     # ------------------------------------------------------------------ lifecycle
@@ -100,8 +101,13 @@ class Server:
                 w = self.store.watch(kind=kind, namespace=None)
                 self._watches.append(w)
                 threading.Thread(target=self._pump, args=(w,), name=f"localflow-serve-{kind}", daemon=True).start()
+            from localflow.server.hosted import HostedControllers
+
+            self.hosted = HostedControllers(self.ws).start()  # ReplicaSets, Deployments: run until deleted
             record = self._lock.write(urls={})
         except BaseException:
+            if self.hosted is not None:
+                self.hosted.stop()
             self._close_store()
             self._lock.release()
             raise
@@ -346,6 +352,12 @@ class Server:
             if killed:
                 self._clean_orphans()
         finally:
+            if self.hosted is not None:
+                try:
+                    self.hosted.stop()
+                except Exception as exc:  # noqa: BLE001 - the lock must still be released
+                    self._log(f"stopping the controllers: {exc}")
+                self.hosted = None
             self._close_store()
             self._lock.release()
             self._log("localflow server stopped")
