@@ -111,4 +111,15 @@ def rfc3339(t: float) -> str:
     return _dt.datetime.fromtimestamp(t, _dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def parse_rfc3339(ts: str | None) -> float | None:
+    """Epoch seconds of a Kubernetes timestamp (``2026-01-01T00:00:00Z``, as :func:`rfc3339` writes
+    it); None for an empty or malformed one."""
+    if not ts:
+        return None
+    try:
+        return _dt.datetime.strptime(ts, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=_dt.timezone.utc).timestamp()
+    except (TypeError, ValueError):
+        return None
+
+
 SYSTEM_CLOCK = Clock()

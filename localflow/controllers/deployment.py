@@ -34,10 +34,9 @@ Not done: proportional scaling of several old ReplicaSets during a rollout, ``co
 from __future__ import annotations
 
 import copy
-import datetime as _dt
 import json
 
-from localflow.clock import SYSTEM_CLOCK, Clock
+from localflow.clock import SYSTEM_CLOCK, Clock, parse_rfc3339
 from localflow.errors import LocalflowError, NotFound, SpecError
 from localflow.specs.apps import load_deployment, scaled_value
 
@@ -64,15 +63,6 @@ def _strip_hash(template: dict) -> dict:
     if labels:
         labels.pop(HASH_LABEL, None)
     return t
-
-
-def _epoch(ts: str | None) -> float | None:
-    if not ts:
-        return None
-    try:
-        return _dt.datetime.strptime(ts, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=_dt.timezone.utc).timestamp()
-    except ValueError:
-        return None
 
 
 def _revision(rs: dict) -> int:
@@ -325,7 +315,7 @@ class DeploymentReconciler:
             if progressed or cur is None or cur.get("reason") == "DeploymentPaused":
                 put("Progressing", "True", "ReplicaSetUpdated", f'ReplicaSet "{rs_name}" is progressing.')
             elif cur.get("reason") != "ProgressDeadlineExceeded":
-                left = (_epoch(cur.get("lastUpdateTime")) or now_s) + spec["progressDeadlineSeconds"] - now_s
+                left = (parse_rfc3339(cur.get("lastUpdateTime")) or now_s) + spec["progressDeadlineSeconds"] - now_s
                 if left <= 0:
                     put("Progressing", "False", "ProgressDeadlineExceeded", f'ReplicaSet "{rs_name}" has timed out progressing.')
                     self.store.record_event(dep, "ProgressDeadlineExceeded", f'ReplicaSet "{rs_name}" has timed out progressing.',

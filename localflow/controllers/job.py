@@ -34,9 +34,8 @@ Pods are created through :meth:`localflow.scheduler.Scheduler.submit` and stoppe
 from __future__ import annotations
 
 import copy
-import datetime as _dt
 
-from localflow.clock import SYSTEM_CLOCK, Clock
+from localflow.clock import SYSTEM_CLOCK, Clock, parse_rfc3339
 from localflow.controllers.sideobjects import RUN_ID_LABEL
 from localflow.errors import NotFound, SpecError
 from localflow.fakes.objectmeta import generate_name
@@ -69,15 +68,6 @@ def job_pod_record(pod: dict):
     return pod_record(pod, containers[0].get("name", ""), "Pod", index or 0, pod["metadata"]["name"], kind="pod")
 
 
-def _epoch(ts: str | None) -> float | None:
-    if not ts:
-        return None
-    try:
-        return _dt.datetime.strptime(ts, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=_dt.timezone.utc).timestamp()
-    except ValueError:
-        return None
-
-
 def _phase(pod: dict) -> str:
     return (pod.get("status") or {}).get("phase") or "Pending"
 
@@ -94,12 +84,12 @@ def _finished_at(pod: dict) -> float:
     """When a finished Pod ended, on the kubelet's (injected) clock: its ``Ready`` condition's
     last transition (to False), else its containers' ``finishedAt``, else its creation."""
     st = pod.get("status") or {}
-    ready = [_epoch(c.get("lastTransitionTime")) for c in st.get("conditions") or []
+    ready = [parse_rfc3339(c.get("lastTransitionTime")) for c in st.get("conditions") or []
              if c.get("type") == "Ready" and c.get("status") == "False"]
     times = [t for t in ready if t is not None] or [
-        t for t in (_epoch(((cs.get("state") or {}).get("terminated") or {}).get("finishedAt"))
+        t for t in (parse_rfc3339(((cs.get("state") or {}).get("terminated") or {}).get("finishedAt"))
                     for cs in st.get("containerStatuses") or []) if t is not None]
-    return max(times) if times else (_epoch(pod["metadata"].get("creationTimestamp")) or 0.0)
+    return max(times) if times else (parse_rfc3339(pod["metadata"].get("creationTimestamp")) or 0.0)
 
 
 def _ready(pod: dict) -> bool:
@@ -237,7 +227,7 @@ class JobReconciler:
         elif len(failed) > spec["backoffLimit"] or self._past_backoff_on_failure(spec, active):
             target = _condition("FailureTarget", "True", "BackoffLimitExceeded", "Job has reached the specified backoff limit", now)
         elif spec.get("activeDeadlineSeconds") and not suspended and status.get("startTime"):
-            left = (_epoch(status["startTime"]) or now_s) + spec["activeDeadlineSeconds"] - now_s
+            left = (parse_rfc3339(status["startTime"]) or now_s) + spec["activeDeadlineSeconds"] - now_s
             if left <= 0:
                 target = _condition("FailureTarget", "True", "DeadlineExceeded", "Job was active longer than specified deadline", now)
             else:
@@ -437,8 +427,8 @@ class JobReconciler:
         if ttl is None:
             return None
         st = job.get("status") or {}
-        ended = _epoch(st.get("completionTime")) or max(
-            (_epoch(c.get("lastTransitionTime")) or 0.0 for c in st.get("conditions") or [] if c.get("type") in ("Complete", "Failed")),
+        ended = parse_rfc3339(st.get("completionTime")) or max(
+            (parse_rfc3339(c.get("lastTransitionTime")) or 0.0 for c in st.get("conditions") or [] if c.get("type") in ("Complete", "Failed")),
             default=0.0)
         left = ended + float(ttl) - self.clock.now()
         if left > 0:

@@ -32,10 +32,9 @@ started whose objects are gone (those started by this process: the node is in-pr
 from __future__ import annotations
 
 import copy
-import datetime as _dt
 import threading
 
-from localflow.clock import SYSTEM_CLOCK, Clock
+from localflow.clock import SYSTEM_CLOCK, Clock, parse_rfc3339
 from localflow.errors import LocalflowError, NotFound, SpecError
 from localflow.fakes.objectmeta import generate_name
 from localflow.fakes.selectors import matches
@@ -49,15 +48,6 @@ REPLACE_BACKOFF_S = 10.0  # the second replacement in a row waits this long, dou
 MAX_REPLACE_BACKOFF_S = 300.0
 
 
-def _epoch(ts: str | None) -> float | None:
-    if not ts:
-        return None
-    try:
-        return _dt.datetime.strptime(ts, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=_dt.timezone.utc).timestamp()
-    except ValueError:
-        return None
-
-
 def _phase(pod: dict) -> str:
     return (pod.get("status") or {}).get("phase") or "Pending"
 
@@ -65,7 +55,7 @@ def _phase(pod: dict) -> str:
 def _ready_since(pod: dict) -> float | None:
     for c in (pod.get("status") or {}).get("conditions") or []:
         if c.get("type") == "Ready" and c.get("status") == "True":
-            return _epoch(c.get("lastTransitionTime")) or 0.0
+            return parse_rfc3339(c.get("lastTransitionTime")) or 0.0
     return None
 
 
@@ -157,7 +147,7 @@ class ReplicaSetReconciler:
         elif diff > 0:
             # getPodsToDelete: not-yet-running before running, not ready before ready, youngest first
             order = sorted(active, key=lambda p: (_phase(p) == "Running", pod_ready(p),
-                                                  -(_epoch(p["metadata"].get("creationTimestamp")) or 0.0)))
+                                                  -(parse_rfc3339(p["metadata"].get("creationTimestamp")) or 0.0)))
             for p in order[:diff]:
                 self.stop(p)
                 active.remove(p)
