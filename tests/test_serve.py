@@ -486,3 +486,31 @@ def test_a_deployment_applied_to_a_server_runs_until_the_server_stops(tmp_path):
         lf("serve", "--stop", "-W", ws)
         server.wait(60)
     assert _gone(family) == []
+
+
+def test_a_run_whose_worker_is_stopped_before_it_began_is_recorded_canceled(tmp_path, specs):
+    """Ctrl-C of the `run` that handed a Run to the server, in the moment its worker starts: the
+    worker dies of SIGTERM before the runner records anything, and the Run ends CANCELED, not FAILED."""
+    from localflow.fakes import ObjectStore
+    from localflow.server import Server, submit
+    from localflow.workspace import resolve_workspace
+
+    ws = resolve_workspace(tmp_path / "ws")
+    server = Server(ws, grace=30)
+    server.start()
+    try:
+        obj = submit(str(specs / "hello.yaml"), None, "subprocess", ws)
+        server._claim_and_run(obj)
+        (worker,) = server.workers.values()
+        worker.proc.send_signal(signal.SIGTERM)
+        worker.proc.wait(60)
+        server.reap()
+        with ObjectStore(ws.db_path) as store:
+            run = store.get("Run", obj["metadata"]["name"])
+            reasons = [e["reason"] for e in store.events_for(run)]
+        # the signal lands while the worker is still importing: the server, not the runner, records the end
+        assert run["status"] == {"state": "CANCELED",
+                                 "error": {"message": "canceled before it started (its worker got signal 15)"}}
+        assert "Canceled" in reasons and "FailedCreate" not in reasons
+    finally:
+        server.shutdown()

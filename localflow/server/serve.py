@@ -277,29 +277,34 @@ class Server:
                 else:
                     self._abandon(obj)  # could not be resumed (or not a Run): a true end
             elif obj["metadata"].get("uid") == uid and outcome(obj)[0] is None:
-                why = (f"canceled before it started (its worker got signal {code - 128})" if code > 128 else
-                       _last_error(w.base + ".err") or f"the run's worker ended with exit code {code}")
-                self._refuse(obj, why)
+                if code > 128:  # stopped by a signal (Ctrl-C of the `run` that handed it over) before it began
+                    self._refuse(obj, f"canceled before it started (its worker got signal {code - 128})", canceled=True)
+                else:
+                    self._refuse(obj, _last_error(w.base + ".err") or f"the run's worker ended with exit code {code}")
 
-    def _refuse(self, obj: dict, message: str) -> None:
-        """Leave a submission that cannot run finished, as failed, with ``message`` (and an Event)."""
+    def _refuse(self, obj: dict, message: str, *, canceled: bool = False) -> None:
+        """Leave a submission that cannot run finished, with ``message`` (and an Event): failed
+        (reason ``FailedCreate``), or ``canceled`` (a Run ``CANCELED``; a job ``Failed`` with reason
+        ``Canceled``, as a canceled `run` leaves it)."""
         kind, meta = obj["kind"], obj["metadata"]
         ns = meta.get("namespace") or "default"
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        reason = "Canceled" if canceled else "FailedCreate"
         if kind == "Run":
-            status = {**(obj.get("status") or {}), "state": "FAILED", "error": {"message": message}}
+            status = {**(obj.get("status") or {}), "state": "CANCELED" if canceled else "FAILED",
+                      "error": {"message": message}}
         else:
             status = {**(obj.get("status") or {}), "conditions": [
                 *((obj.get("status") or {}).get("conditions") or []),
-                {"type": "Failed", "status": "True", "reason": "FailedCreate", "message": message,
+                {"type": "Failed", "status": "True", "reason": reason, "message": message,
                  "lastTransitionTime": now, "lastUpdateTime": now}]}
         try:
             self.store.update_status(kind, meta["name"], status, ns)
-            self.store.record_event(obj, "FailedCreate", message, type="Warning", component="localflow-server")
+            self.store.record_event(obj, reason, message, type="Warning", component="localflow-server")
         except LocalflowError:
             pass
         self.done.add(meta.get("uid"))
-        self._log(f"{kind.lower()}/{meta['name']} refused: {message}")
+        self._log(f"{kind.lower()}/{meta['name']} {'canceled' if canceled else 'refused'}: {message}")
 
     def _clean_orphans(self) -> None:
         from localflow.api import garbage_collect
