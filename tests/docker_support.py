@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import os
 import tempfile
-import time
 import uuid
 
 import pytest
 
 from localflow.executors.base import ContainerSpec, PodSpec
+from polling import wait_until  # noqa: F401  (the docker tests import it from here)
 
 PYTHON_IMAGE = "localflow/python:3.11"
 BUSYBOX_IMAGE = "localflow/busybox:latest"
@@ -94,15 +94,3 @@ def pod(name: str, *containers: ContainerSpec, init: tuple[ContainerSpec, ...] =
 def containers_of(client, pod_spec: PodSpec) -> list:
     """Every container (running or not) labelled with ``pod_spec``'s uid."""
     return client.containers.list(all=True, filters={"label": f"localflow.dev/pod-uid={pod_spec.uid}"}, ignore_removed=True)
-
-
-def wait_until(predicate, timeout: float = 30.0, interval: float = 0.05, what: str = "condition"):
-    """Poll ``predicate()`` until it returns a truthy value (returned) or fail after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)

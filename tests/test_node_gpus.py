@@ -5,9 +5,9 @@ Pod asking for more than the node has is refused with kube-scheduler's wording."
 from __future__ import annotations
 
 import sys
-import time
 
 import pytest
+from polling import wait_until
 
 from localflow.api import open_runtime
 from localflow.config import parse_config
@@ -24,14 +24,6 @@ def gpu_pod(name, gpus, code):
          "resources": {"limits": {"nvidia.com/gpu": str(gpus)}}}]}}
 
 
-def poll(what, fn, timeout=60):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = fn()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture
@@ -54,7 +46,7 @@ def test_one_gpu_pods_get_distinct_devices_and_a_third_waits_for_a_free_one(rt, 
             f"while not os.path.exists({str(gate)!r}): time.sleep(0.01)")
     for name in ("a", "b", "c"):
         rt.scheduler.submit(gpu_pod(name, 1, code))
-    first = poll("two Pods to print their devices", lambda: [log(rt, n).split() for n in ("a", "b")]
+    first = wait_until(what="two Pods to print their devices", predicate=lambda: [log(rt, n).split() for n in ("a", "b")]
                  if all(log(rt, n) for n in ("a", "b")) else None)
     assert sorted(d[0] for d in first) == ["0", "1"] and all(d[0] == d[1] for d in first)
     c = rt.store.get("Pod", "c")
@@ -74,7 +66,7 @@ def test_a_pod_asking_for_more_gpus_than_the_node_has_is_refused(rt):
     assert rt.store.list("Pod") == []
     with ObjectStore(rt.workspace.db_path) as other:  # created by someone else: stays Pending, says why
         other.create({"apiVersion": "v1", "kind": "Pod", **gpu_pod("greedy", 3, "pass")})
-        p = poll("the scheduler's verdict", lambda: (lambda q: q if any(
+        p = wait_until(what="the scheduler's verdict", predicate=lambda: (lambda q: q if any(
             c["type"] == "PodScheduled" for c in (q.get("status") or {}).get("conditions") or []) else None)(other.get("Pod", "greedy")))
     assert p["status"]["phase"] == "Pending"
     assert p["status"]["conditions"][0]["message"] == "0/1 nodes are available: Insufficient nvidia.com/gpu."

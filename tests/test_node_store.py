@@ -8,10 +8,10 @@ import json
 import subprocess
 import sys
 import textwrap
-import time
 
 import psutil
 import pytest
+from polling import wait_until
 
 from localflow.api import open_runtime
 from localflow.fakes import ObjectStore
@@ -27,14 +27,6 @@ def pod(name, code, **spec):
                                      **spec.pop("container", {})}], **spec}}
 
 
-def poll(what, fn, timeout=60):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = fn()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def phase_of(store, name, phases=("Succeeded", "Failed")):
@@ -65,7 +57,7 @@ def other(rt):
 def test_a_pod_created_by_another_store_is_bound_and_runs_to_succeeded(rt, other):
     created = other.create(pod("from-store", "print('hello from the store')"))
     assert not created["spec"].get("nodeName")
-    p = poll("the Pod to end", phase_of(other, "from-store"))
+    p = wait_until(what="the Pod to end", predicate=phase_of(other, "from-store"))
     assert p["status"]["phase"] == "Succeeded"
     assert p["spec"]["nodeName"] == "localflow"
     assert {c["type"]: c["status"] for c in p["status"]["conditions"]}["PodScheduled"] == "True"
@@ -82,7 +74,7 @@ def test_a_pod_created_by_another_process_runs_to_succeeded(rt):
             s.create(json.loads(sys.argv[1]))
         """)
     subprocess.run([PY, "-c", script, json.dumps(pod("from-process", "print(6 * 7)"))], check=True, timeout=60)
-    p = poll("the Pod to end", phase_of(rt.store, "from-process"))
+    p = wait_until(what="the Pod to end", predicate=phase_of(rt.store, "from-process"))
     assert p["status"]["phase"] == "Succeeded" and p["spec"]["nodeName"] == "localflow"
     assert log_of(rt, p) == "42\n"
 
@@ -100,7 +92,7 @@ def started_pids(rt, store, name):
             return None
         words = log_of(rt, p).split()
         return [int(w) for w in words] if len(words) == 2 else None
-    return poll("the Pod's processes to start", check)
+    return wait_until(what="the Pod's processes to start", predicate=check)
 
 
 def gone(pids):
@@ -113,7 +105,7 @@ def test_deleting_a_running_pod_kills_its_process_group(rt, other):
     pids = started_pids(rt, other, "sleeper")
     assert all(psutil.pid_exists(pid) for pid in pids)
     other.delete("Pod", "sleeper")
-    poll("the Pod's processes to go", gone(pids), timeout=30)
+    wait_until(what="the Pod's processes to go", predicate=gone(pids), timeout=30)
     assert rt.scheduler.wait_idle(timeout=30)
     assert not any(p["metadata"]["name"] == "sleeper" for p in other.list("Pod"))  # nothing wrote it back
     assert not rt.scheduler.faults and not rt.scheduler.watch_errors
@@ -125,7 +117,7 @@ def test_deleting_the_owner_stops_its_pods(rt, other):
     other.create(pod("owned", SPAWN, meta={"ownerReferences": [ref]}))
     pids = started_pids(rt, other, "owned")
     other.delete("ConfigMap", "owner")
-    poll("the owned Pod's processes to go", gone(pids), timeout=30)
+    wait_until(what="the owned Pod's processes to go", predicate=gone(pids), timeout=30)
     assert rt.scheduler.wait_idle(timeout=30)
     assert other.list("Pod") == []
 
@@ -136,7 +128,7 @@ def test_a_submitted_pod_is_created_unbound_then_bound_on_the_same_path(rt):
     first = watch.get(timeout=10)
     watch.close()
     assert first.type == "ADDED" and not first.object["spec"].get("nodeName")
-    p = poll("the Pod to end", phase_of(rt.store, "submitted"))
+    p = wait_until(what="the Pod to end", predicate=phase_of(rt.store, "submitted"))
     assert p["status"]["phase"] == "Succeeded" and p["spec"]["nodeName"] == "localflow"
     assert "Scheduled" in [e["reason"] for e in rt.store.events_for(p)]
 
@@ -147,7 +139,7 @@ def test_pods_bound_elsewhere_finished_or_claimed_are_left_alone(rt, other):
     other.create(pod("theirs", "print('no')", meta={"annotations": {"localflow.dev/scheduler": "localflow-other"}}))
     other.create(pod("volcano", "print('no')", schedulerName="volcano"))
     other.create(pod("mine", "print('yes')"))
-    poll("the last Pod to end", phase_of(other, "mine"))  # the watch delivered the others before it
+    wait_until(what="the last Pod to end", predicate=phase_of(other, "mine"))  # the watch delivered the others before it
     assert rt.scheduler.wait_idle(timeout=30)
     for name, phase in (("elsewhere", None), ("done", "Succeeded"), ("theirs", None), ("volcano", None)):
         p = other.get("Pod", name)
@@ -159,7 +151,7 @@ def test_pods_bound_elsewhere_finished_or_claimed_are_left_alone(rt, other):
 def test_a_store_pod_that_never_fits_stays_pending_with_the_scheduler_message(rt, other):
     other.create(pod("huge", "pass", container={"resources": {"requests": {"cpu": "64"}}}))
     other.create(pod("after", "pass"))
-    poll("the next Pod to end", phase_of(other, "after"))
+    wait_until(what="the next Pod to end", predicate=phase_of(other, "after"))
     p = other.get("Pod", "huge")
     assert p["status"]["phase"] == "Pending" and not p["spec"].get("nodeName")
     (c,) = [c for c in p["status"]["conditions"] if c["type"] == "PodScheduled"]
@@ -172,7 +164,7 @@ def test_a_store_pod_that_never_fits_stays_pending_with_the_scheduler_message(rt
 def test_two_nodes_on_one_workspace_run_a_store_pod_exactly_once(rt, other, tmp_path):
     with open_runtime(rt.workspace, capacity=Capacity(cpu=2, memory=8 << 30)) as second:
         other.create(pod("once", "print('ran')"))
-        p = poll("the Pod to end", phase_of(other, "once"))
+        p = wait_until(what="the Pod to end", predicate=phase_of(other, "once"))
         assert rt.scheduler.wait_idle(timeout=30) and second.scheduler.wait_idle(timeout=30)
     assert p["status"]["phase"] == "Succeeded"
     assert log_of(rt, p) == "ran\n"

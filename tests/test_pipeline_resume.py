@@ -13,10 +13,10 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from polling import wait_until
 from kfp import compiler, dsl
 
 from localflow.api import open_runtime
@@ -67,14 +67,6 @@ def resumable(gate: str, n: int = 2) -> int:
     return total(xs=dsl.Collected(sq.output), y=w.output).set_caching_options(False).output
 
 
-def poll(fn, what: str, timeout: float = 120.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = fn()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def lf_run(*args) -> subprocess.Popen:
@@ -113,8 +105,8 @@ def test_a_run_killed_with_sigkill_is_resumed_without_repeating_finished_tasks(t
 
     proc = lf_run(spec, "--workspace", ws, "--name", "r1", "-p", f"gate={gate}")
     try:
-        poll(lambda: by_task(execs(ws, "r1")).get("wait-for") == ["RUNNING"],
-             "wait-for to run")
+        wait_until(lambda: by_task(execs(ws, "r1")).get("wait-for") == ["RUNNING"], timeout=120,
+                   what="wait-for to run")
         os.kill(proc.pid, signal.SIGKILL)
         proc.communicate(timeout=30)
     finally:
