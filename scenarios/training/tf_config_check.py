@@ -102,6 +102,17 @@ def main() -> int:
     if me == head:  # wait for every other task to finish its checks
         while time.monotonic() < deadline and len(done) < len(peers):
             time.sleep(0.05)
+        # and for each to have exited (its listener refuses): with cleanPodPolicy Running the operator
+        # deletes Pods still running when the chief succeeds, so a peer that said "done" but had not
+        # exited yet would be cleaned up (CANCELED) instead of Succeeded
+        for host, port in peers.values():
+            while time.monotonic() < deadline:
+                try:
+                    socket.create_connection((host, port), timeout=1).close()
+                except OSError:
+                    break
+                time.sleep(0.05)
+        time.sleep(0.3)  # the node's status write for a peer's exit lands just after the exit itself
     elif head in peers:
         while time.monotonic() < deadline:
             try:
