@@ -150,9 +150,11 @@ def get_watch(kind, name, output, selector, run_name, namespace, all_namespaces,
 @cli.command()
 @click.option("--stop", is_flag=True, help="Stop the workspace's server (SIGTERM, a bounded wait, then SIGKILL).")
 @click.option("--timeout", default="60s", show_default=True, help="With --stop: how long to wait for it to end.")
+@click.option("--port", default=0, show_default=True, type=click.IntRange(0, 65535),
+              help="Port of the Kubernetes API on 127.0.0.1 (0: a free one; `localflow status` shows it).")
 @workspace_option
 @handle_errors
-def serve(stop, timeout, workspace):
+def serve(stop, timeout, port, workspace):
     """Run the workspace's server in the foreground: it runs what `run --detach` and `apply -f`
     hand it, and whatever runnable object nobody live owns. Ctrl-C or SIGTERM stop it cleanly
     (its runs are canceled and recorded, as Ctrl-C does to `localflow run`).
@@ -160,6 +162,7 @@ def serve(stop, timeout, workspace):
     \b
     Examples:
       localflow serve -W /tmp/ws
+      localflow serve --port 6443            # kubectl and the SDKs: localflow kubeconfig --merge
       localflow serve --stop -W /tmp/ws
     """
     import signal
@@ -173,7 +176,7 @@ def serve(stop, timeout, workspace):
     if stop:
         click.echo(stop_server(ws, parse_duration(timeout)))
         return
-    server = Server(ws)
+    server = Server(ws, port=port)
     done = threading.Event()
 
     def on_signal(signum, frame):

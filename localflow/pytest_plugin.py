@@ -83,6 +83,11 @@ class LocalflowServer:
 
         return server_status(Workspace(self.workspace))
 
+    @property
+    def kubernetes_url(self) -> str | None:
+        """The server's Kubernetes API (``http://127.0.0.1:PORT``), for kubectl and the SDKs."""
+        return self.status()["urls"].get("kubernetes")
+
     def cli(self, *args, timeout: float = 300, **kwargs):
         import subprocess
         import sys

@@ -47,7 +47,7 @@ def test_one_gpu_pods_get_distinct_devices_and_a_third_waits_for_a_free_one(rt, 
     for name in ("a", "b", "c"):
         rt.scheduler.submit(gpu_pod(name, 1, code))
     first = wait_until(what="two Pods to print their devices", predicate=lambda: [log(rt, n).split() for n in ("a", "b")]
-                 if all(log(rt, n) for n in ("a", "b")) else None)
+                 if all(log(rt, n).endswith("\n") for n in ("a", "b")) else None)
     assert sorted(d[0] for d in first) == ["0", "1"] and all(d[0] == d[1] for d in first)
     c = rt.store.get("Pod", "c")
     assert c["status"]["phase"] == "Pending"

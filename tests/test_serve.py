@@ -100,7 +100,8 @@ def _runs(server) -> dict:
 def test_status_and_a_second_server_refuses(localflow_server):
     st = json.loads(localflow_server.cli("status", "-o", "json").stdout)
     assert st["running"] is True and st["pid"] == localflow_server.pid
-    assert st["started"].endswith("Z") and st["urls"] == {}
+    assert st["started"].endswith("Z") and list(st["urls"]) == ["kubernetes"]
+    assert st["urls"]["kubernetes"].startswith("http://127.0.0.1:")
     second = localflow_server.cli("serve", timeout=60)
     assert second.returncode == 2, (second.stdout, second.stderr)
     lines = second.stderr.strip().splitlines()

@@ -72,7 +72,7 @@ class Server:
     """
 
     def __init__(self, workspace: str | os.PathLike | Workspace | None = None, *, rescan: float = 2.0,
-                 grace: float = 60.0, log=None):
+                 grace: float = 60.0, log=None, port: int | None = 0):
         self.ws = workspace if isinstance(workspace, Workspace) else resolve_workspace(workspace)
         self.rescan, self.grace = rescan, grace
         self.id = process_id()
@@ -84,6 +84,8 @@ class Server:
         self._log = log or (lambda line: print(line, file=sys.stderr, flush=True))
         self.store = None
         self.hosted = None  # HostedControllers, once started
+        self.port = port  # the Kubernetes API's port (0: a free one; None: no API)
+        self.api = None  # localflow.apiserver.ApiServer, once started
         self._watches: list = []
 
     # ------------------------------------------------------------------ lifecycle
@@ -104,14 +106,23 @@ class Server:
             from localflow.server.hosted import HostedControllers
 
             self.hosted = HostedControllers(self.ws).start()  # ReplicaSets, Deployments: run until deleted
-            record = self._lock.write(urls={})
+            urls = {}
+            if self.port is not None:
+                from localflow.apiserver import ApiServer
+
+                self.api = ApiServer(self.ws.db_path, port=self.port, logs_dir=self.ws.logs_dir)
+                urls["kubernetes"] = self.api.start()
+            record = self._lock.write(urls=urls)
         except BaseException:
+            if self.api is not None:
+                self.api.stop()
             if self.hosted is not None:
                 self.hosted.stop()
             self._close_store()
             self._lock.release()
             raise
-        self._log(f"localflow server pid {record['pid']} serving workspace {self.ws.root} "
+        api = f", Kubernetes API at {urls['kubernetes']} (`localflow kubeconfig`)" if urls else ""
+        self._log(f"localflow server pid {record['pid']} serving workspace {self.ws.root}{api} "
                   f"(stop: Ctrl-C or localflow serve --stop -W {self.ws.root})")
         return record
 
@@ -357,6 +368,9 @@ class Server:
             if killed:
                 self._clean_orphans()
         finally:
+            if self.api is not None:
+                self.api.stop()
+                self.api = None
             if self.hosted is not None:
                 try:
                     self.hosted.stop()
