@@ -558,6 +558,7 @@ def _usage_line(exc: click.UsageError) -> str:
 
 from localflow import cli_serve as _cli_serve  # noqa: E402,F401  (registers serve, status and wait on `cli`)
 from localflow import cli_kube as _cli_kube  # noqa: E402,F401  (registers kubeconfig on `cli`)
+from localflow import cli_submit as _cli_submit  # noqa: E402,F401  (registers export and submit on `cli`)
 
 if __name__ == "__main__":
     main()
