@@ -126,7 +126,7 @@ def submit(exported: Exported, *, context: str | None = None, kubeconfig: str | 
         try:
             from kubernetes import config as kconfig
             from kubernetes import dynamic
-            from kubernetes.client import ApiClient, exceptions
+            from kubernetes.client import exceptions
         except ImportError:
             raise LocalflowError("submitting objects needs the `kubernetes` client", fix="pip install kubernetes") from None
         try:

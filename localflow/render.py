@@ -6,9 +6,10 @@ shapes. Follows kubectl's printers (kubernetes/kubectl ``pkg/cmd/get``, ``pkg/de
 """
 from __future__ import annotations
 
+import functools
+
 import calendar
 import json
-import re
 import time
 from typing import Any, Iterable
 
@@ -172,48 +173,24 @@ def describe_secret(obj: dict, events: list[dict]) -> str:
 
 # ---------------------------------------------------------------- printer columns
 
-_SEGMENT = re.compile(r"\.([A-Za-z0-9_\-]+)|\[(-?\d+)\]|\[(-?\d*):(-?\d*)\]|\[\*\]|\[\?\(@\.([A-Za-z0-9_.\-]+)\s*==\s*([^)]*)\)\]")
+@functools.lru_cache(maxsize=512)
+def _compiled(path: str):
+    from jsonpath_ng.exceptions import JsonPathLexerError, JsonPathParserError
+    from jsonpath_ng.ext import parse
+
+    try:
+        return parse(path if path.startswith("$") else "$" + path)
+    except (JsonPathLexerError, JsonPathParserError, Exception) as exc:  # noqa: BLE001 - the parser raises bare Exception too
+        raise ValueError(f"unsupported JSONPath {path!r}: {exc}") from None
 
 
 def jsonpath(obj: Any, path: str) -> list[Any]:
-    """Every value the kubectl JSONPath ``path`` selects in ``obj`` (the subset CRD
-    ``additionalPrinterColumns`` use: ``.a.b``, ``[N]``, ``[-1:]`` slices, ``[*]`` and
-    ``[?(@.key==value)]`` filters with a quoted string, number or ``true``/``false``), following
-    k8s.io/client-go ``util/jsonpath``. A missing field selects nothing. Raises ``ValueError`` for
-    a path outside that subset."""
-    values, pos = [obj], 0
-    while pos < len(path):
-        m = _SEGMENT.match(path, pos)
-        if m is None:
-            raise ValueError(f"unsupported JSONPath {path!r} at {pos}")
-        pos = m.end()
-        key, index, lo, hi, fkey, fval = m.groups()
-        out: list[Any] = []
-        for v in values:
-            if key is not None:
-                if isinstance(v, dict) and key in v:
-                    out.append(v[key])
-            elif not isinstance(v, list):
-                continue
-            elif index is not None:
-                i = int(index)
-                if -len(v) <= i < len(v):
-                    out.append(v[i])
-            elif lo is not None or hi is not None:
-                out.extend(v[int(lo) if lo else None:int(hi) if hi else None])
-            elif fkey is not None:
-                want = _literal(fval.strip())
-                out.extend(x for x in v if jsonpath(x, "." + fkey) == [want])
-            else:  # [*]
-                out.extend(v)
-        values = out
-    return values
-
-
-def _literal(text: str) -> Any:
-    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
-        return text[1:-1]
-    return json.loads(text) if text in ("true", "false", "null") or text.lstrip("-").replace(".", "", 1).isdigit() else text
+    """Every value the kubectl JSONPath ``path`` selects in ``obj`` (``.a.b``, ``[N]``, ``[-1:]``
+    slices, ``[*]``, ``[?(@.key==value)]`` filters, ``['dotted.key']``), as CRD
+    ``additionalPrinterColumns`` use them (k8s.io/client-go ``util/jsonpath``), evaluated by the
+    ``jsonpath-ng`` library (its extended parser, for filters). A missing field selects nothing.
+    Raises ``ValueError`` for a path the library cannot parse."""
+    return [m.value for m in _compiled(path).find(obj)]
 
 
 def cell(obj: dict, column) -> Any:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from localflow import kinds as kind_table
@@ -49,9 +49,9 @@ def _error(exc: ApiError) -> Response:
 async def _body(request: Request):
     ctype = request.headers.get("content-type", "")
     if "protobuf" in ctype or "cbor" in ctype:
-        # client-go retries in JSON after a 415 (its ContentConfig fallback)
-        raise ApiError(415, "UnsupportedMediaType", f"the body of the request was in an unknown format - accepted "
-                                                    f"media types include: application/json, application/yaml")
+        # protobuf (kubectl's generators for built-in kinds) is not decoded here: 415, as for any unknown type
+        raise ApiError(415, "UnsupportedMediaType", "the body of the request was in an unknown format - accepted "
+                                                    "media types include: application/json, application/yaml")
     raw = await request.body()
     if not raw:
         return None

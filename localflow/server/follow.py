@@ -77,18 +77,17 @@ def parse_condition(text: str) -> tuple[str, str | None, str | None]:
 
 
 def _jsonpath(obj, path: str):
-    cur = obj
-    for part in re.findall(r"\.([^.\[]+)|\[(\d+)\]", path):
-        key, idx = part
-        if key:
-            if not isinstance(cur, dict) or key not in cur:
-                return None, False
-            cur = cur[key]
-        else:
-            if not isinstance(cur, list) or int(idx) >= len(cur):
-                return None, False
-            cur = cur[int(idx)]
-    return cur, True
+    """``(value, found)`` of a kubectl JSONPath in ``obj`` (:func:`localflow.render.jsonpath`); several
+    matches are a list, as kubectl prints them."""
+    from localflow import render
+
+    try:
+        found = render.jsonpath(obj, path)
+    except ValueError:
+        return None, False
+    if not found:
+        return None, False
+    return (found[0] if len(found) == 1 else found), True
 
 
 def condition_met(obj: dict, how: tuple[str, str | None, str | None]) -> bool:
