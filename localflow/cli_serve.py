@@ -152,9 +152,11 @@ def get_watch(kind, name, output, selector, run_name, namespace, all_namespaces,
 @click.option("--timeout", default="60s", show_default=True, help="With --stop: how long to wait for it to end.")
 @click.option("--port", default=0, show_default=True, type=click.IntRange(0, 65535),
               help="Port of the Kubernetes API on 127.0.0.1 (0: a free one; `localflow status` shows it).")
+@click.option("--config", "-c", "config", default=None, type=click.Path(dir_okay=False),
+              help="localflow.yaml for objects created without one (by kubectl or an SDK).")
 @workspace_option
 @handle_errors
-def serve(stop, timeout, port, workspace):
+def serve(stop, timeout, port, config, workspace):
     """Run the workspace's server in the foreground: it runs what `run --detach` and `apply -f`
     hand it, and whatever runnable object nobody live owns. Ctrl-C or SIGTERM stop it cleanly
     (its runs are canceled and recorded, as Ctrl-C does to `localflow run`).
@@ -163,6 +165,7 @@ def serve(stop, timeout, port, workspace):
     Examples:
       localflow serve -W /tmp/ws
       localflow serve --port 6443            # kubectl and the SDKs: localflow kubeconfig --merge
+      localflow serve -c scenarios/training/localflow.yaml   # the image map for what kubectl applies
       localflow serve --stop -W /tmp/ws
     """
     import signal
@@ -176,7 +179,7 @@ def serve(stop, timeout, port, workspace):
     if stop:
         click.echo(stop_server(ws, parse_duration(timeout)))
         return
-    server = Server(ws, port=port)
+    server = Server(ws, port=port, config=config)
     done = threading.Event()
 
     def on_signal(signum, frame):

@@ -55,10 +55,11 @@ class LocalflowServer:
     ``log`` (its output file); ``cli(*args)`` runs ``localflow ARGS -W <workspace>`` and returns
     the :class:`subprocess.CompletedProcess` (text); ``status()`` is ``localflow status -o json`` as
     a dict; ``stop()`` stops it (SIGTERM, then SIGKILL after ``grace`` seconds) and kills whatever
-    it started that is still there.
+    it started that is still there. ``args``: more ``serve`` options (``["-c", "localflow.yaml"]``);
+    ``kubernetes_url``: its Kubernetes API.
     """
 
-    def __init__(self, workspace, *, start_timeout: float = 60.0):
+    def __init__(self, workspace, *, start_timeout: float = 60.0, args=()):
         import subprocess
         import sys
         import time
@@ -67,7 +68,7 @@ class LocalflowServer:
         workspace.mkdir(parents=True, exist_ok=True)
         self.log = workspace.parent / "localflow-serve.log"
         with open(self.log, "wb") as out:
-            self.process = subprocess.Popen([sys.executable, "-m", "localflow", "serve", "-W", str(workspace)],
+            self.process = subprocess.Popen([sys.executable, "-m", "localflow", "serve", "-W", str(workspace), *map(str, args)],
                                             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         self.pid = self.process.pid
         deadline = time.monotonic() + start_timeout

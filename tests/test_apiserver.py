@@ -318,3 +318,30 @@ def test_kubeconfig_without_a_server_is_one_line_exit_2(tmp_path):
 
     p = lf("kubeconfig", "-W", tmp_path / "ws", check=2)
     assert p.stderr.count("\n") == 1 and "localflow serve" in p.stderr
+
+
+@needs_kubectl
+@pytest.mark.slow
+def test_a_tfjob_applied_with_kubectl_runs_with_the_servers_config(tmp_path):
+    from localflow.pytest_plugin import LocalflowServer
+
+    server = LocalflowServer(tmp_path / "ws", args=["-c", ROOT / "scenarios" / "training" / "localflow.yaml"])
+    try:
+        kc = tmp_path / "kc"
+        assert server.cli("kubeconfig", "--file", kc).returncode == 0
+        api = {"kubeconfig": kc, "cache": tmp_path / "cache"}
+        kubectl(api, "apply", "-f", ROOT / "scenarios" / "training" / "tfjob.yaml")
+        kubectl(api, "wait", "tfjob/tf-config-check", "--for=condition=Succeeded", "--timeout=120s", timeout=150)
+        out = kubectl(api, "logs", "tf-config-check-chief-0").stdout
+        assert json.loads(out.splitlines()[0])["task"] == "chief:0"
+    finally:
+        server.stop()
+
+
+def test_serve_with_a_bad_config_is_one_line_exit_2(tmp_path):
+    from tests.cli_support import lf
+
+    bad = tmp_path / "localflow.yaml"
+    bad.write_text("images: [1, 2]\n")
+    p = lf("serve", "-W", tmp_path / "ws", "-c", bad, check=2, timeout=60)
+    assert p.stderr.strip().count("\n") == 0 and "images" in p.stderr

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 import signal
 import subprocess
 import sys
@@ -62,6 +63,10 @@ class WorkerProcess:
     started: float = field(default_factory=time.monotonic)
 
 
+#: The server's ``--config``, handed to a worker whose object was not submitted with one.
+SERVER_CONFIG_ENV = "LOCALFLOW_SERVER_CONFIG"
+
+
 class Server:
     """The server of one workspace. ``serve(stop)`` blocks until ``stop`` is set (or a signal
     handler sets it), then shuts down; ``rescan``: seconds between scans without any change;
@@ -72,7 +77,7 @@ class Server:
     """
 
     def __init__(self, workspace: str | os.PathLike | Workspace | None = None, *, rescan: float = 2.0,
-                 grace: float = 60.0, log=None, port: int | None = 0):
+                 grace: float = 60.0, log=None, port: int | None = 0, config: str | os.PathLike | None = None):
         self.ws = workspace if isinstance(workspace, Workspace) else resolve_workspace(workspace)
         self.rescan, self.grace = rescan, grace
         self.id = process_id()
@@ -85,6 +90,8 @@ class Server:
         self.store = None
         self.hosted = None  # HostedControllers, once started
         self.port = port  # the Kubernetes API's port (0: a free one; None: no API)
+        # localflow.yaml for objects that name none (created by kubectl or an SDK, not by `run`)
+        self.config = str(Path(config).resolve()) if config else None
         self.api = None  # localflow.apiserver.ApiServer, once started
         self._watches: list = []
 
@@ -92,6 +99,10 @@ class Server:
 
     def start(self) -> dict:
         """Take the lock, write the record, open the store and the watches. Returns the record."""
+        if self.config:
+            from localflow.config import load_config
+
+            load_config(self.config)  # a bad --config is refused before anything starts
         self._lock.acquire()
         try:
             self.ws.ensure()
@@ -243,6 +254,8 @@ class Server:
         cmd = [sys.executable, "-m", "localflow.server.worker", "-W", str(self.ws.root), "--kind", claimed["kind"],
                "-n", ns, "--uid", m["uid"], *(["--resume"] if resume else []), m["name"]]
         env = {k: v for k, v in os.environ.items() if k != "LOCALFLOW_HOME"}
+        if self.config and not sub.get("config"):
+            env[SERVER_CONFIG_ENV] = self.config
         for stale in (".rc", ".pid"):  # of an earlier worker of the same object (a resume)
             if os.path.exists(base + stale):
                 os.unlink(base + stale)

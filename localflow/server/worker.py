@@ -94,6 +94,11 @@ def _interrupt(signum, frame):
     on_signal()
 
 
+def _config(sub: dict) -> str | None:
+    """The object's own config (``run --config``), else the server's ``serve --config``."""
+    return sub.get("config") or os.environ.get("LOCALFLOW_SERVER_CONFIG") or None
+
+
 def _resume(ws, obj: dict, sub: dict) -> int:
     """Continue a pipeline Run whose process died (:func:`localflow.runners.resume_pipeline_run`)."""
     from localflow import api, runners
@@ -104,7 +109,7 @@ def _resume(ws, obj: dict, sub: dict) -> int:
     with MetadataStore(ws.db_path) as md:
         executor = sub.get("executor") or md.get_run(run_id).get("executor") or "subprocess"
     progress = Progress(enabled=True)
-    with api.open_runtime(ws, executor, config=sub.get("config")) as rt:
+    with api.open_runtime(ws, executor, config=_config(sub)) as rt:
         result = runners.resume_pipeline_run(rt, obj, on_task=progress,
                                              install=False if sub.get("install") is False else None)
     progress.summary(result)
@@ -135,7 +140,7 @@ def run_object(workspace: str, kind: str, name: str, namespace: str, uid: str | 
     output = sub.get("output")
     progress = Progress(enabled=output is None)
     extra = {"install": False} if sub.get("install") is False else {}
-    with api.open_runtime(ws, sub.get("executor") or "subprocess", config=sub.get("config")) as rt:
+    with api.open_runtime(ws, sub.get("executor") or "subprocess", config=_config(sub)) as rt:
         adopting = dataclasses.replace(rt, store=AdoptingStore(rt.store, obj))
         result = runner(docs, adopting, params=sub.get("params") or None, cache=sub.get("cache", True),
                         namespace=namespace, on_task=progress, source=sub.get("source"), run_name=name, **extra)
