@@ -308,6 +308,25 @@ def _pv_claim(pv: dict) -> str:
     ref = (pv.get("spec") or {}).get("claimRef") or {}
     return f"{ref.get('namespace', '')}/{ref.get('name', '')}" if ref else ""
 
+def _service_external(svc: dict) -> str:
+    """``EXTERNAL-IP`` of a Service: its ``externalIPs``, else the local addresses this machine
+    serves it at (``127.0.0.1:<port>``, :mod:`localflow.controllers.service`), else ``<none>``."""
+    ips = (svc.get("spec") or {}).get("externalIPs") or []
+    local = [v for k, v in sorted(((svc.get("metadata") or {}).get("annotations") or {}).items())
+             if k.startswith("localflow.dev/address-")]
+    return ",".join([*ips, *local]) or _NONE
+
+
+def _endpoints_column(ep: dict) -> str:
+    """kubectl's ``ENDPOINTS``: ``ip:port`` of the ready addresses, the first three and
+    ``+ N more...`` (``formatEndpoints``), ``<none>`` when there is none."""
+    items = [f"{a.get('ip')}:{p.get('port')}" for sub in ep.get("subsets") or [] for p in sub.get("ports") or []
+             for a in sub.get("addresses") or []]
+    if not items:
+        return _NONE
+    return ",".join(items[:3]) + (f" + {len(items) - 3} more..." if len(items) > 3 else "")
+
+
 KINDS: tuple[Kind, ...] = (
     # core (kubectl's printers)
     Kind("", "v1", "Pod", "pods", short_names=("po",), categories=("all",), finished=_pod_finished,
@@ -339,9 +358,12 @@ KINDS: tuple[Kind, ...] = (
     Kind("", "v1", "Service", "services", short_names=("svc",), categories=("all",), companion=True,
          columns=(Column("Type", value=lambda s: (s.get("spec") or {}).get("type") or "ClusterIP"),
                   Column("Cluster-IP", value=lambda s: (s.get("spec") or {}).get("clusterIP") or _NONE),
-                  Column("External-IP", value=lambda s: ",".join((s.get("spec") or {}).get("externalIPs") or []) or _NONE),
+                  Column("External-IP", value=_service_external),
                   Column("Port(s)", value=render.service_ports), AGE,
-                  Column("Selector", priority=1, value=render.service_selector))),
+                  Column("Selector", priority=1, value=render.service_selector)),
+         reconciler="localflow.controllers.service:ServiceReconciler"),
+    Kind("", "v1", "Endpoints", "endpoints", short_names=("ep",), companion=True,
+         columns=(Column("Endpoints", value=_endpoints_column), AGE)),
     # batch/v1 Job (kubectl's printer columns; the controller: localflow.controllers.job)
     Kind("batch", "v1", "Job", "jobs", categories=("all",),
          columns=(Column("Status", value=_job_status), Column("Completions", value=_job_completions), AGE),

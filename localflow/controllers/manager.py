@@ -13,7 +13,9 @@ watch from the list's resourceVersion, relist on ``410 Gone``):
   store -- which sees the writes of every process on the workspace. An event of a reconciled
   kind queues its key; an event of an owned kind queues the key of its controller owner
   (``metadata.ownerReferences`` entry with ``controller: true``), as controller-runtime's
-  ``handler.EnqueueRequestForOwner(..., OnlyControllerOwner())``. A ``Gone`` watch relists.
+  ``handler.EnqueueRequestForOwner(..., OnlyControllerOwner())``. A reconciler may also have
+  ``watches`` ``{kind: fn(obj) -> [key, ...]}`` for related objects it does not own (the Service
+  controller's Pods by selector), as ``handler.EnqueueRequestsFromMapFunc``. A ``Gone`` watch relists.
 - Keys go through one :class:`~localflow.controllers.workqueue.WorkQueue` (de-duplicated; a
   requeue after N seconds runs on the injected clock). Worker threads call ``reconcile``; an
   exception is logged and the key retried with per-key exponential backoff (5 ms .. 1000 s);
@@ -136,6 +138,7 @@ class ControllerManager:
         self._reconcilers: dict[str, Reconciler] = {}  # Kind -> reconciler
         self._groups: dict[str, str] = {}  # Kind -> API group
         self._owners: dict[tuple[str, str], list[str]] = {}  # (group, owned Kind) -> owner Kinds
+        self._mappers: dict[tuple[str, str], list] = {}  # (group, watched Kind) -> [fn(obj) -> keys]
         self._informers: dict[tuple[str, str], _Informer] = {}
         self._foreign: dict[Key, str] = {}  # keys skipped because another live manager owns them
         self._foreign_lock = threading.Lock()
@@ -161,11 +164,14 @@ class ControllerManager:
         if info.kind in self._reconcilers:
             raise SpecError("ControllerManager.register", f"{info.kind} already has a reconciler")
         owned = [resolve_kind(k) for k in getattr(reconciler, "owns", ()) or ()]
+        watched = [(resolve_kind(k), fn) for k, fn in (getattr(reconciler, "watches", None) or {}).items()]
         self._reconcilers[info.kind] = reconciler
         self._groups[info.kind] = info.group
         for o in owned:
             self._owners.setdefault((o.group, o.kind), []).append(info.kind)
-        for i in (info, *owned):
+        for w, fn in watched:
+            self._mappers.setdefault((w.group, w.kind), []).append(fn)
+        for i in (info, *owned, *(w for w, _ in watched)):
             self._informers.setdefault((i.group, i.kind), _Informer(self.store, i, self._on_object))
 
     def enqueue(self, key: Key) -> None:
@@ -181,6 +187,12 @@ class ControllerManager:
             key = (kind, ns, meta.get("name"))
             if self._claims.pop(key, None) != meta.get("resourceVersion"):
                 self.queue.add(key)  # (the event of this manager's own claim write changed nothing to reconcile)
+        for mapper in self._mappers.get((grp, kind), ()):
+            try:
+                for key in mapper(obj) or ():
+                    self.queue.add(tuple(key))
+            except Exception:  # noqa: BLE001 - a mapper's fault must not stop the informer
+                log.exception("manager %s: mapping %s %s failed", self.id, kind, meta.get("name"))
         owners = self._owners.get((grp, kind))
         ref = controller_owner(obj) if owners else None
         if ref and ref.get("kind") in owners and api_group(ref.get("apiVersion", "")) == self._groups[ref["kind"]]:

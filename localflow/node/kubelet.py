@@ -13,9 +13,12 @@ goes to ``on_fault`` (the node keeps it for the controller waiting on the Pod). 
 object was deleted is killed and nothing more is written for it (kubelet's ``SyncTerminatingPod``
 for a Pod gone from the API server).
 
-Probes: :meth:`Kubelet.containers_started` is the hook where readiness/liveness/startup probes
-start once a Pod's containers run (none yet: a started container is Ready, as kubelet treats a
-container without a readinessProbe).
+Probes: :meth:`Kubelet.containers_started` starts the Pod instance's startup/readiness/liveness
+probes (:mod:`.probes`); they flip ``Ready`` and kill the containers on a liveness failure, which
+this loop restarts by ``restartPolicy`` as any other exit. A container without a readiness or
+startup probe is Ready once started, as in kubelet. Under loopback addressing a Pod that reads
+``metadata.annotations['localflow.dev/port-<containerPort>']`` gets a free host port for it first
+(:func:`.probes.port_requests`), so replicas of one template can run side by side.
 """
 from __future__ import annotations
 
@@ -29,7 +32,7 @@ from localflow.errors import Conflict, LocalflowError, NotFound
 from localflow.executors.base import ContainerResult, Executor, PodSpec, RunningPod
 from localflow.faults import describe, is_disk_full
 
-from . import podstatus
+from . import podstatus, probes
 from .resolve import NODE_NAME, Resolver, next_instance
 
 __all__ = ["PodEntry", "Kubelet", "BACKOFF_INITIAL_S", "BACKOFF_MAX_S"]
@@ -44,7 +47,7 @@ class PodEntry:
     started, the kill reason, and ``deleted`` once its object is gone from the store."""
 
     __slots__ = ("namespace", "name", "uid", "manifest", "cpu", "memory", "gpus", "devices", "gang", "running",
-                 "thread", "kill_reason", "reported_unschedulable", "wake", "deleted", "adopted")
+                 "thread", "kill_reason", "reported_unschedulable", "wake", "deleted", "adopted", "prober")
 
     def __init__(self, obj: dict, cpu: float, memory: int, gang: str | None, gpus: int = 0, adopted: bool = False):
         self.namespace = obj["metadata"].get("namespace", "default")
@@ -60,6 +63,7 @@ class PodEntry:
         self.wake = threading.Event()  # set by kill: ends a restart backoff at once
         self.deleted = False
         self.adopted = adopted  # created in the store by someone else (not through Scheduler.submit)
+        self.prober: probes.PodProber | None = None  # the running instance's probes
 
 
 def kill_quietly(running: RunningPod, reason: str) -> None:
@@ -171,10 +175,38 @@ class Kubelet:
 
     # -- the Pod's life --------------------------------------------------------------------
     def containers_started(self, e: PodEntry, running: RunningPod, spec: PodSpec) -> None:
-        """Hook point for probes: called on the Pod's kubelet thread right after its containers
-        started and the Running status was written. Readiness/liveness/startup probes would start
-        here (writing ``Ready`` through :mod:`.podstatus`, killing ``running`` for a restart).
+        """Called on the Pod's kubelet thread right after its containers started and the Running
+        status was written: starts the instance's probes (:class:`.probes.PodProber`, which writes
+        ``Ready`` through :mod:`.podstatus` and kills ``running`` on a liveness failure).
         Must not raise."""
+        try:
+            if probes.probes_of(e.manifest):
+                e.prober = probes.PodProber(self, e, running, spec).start()
+        except Exception as exc:  # noqa: BLE001
+            self.event(e, "Unhealthy", f"probes could not start: {describe(exc)}", type="Warning")
+
+    def containers_ended(self, e: PodEntry) -> None:
+        """The Pod instance's containers ended: stop its probes (before its end is written)."""
+        prober, e.prober = e.prober, None
+        if prober is not None:
+            prober.stop()
+
+    def publish_ports(self, e: PodEntry) -> None:
+        """Under loopback addressing, give the Pod a free host port per container port it reads
+        through the downward API (:func:`.probes.port_requests`), recorded once as the annotation
+        ``localflow.dev/port-<containerPort>`` (kept across restarts)."""
+        if self.addressing != "loopback":
+            return
+        wanted = probes.port_requests(e.manifest) - set(probes.host_ports(e.manifest))
+        if not wanted:
+            return
+        from .services import free_port
+
+        ann = {f"{probes.PORT_ANNOTATION}{p}": str(free_port()) for p in sorted(wanted)}
+        try:
+            e.manifest = self.store.patch("Pod", e.name, {"metadata": {"annotations": ann}}, e.namespace)
+        except NotFound:
+            self.pod_deleted(e)
 
     def bind(self, e: PodEntry) -> bool:
         """Bind the admitted Pod to this node, as kube-scheduler's ``DefaultBinder`` plus kubelet's
@@ -210,6 +242,9 @@ class Kubelet:
     def _run_pod(self, e: PodEntry) -> None:
         clock = self.clock
         if not self.bind(e):
+            return
+        self.publish_ports(e)
+        if e.deleted:
             return
         manifest = e.manifest
         try:
@@ -258,9 +293,13 @@ class Kubelet:
                     pass
             for c in spec.containers:
                 self.event(e, "Started", f"Started container {c.name}")
-            self.patch_status(e, podstatus.running(spec.containers, restarts, clock, ids, last, ip))
+            unready, unstarted = probes.initial_gates(manifest)
+            self.patch_status(e, podstatus.running(spec.containers, restarts, clock, ids, last, ip, unready, unstarted))
             self.containers_started(e, running, spec)
-            results = self._wait(running, deadline, e)
+            try:
+                results = self._wait(running, deadline, e)
+            finally:
+                self.containers_ended(e)
             with self._lock:
                 killed = e.kill_reason
             failed = any(r.exit_code != 0 for r in results)

@@ -43,6 +43,7 @@ from localflow.volumes import validate_pod_volumes
 from . import podstatus
 from .kubelet import Kubelet, PodEntry, kill_quietly
 from .resolve import Resolver, workspace_id
+from .services import ServiceProxy
 from .scheduling import DEFAULT_MAX_PODS, Admission, Capacity, detect_gpus, pod_gpus, pod_requests, validate_pod
 
 __all__ = ["Scheduler", "CLAIM_ANNOTATION"]
@@ -90,6 +91,8 @@ class Scheduler:
         self.kubelet = Kubelet(store, executor, self.resolver, workspace, clock, self.addressing, self._lock,
                                self._note_fault)
         self.name = f"localflow-{uuid.uuid4().hex[:10]}"  # this node instance (CLAIM_ANNOTATION)
+        #: the node's kube-proxy (:mod:`.services`): Service ports on 127.0.0.1, fed by the Service controller
+        self.services = ServiceProxy(self._service_backend)
         self._known: dict[str, PodEntry] = {}  # uid -> entry, pending or active
         self._refused: set[str] = set()  # uids of adopted Pods that can never fit (reported once)
         self.watch_errors: list[str] = []  # what the store watch met (it never stops for it)
@@ -212,6 +215,19 @@ class Scheduler:
             e = self._active.get((namespace, name))
             return e.running if e else None
 
+    def _service_backend(self, ip: str, port: int, pod: str | None) -> tuple[str, int]:
+        """How this machine reaches the endpoint ``ip:port`` of Pod ``pod`` (``namespace/name``):
+        under Docker through the port published on 127.0.0.1, else as it is."""
+        if self.addressing == "dns" and pod:
+            ns, _, name = pod.partition("/")
+            running = self.running_pod(name, ns)
+            mapper = getattr(running, "port_map", None)
+            if mapper is not None:
+                published = mapper(timeout=1.0).get(int(port))
+                if published:
+                    return "127.0.0.1", int(published)
+        return ip, int(port)
+
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Block until no Pod is pending or running; False on timeout."""
         with self._lock:
@@ -220,6 +236,7 @@ class Scheduler:
     def shutdown(self, cancel: bool = True) -> None:
         """Stop admitting; with ``cancel`` kill every running Pod and fail every pending one, then
         wait for their threads so no process outlives the scheduler."""
+        self.services.close()
         with self._lock:
             self._closed = True
             pending, self._admission.pending = self._admission.pending, []

@@ -3,7 +3,7 @@ to the status patch kubelet (or kube-scheduler) would write.
 
 ``Pending`` (created, :func:`pending`) → ``PodScheduled`` (:func:`scheduled`, or
 :func:`unschedulable` while it waits) → ``Running`` (:func:`running`, once per container
-instance) → ``CrashLoopBackOff`` waits between restarts (:func:`backing_off`) → ``Succeeded`` |
+instance; ``Ready`` flips with probe results, :func:`probed`) → ``CrashLoopBackOff`` waits between restarts (:func:`backing_off`) → ``Succeeded`` |
 ``Failed`` (:func:`final`, :func:`never_started`). Patches are merged into the stored status with
 :func:`merge` (conditions by type, keeping ``lastTransitionTime`` when a condition's status did
 not change, as kubelet's ``pkg/kubelet/status/status_manager.go`` does).
@@ -21,7 +21,7 @@ from localflow.clock import Clock
 from localflow.executors.base import ContainerResult, ContainerSpec
 
 __all__ = ["pending", "qos", "condition", "scheduled", "unschedulable", "running", "backing_off", "final",
-           "never_started", "merge", "failure_message", "finished"]
+           "never_started", "merge", "failure_message", "finished", "readiness_conditions", "probed"]
 
 
 def qos(pod: dict) -> str:
@@ -82,10 +82,11 @@ def terminated(r: ContainerResult, clock: Clock) -> dict:
 
 
 def container_running(c: ContainerSpec, restarts: int, clock: Clock, container_id: str | None = None,
-                      previous: ContainerResult | None = None) -> dict:
-    """A ``containerStatuses`` entry of a started container (``ready``; the previous instance's end
-    as ``lastState`` after a restart)."""
-    status = {"name": c.name, "image": c.image, "ready": True, "started": True, "restartCount": restarts,
+                      previous: ContainerResult | None = None, ready: bool = True, started: bool = True) -> dict:
+    """A ``containerStatuses`` entry of a started container (``ready``/``started``: False while its
+    readiness/startup probe has not succeeded yet; the previous instance's end as ``lastState``
+    after a restart)."""
+    status = {"name": c.name, "image": c.image, "ready": ready and started, "started": started, "restartCount": restarts,
               "state": {"running": {"startedAt": clock.rfc3339()}}}
     if container_id:
         status["containerID"] = container_id
@@ -95,15 +96,46 @@ def container_running(c: ContainerSpec, restarts: int, clock: Clock, container_i
 
 
 def running(containers: list[ContainerSpec], restarts: int, clock: Clock, ids: dict[str, str],
-            last: list[ContainerResult], ip: dict) -> dict:
+            last: list[ContainerResult], ip: dict, unready: Iterable[str] = (), unstarted: Iterable[str] = ()) -> dict:
     """The patch once a Pod's containers started: phase ``Running``, ``ip`` (``podIP``/``podIPs``
-    or empty), ``Initialized``/``ContainersReady``/``Ready`` True and one running status per
-    container (``ids``: containerID by name; ``last``: the previous instance's results)."""
+    or empty), ``Initialized`` True, ``ContainersReady``/``Ready`` True unless a container is in
+    ``unready`` or ``unstarted`` (it has a readiness or startup probe that has not succeeded yet:
+    :mod:`.probes`), and one running status per container (``ids``: containerID by name; ``last``:
+    the previous instance's results)."""
+    unready, unstarted = set(unready), set(unstarted)
+    not_ready = [c.name for c in containers if c.name in unready or c.name in unstarted]
     return {"phase": "Running", **ip,
-            "conditions": [condition(t, "True", clock) for t in ("Initialized", "ContainersReady", "Ready")],
+            "conditions": [condition("Initialized", "True", clock), *readiness_conditions(not_ready, clock)],
             "containerStatuses": [container_running(c, restarts, clock, ids.get(c.name),
-                                                    next((r for r in last if r.name == c.name), None))
+                                                    next((r for r in last if r.name == c.name), None),
+                                                    ready=c.name not in unready, started=c.name not in unstarted)
                                   for c in containers]}
+
+
+def readiness_conditions(not_ready: list[str], clock: Clock) -> list[dict]:
+    """``ContainersReady`` and ``Ready``: True when ``not_ready`` is empty, else False with reason
+    ``ContainersNotReady`` and ``containers with unready status: [a b]`` (kubernetes
+    ``pkg/kubelet/status/generate.go`` ``GenerateContainersReadyCondition``/``GeneratePodReadyCondition``)."""
+    if not not_ready:
+        return [condition(t, "True", clock) for t in ("ContainersReady", "Ready")]
+    msg = f"containers with unready status: [{' '.join(not_ready)}]"
+    return [condition(t, "False", clock, "ContainersNotReady", msg) for t in ("ContainersReady", "Ready")]
+
+
+def probed(current: dict, ready: dict[str, bool], started: dict[str, bool], clock: Clock) -> dict:
+    """The patch when a probe changed a running container's ``ready``/``started``
+    (:mod:`.probes`): the ``current`` stored status's ``containerStatuses`` with those flags
+    (``ready`` only once ``started``) and ``ContainersReady``/``Ready`` recomputed over them."""
+    statuses = []
+    for cs in (current or {}).get("containerStatuses") or []:
+        cs = dict(cs)
+        name = cs.get("name")
+        if "running" in (cs.get("state") or {}):
+            cs["started"] = started.get(name, cs.get("started", True))
+            cs["ready"] = bool(cs["started"] and ready.get(name, cs.get("ready", True)))
+        statuses.append(cs)
+    not_ready = [cs["name"] for cs in statuses if not cs.get("ready")]
+    return {"containerStatuses": statuses, "conditions": readiness_conditions(not_ready, clock)}
 
 
 def backing_off(containers: list[ContainerSpec], results: list[ContainerResult], restarts: int, clock: Clock) -> dict:
