@@ -361,7 +361,8 @@ KINDS: tuple[Kind, ...] = (
                   Column("External-IP", value=_service_external),
                   Column("Port(s)", value=render.service_ports), AGE,
                   Column("Selector", priority=1, value=render.service_selector)),
-         reconciler="localflow.controllers.service:ServiceReconciler"),
+         reconciler="localflow.controllers.service:ServiceReconciler",
+         describe="localflow.controllers.service:describe_service"),
     Kind("", "v1", "Endpoints", "endpoints", short_names=("ep",), companion=True,
          columns=(Column("Endpoints", value=_endpoints_column), AGE)),
     # batch/v1 Job (kubectl's printer columns; the controller: localflow.controllers.job)

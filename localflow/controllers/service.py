@@ -39,7 +39,7 @@ from localflow.errors import AlreadyExists, Conflict, LocalflowError, NotFound, 
 from localflow.fakes.selectors import matches
 from localflow.node.probes import container_port, host_ports
 
-__all__ = ["ServiceReconciler", "ADDRESS_ANNOTATION", "service_ports", "endpoint_subsets", "address_of"]
+__all__ = ["ServiceReconciler", "ADDRESS_ANNOTATION", "service_ports", "endpoint_subsets", "address_of", "describe_service"]
 
 ADDRESS_ANNOTATION = "localflow.dev/address-"
 COMPONENT = "endpoint-controller"
@@ -211,7 +211,7 @@ class ServiceReconciler:
                 cur = None
             if cur is None:
                 obj = {"apiVersion": "v1", "kind": "Endpoints",
-                       "metadata": {"name": name, "namespace": ns, "labels": labels,
+                       "metadata": {"name": name, "namespace": ns, **({"labels": labels} if labels else {}),
                                     "annotations": {"endpoints.kubernetes.io/last-change-trigger-time": self.clock.rfc3339()}},
                        "subsets": subsets}
                 try:
@@ -222,7 +222,10 @@ class ServiceReconciler:
                 return cur
             obj = copy.deepcopy(cur)
             obj["subsets"] = subsets
-            obj["metadata"]["labels"] = labels
+            if labels:
+                obj["metadata"]["labels"] = labels
+            else:
+                obj["metadata"].pop("labels", None)
             obj["metadata"].setdefault("annotations", {})["endpoints.kubernetes.io/last-change-trigger-time"] = \
                 self.clock.rfc3339()
             try:
@@ -252,3 +255,25 @@ class ServiceReconciler:
                     pod = f"{ref.get('namespace') or ns}/{ref['name']}" if ref.get("name") else None
                     backends.append((a["ip"], int(eport["port"]), pod))
             self.proxy.set_backends(ns, name, sp["key"], backends)
+
+
+def describe_service(svc: dict, events: list[dict]) -> str:
+    """``localflow describe svc``: kubectl's ``ServiceDescriber`` lines (selector, type, IP, each
+    port with its targetPort) plus, per port, ``Address:`` where this machine serves it."""
+    from localflow import render
+
+    spec = svc.get("spec") or {}
+    lines = render._header(svc)
+    lines.append("Selector:     " + (",".join(f"{k}={v}" for k, v in sorted((spec.get("selector") or {}).items())) or "<none>"))
+    lines.append(f"Type:         {spec.get('type') or 'ClusterIP'}")
+    lines.append(f"IP:           {spec.get('clusterIP') or '<none>'}")
+    try:
+        ports = service_ports(svc)
+    except SpecError:
+        ports = []
+    for p in ports:
+        lines.append(f"Port:         {p['name'] or '<unset>'}  {p['port']}/{p['protocol']}")
+        lines.append(f"TargetPort:   {p['targetPort']}/{p['protocol']}")
+        lines.append(f"Address:      {address_of(svc, p['key']) or '<none>'}")
+    lines.append(f"Session Affinity:  {spec.get('sessionAffinity') or 'None'}")
+    return "\n".join(lines + render._events(events))
