@@ -20,6 +20,7 @@ from localflow.controllers.replicaset import ReplicaSetReconciler
 from localflow.controllers.service import ADDRESS_ANNOTATION, ServiceReconciler, endpoint_subsets
 from localflow.errors import NotFound
 from localflow.scheduler import Capacity
+from docker_support import docker_client, python_image  # noqa: F401  (fixtures)
 from polling import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -207,3 +208,34 @@ def endpoints_of(store) -> int:
         return sum(len(s.get("addresses") or []) for s in store.get("Endpoints", "web").get("subsets") or [])
     except NotFound:
         return 0
+
+
+@pytest.mark.docker
+def test_under_docker_endpoints_are_container_addresses_and_the_proxy_reaches_them(tmp_path, python_image):
+    """--executor docker: the Pods listen on containerPort 8080 at their own addresses; Endpoints
+    list those (upstream's shape), the proxy reaches them through Docker's published ports, and the
+    startupProbe's exec runs inside the container (docker exec) before readiness may pass."""
+    from localflow.controllers.deployment import DeploymentReconciler
+
+    docs = list(yaml.safe_load_all((ROOT / "scenarios" / "apps" / "service.yaml").read_text()))
+    c = docs[1]["spec"]["template"]["spec"]["containers"][0]
+    c["image"] = python_image
+    c["startupProbe"] = {"exec": {"command": ["python", "-c", "import os, socket; assert socket.gethostname() == os.environ['POD_NAME']"]},
+                         "periodSeconds": 1}
+    with open_runtime(tmp_path / "ws", "docker") as rt:
+        mgr = ControllerManager(rt.store, rt.clock)
+        mgr.register(ReplicaSetReconciler(rt.store, rt.scheduler, rt.clock))
+        mgr.register(DeploymentReconciler(rt.store, rt.clock))
+        mgr.register(ServiceReconciler(rt.store, rt.scheduler, rt.clock))
+        mgr.start()
+        try:
+            for d in docs:
+                rt.store.create(d)
+            wait_until(lambda: endpoints_of(rt.store) == 2, timeout=120, what="two ready endpoints")
+            sub = rt.store.get("Endpoints", "web")["subsets"]
+            assert [p["port"] for s in sub for p in s["ports"]] == [8080]
+            assert all(a["ip"] != "127.0.0.1" for s in sub for a in s["addresses"])
+            addr = rt.store.get("Service", "web")["metadata"]["annotations"][ADDRESS_ANNOTATION + "http"]
+            assert len({get(addr) for _ in range(4)}) == 2
+        finally:
+            mgr.stop()
