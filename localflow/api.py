@@ -175,6 +175,8 @@ def _runner(kind: str, source: str | None) -> Callable[..., Run]:
         return entry.hook("runner")
     if entry is not None and entry.companion:
         return runners.run_bundle
+    if runners.long_running([kind]):
+        raise runners.served_refusal(source or "spec", [kind])
     raise SpecError(f"{source or 'spec'}: kind", f"localflow cannot run kind {kind!r} yet",
                     fix=f"runnable kinds: {runners.runnable_kinds()}")
 

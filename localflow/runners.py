@@ -502,11 +502,32 @@ def _refusal(docs: list[dict], source) -> SpecError:
         return SpecError(f"{where}: PersistentVolume", "is cluster storage: localflow binds every claim to a workspace "
                          "directory (pvc/<claim>), not to PersistentVolumes",
                          fix="run the job; its claims get workspace directories")
+    served = long_running(kinds)
+    if served:
+        return served_refusal(where, served)
     if kinds and all(k in ("TrainingRuntime", "ClusterTrainingRuntime") for k in kinds):
         return SpecError(where, "holds training runtimes but no TrainJob to run on them",
                          fix="add a TrainJob whose spec.runtimeRef names the runtime, in the same file")
     return SpecError(f"{where}: kind", f"holds no job localflow can run (kinds: {', '.join(map(str, kinds))})",
                      fix=f"runnable kinds: {runnable_kinds()}")
+
+
+def long_running(kinds) -> list[str]:
+    """The kinds among ``kinds`` that run until deleted (a reconciler, no runner: Deployment,
+    ReplicaSet, Service), which ``localflow serve`` runs and ``localflow run`` does not."""
+    out = []
+    for k in kinds:
+        e = kind_table.for_document(str(k))
+        if e is not None and e.reconciler and not e.runner and e.kind not in out:
+            out.append(e.kind)
+    return out
+
+
+def served_refusal(where: str, kinds: list[str]) -> SpecError:
+    """Why ``localflow run`` does not run ``kinds`` (they run until deleted), and how to run them."""
+    return SpecError(f"{where}: kind", f"holds {', '.join(kinds)}, which run until deleted: `localflow run` runs work "
+                     "that finishes", fix="start a server (`localflow serve -W DIR`) and `localflow apply -f` this file "
+                     "with the same -W; the server reconciles them and serves Service addresses")
 
 
 def runnable_kinds() -> str:

@@ -239,3 +239,11 @@ def test_under_docker_endpoints_are_container_addresses_and_the_proxy_reaches_th
             assert len({get(addr) for _ in range(4)}) == 2
         finally:
             mgr.stop()
+
+
+def test_run_of_a_service_and_deployment_says_to_apply_it_to_a_server(tmp_path):
+    from cli_support import lf
+
+    p = lf("run", ROOT / "scenarios" / "apps" / "service.yaml", "-W", tmp_path / "ws", check=2)
+    assert p.stderr.count("\n") == 1 and "holds Service, Deployment, which run until deleted" in p.stderr
+    assert "localflow serve" in p.stderr and "localflow apply -f" in p.stderr
