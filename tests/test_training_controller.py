@@ -100,7 +100,9 @@ def test_worker_failure_with_never_fails_job_and_keeps_master_by_default(rt, ctl
     job = ctl.run_until_done("nv", timeout=60)
     assert state(job["status"]) == "Failed"
     assert job["status"]["conditions"][-1]["message"] == "PyTorchJob nv is failed because 1 Worker replica(s) failed."
-    assert phases(rt, "nv")["nv-master-0"] == "Running"  # cleanPodPolicy None (kubeflow/trainer#1579)
+    # cleanPodPolicy None (kubeflow/trainer#1579): the master is kept, not stopped (on a loaded machine
+    # the worker can fail before the master's process has started, so it may still be Pending)
+    assert phases(rt, "nv")["nv-master-0"] in ("Pending", "Running")
 
 
 def test_clean_pod_policy_running_kills_the_master_process(rt, ctl):
