@@ -513,5 +513,17 @@ def test_a_run_whose_worker_is_stopped_before_it_began_is_recorded_canceled(tmp_
         assert run["status"] == {"state": "CANCELED",
                                  "error": {"message": "canceled before it started (its worker got signal 15)"}}
         assert "Canceled" in reasons and "FailedCreate" not in reasons
+        # and it is a run like any other: `get runs` lists it CANCELED with the reason, once
+        name = obj["metadata"]["name"]
+        listed = json.loads(lf("get", "runs", "-o", "json", "-W", ws.root, check=0).stdout)["items"]
+        (row,) = [r for r in listed if r["name"] == name]
+        assert (row["kind"], row["state"], row["error"]) == (
+            "PipelineRun", "CANCELED", "canceled before it started (its worker got signal 15)")
+        assert row["finished_at"] and row["pipeline_name"] == "serve-hello"
+        table = lf("get", "runs", "-W", ws.root, check=0).stdout
+        assert any(line.split()[:1] == [name] and "CANCELED" in line for line in table.splitlines()), table
+        server._record_run(run, "CANCELED", "again")  # a second end never duplicates it
+        again = json.loads(lf("get", "runs", "-o", "json", "-W", ws.root, check=0).stdout)["items"]
+        assert [r["name"] for r in again].count(name) == 1
     finally:
         server.shutdown()

@@ -309,7 +309,8 @@ class Server:
     def _refuse(self, obj: dict, message: str, *, canceled: bool = False) -> None:
         """Leave a submission that cannot run finished, with ``message`` (and an Event): failed
         (reason ``FailedCreate``), or ``canceled`` (a Run ``CANCELED``; a job ``Failed`` with reason
-        ``Canceled``, as a canceled `run` leaves it)."""
+        ``Canceled``, as a canceled `run` leaves it), and recorded in the metadata
+        (:meth:`_record_run`) so ``localflow get runs`` lists it."""
         kind, meta = obj["kind"], obj["metadata"]
         ns = meta.get("namespace") or "default"
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -327,8 +328,40 @@ class Server:
             self.store.record_event(obj, reason, message, type="Warning", component="localflow-server")
         except LocalflowError:
             pass
+        self._record_run(obj, "CANCELED" if canceled else "FAILED", message)
         self.done.add(meta.get("uid"))
         self._log(f"{kind.lower()}/{meta['name']} {'canceled' if canceled else 'refused'}: {message}")
+
+    def _record_run(self, obj: dict, state: str, message: str) -> None:
+        """The metadata record of a submission that ended before its runner recorded anything, so
+        ``localflow get runs`` and ``describe`` show it as they show every other run: its run id
+        (``status.runId``, the ``localflow.dev/run-id`` label, else the object's uid), name, kind
+        (``PipelineRun`` for a pipeline's Run), ``state`` and ``message``, finished now. A record
+        the runner already wrote is only ended (when it is still active), never duplicated."""
+        from localflow.metadata import MetadataStore
+
+        meta = obj["metadata"]
+        sub = submission_of(obj)
+        run_id = ((obj.get("status") or {}).get("runId") or (meta.get("labels") or {}).get("localflow.dev/run-id")
+                  or meta.get("uid"))
+        kind = "PipelineRun" if obj["kind"] == "Run" else obj["kind"]
+        try:
+            with MetadataStore(self.ws.db_path) as md:
+                try:
+                    record = md.get_run(run_id)
+                except NotFound:
+                    record = None
+                if record is not None and record["id"] == run_id:
+                    if record["state"] in ("PENDING", "RUNNING"):
+                        md.update_run(run_id, state=state, error=message, finished=True)
+                    return
+                md.create_run(run_id, meta["name"], kind, pipeline_name=(obj.get("spec") or {}).get("pipelineName"),
+                              spec_path=sub.get("source"), parameters=sub.get("params") or {},
+                              executor=sub.get("executor") or "subprocess", namespace=meta.get("namespace") or "default",
+                              state=state)
+                md.update_run(run_id, error=message, finished=True)
+        except LocalflowError as exc:
+            self._log(f"could not record the end of {kind.lower()}/{meta['name']}: {exc}")
 
     def _clean_orphans(self) -> None:
         from localflow.api import garbage_collect
