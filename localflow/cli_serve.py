@@ -233,6 +233,9 @@ def status(output, workspace):
 @handle_errors
 def wait_cmd(target, name, for_, timeout, namespace, workspace):
     """Wait until an object meets a condition, as kubectl wait: exit 0 when met, 1 on timeout.
+    ``--for=delete`` of an object that does not exist succeeds at once and prints nothing, as
+    kubectl's ``RunWait`` does (``staging/src/k8s.io/kubectl/pkg/cmd/wait/wait.go``: NotFound
+    ignored for delete, no "no matching resources" error).
 
     \b
     Examples:
@@ -261,8 +264,10 @@ def wait_cmd(target, name, for_, timeout, namespace, workspace):
             obj = found[0] if len(found) == 1 else None
         if obj is not None:  # a run of another kind (a training job), by run name
             info, nm, ns = resolve_kind(obj["kind"]), obj["metadata"]["name"], obj["metadata"].get("namespace", ns)
+    if how[0] == "delete" and not object_exists(store, info.kind, nm, ns):
+        return  # kubectl: NotFound is ignored for --for=delete, nothing visited, nothing printed, exit 0
     wait_for(store, info.kind, nm, ns, how, seconds, resource=info.plural)
     label = f"{info.singular}.{info.group}" if info.group else info.singular
-    click.echo(f"{label}/{nm} {'deleted' if how[0] == 'delete' else 'condition met'}")
+    click.echo(f"{label}/{nm} condition met")  # kubectl's printer says this for --for=delete too
 
 
