@@ -510,8 +510,19 @@ def entry_of(obj: dict) -> Kind | None:
 
 def lookup(name: str) -> KindInfo:
     """The store kind a user typed: plural, singular, short name, alias or Kind, optionally
-    ``plural.group``; :class:`SpecError` (path ``kind``) listing the known kinds otherwise."""
-    return resolve_kind(name)
+    ``plural.group``; :class:`SpecError` (path ``kind``) listing the known kinds otherwise --
+    the store's plurals and the plural aliases of this table (``pipelineruns``), which are names
+    a user may type as well."""
+    try:
+        return resolve_kind(name)
+    except SpecError as err:
+        known = "known kinds: "
+        if not err.fix or known not in err.fix:
+            raise
+        head, _, listed = err.fix.partition(known)
+        names = set(listed.split(", ")) | {a for k in KINDS for a in k.aliases if a.endswith("s") and len(a) > 2}
+        message = err.message[len(f"{err.path}: "):] if err.message.startswith(f"{err.path}: ") else err.message
+        raise SpecError(err.path, message, fix=head + known + ", ".join(sorted(names))) from None
 
 
 def for_document(kind: str) -> Kind | None:

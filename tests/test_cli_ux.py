@@ -262,6 +262,14 @@ def test_get_pipelineruns_lists_the_kind_get_runs_shows(ran):
     assert "Name:         shown" in lf("describe", "run", "shown", "-W", ran, check=0).stdout
 
 
+def test_an_unknown_kind_lists_every_name_get_takes_for_a_kind(ran):
+    """The known kinds of the error include the kind table's plural aliases (``pipelineruns``)."""
+    err = lf("get", "pipelinerunz", "-W", ran, check=2).stderr.strip()
+    assert len(err.splitlines()) == 1 and "unknown kind 'pipelinerunz'" in err
+    known = err.split("known kinds: ", 1)[1].rstrip(")").split(", ")
+    assert {"pipelineruns", "runs", "pods", "jobs"} <= set(known) and known == sorted(known)
+
+
 @pytest.mark.parametrize("kind", ["runs", "pipelineruns", "executions", "artifacts", "pods", "events", "secrets"])
 @pytest.mark.parametrize("fmt", ["json", "yaml"])
 def test_get_o_json_yaml_always_prints_a_kubectl_list(ran, kind, fmt):

@@ -257,6 +257,7 @@ class Lines:
 
         self.queue: "queue.Queue[str]" = queue.Queue()
         self.seen = ""
+        self.peeked: list[str] = []
         threading.Thread(target=lambda: [self.queue.put(line) for line in proc.stdout], daemon=True).start()
 
     def until(self, needle: str, timeout: float = 30.0) -> str:
@@ -266,6 +267,9 @@ class Lines:
         got = ""
         deadline = time.monotonic() + timeout
         while needle not in got:
+            if self.peeked:
+                got += self.peeked.pop(0)
+                continue
             try:
                 got += self.queue.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
@@ -277,11 +281,13 @@ class Lines:
         """Whether a line arrives within ``timeout`` seconds (it is kept for :meth:`until`)."""
         import queue
 
+        if self.peeked:
+            return True
         try:
             line = self.queue.get(timeout=timeout)
         except queue.Empty:
             return False
-        self.queue.put(line)  # order is kept: only this test thread reads, and it reads it next
+        self.peeked.append(line)  # read first by the next until(), in order
         return True
 
 
@@ -305,7 +311,10 @@ def test_get_watch_streams_writes_of_other_processes(tmp_path):
             if o.any(timeout=1.0):
                 break
         assert "second" in w.until("second")
-        assert "first" not in o.until("second")
+        changes = o.until("second")
+        assert "first" not in changes
+        # --watch-only: the header comes with the first change, as kubectl's table printer prints it
+        assert changes.splitlines()[0].split() == ["NAME", "DATA", "AGE"], changes
         for proc in (watcher, only):
             proc.send_signal(signal.SIGINT)
             assert proc.wait(timeout=30) == 0
@@ -315,6 +324,33 @@ def test_get_watch_streams_writes_of_other_processes(tmp_path):
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+
+
+def test_get_watch_of_an_empty_collection_prints_the_header_with_the_first_row(tmp_path):
+    ws = tmp_path / "ws"
+    cm = tmp_path / "cm.yaml"
+    cm.write_text("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: other\ndata:\n  a: '1'\n")
+    lf("apply", "-f", cm, "-W", ws, check=0)  # the workspace exists; it has no Secret
+    watcher = subprocess.Popen([sys.executable, "-m", "localflow", "get", "secrets", "-w", "-W", str(ws)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = Lines(watcher)
+        # it lists (nothing) as soon as it has the database open; an `apply` needs far longer to start
+        db = str(ws / "localflow.db")
+        wait_until(lambda: any(f.path == db for f in psutil.Process(watcher.pid).open_files()), 60, what="the watcher")
+        secret = tmp_path / "secret.yaml"
+        secret.write_text("apiVersion: v1\nkind: Secret\nmetadata:\n  name: token\nstringData:\n  t: x\n")
+        lf("apply", "-f", secret, "-W", ws, check=0)
+        got = lines.until("token").splitlines()
+        assert got[0].split() == ["NAME", "TYPE", "DATA", "AGE"], got
+        assert got[1].split()[:3] == ["token", "Opaque", "1"], got
+        watcher.send_signal(signal.SIGINT)
+        assert watcher.wait(timeout=30) == 0
+        assert "Traceback" not in watcher.stderr.read()
+    finally:
+        if watcher.poll() is None:
+            watcher.kill()
+            watcher.wait()
 
 
 def test_wait_exit_codes_and_messages(tmp_path):

@@ -184,7 +184,9 @@ def _aligned(widths: list[int], row: list) -> str:
 def watch_objects(store, info, namespace: str | None, name: str | None, selector, output: str | None,
                   watch_only: bool, echo) -> None:
     """``kubectl get KIND [NAME] -w``: print, then print every change until KeyboardInterrupt
-    (which returns normally: Ctrl-C ends a watch with exit code 0). ``echo(text)`` prints a line."""
+    (which returns normally: Ctrl-C ends a watch with exit code 0). ``echo(text)`` prints a line.
+    The table's header is printed with the first row, as kubectl's table printer does: with the
+    list, or -- an empty list, ``--watch-only`` -- with the first change."""
     from localflow import render
 
     headers, row = columns(info, output == "wide")
@@ -194,14 +196,18 @@ def watch_objects(store, info, namespace: str | None, name: str | None, selector
         row = lambda o: [o["metadata"].get("namespace", "")] + base_row(o)  # noqa: E731
     structured = output in ("json", "yaml")
     widths = [len(h) for h in headers]
+    headed = False  # the header goes with the first row printed (an empty list printed none)
 
     def show(obj: dict) -> None:
-        nonlocal widths
+        nonlocal widths, headed
         if structured:
             echo(json.dumps(obj, indent=4) if output == "json" else "---\n" + render.dump(obj, "yaml").rstrip())
             return
         r = row(obj)
         widths = [max(w, len("" if c is None else str(c))) for w, c in zip(widths, r)]
+        if not headed:
+            echo(_aligned(widths, headers))
+            headed = True
         echo(_aligned(widths, r))
 
     try:
@@ -217,6 +223,7 @@ def watch_objects(store, info, namespace: str | None, name: str | None, selector
                 widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
                 for r in cells:
                     echo(_aligned(widths, r))
+                headed = True
         while True:
             try:
                 with store.watch(info.kind, namespace, label_selector=selector, since=rv) as w:
