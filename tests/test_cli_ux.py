@@ -262,6 +262,38 @@ def test_get_pipelineruns_lists_the_kind_get_runs_shows(ran):
     assert "Name:         shown" in lf("describe", "run", "shown", "-W", ran, check=0).stdout
 
 
+@pytest.mark.parametrize("how", ["script", "module"])
+def test_ctrl_c_while_the_command_is_still_importing_is_one_line_and_exit_130(tmp_path, how):
+    """SIGINT in the middle of the imports (before the CLI's own handler exists): no traceback.
+    ``python -v`` names each module as it is imported, so the signal lands while ``localflow`` is
+    still being imported (its import takes far longer than a signal takes to arrive)."""
+    import shutil
+    import signal
+
+    script = shutil.which("localflow", path=str(Path(sys.executable).parent))
+    if how == "script" and script is None:
+        pytest.skip("no localflow console script next to this interpreter")
+    cmd = [sys.executable, "-v", *([script] if how == "script" else ["-m", "localflow"]),
+           "run", str(tmp_path / "p.yaml"), "-W", str(tmp_path / "ws")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        own = []
+        for line in proc.stderr:
+            if line.startswith("import 'localflow.kinds'"):  # localflow/__init__.py is running
+                proc.send_signal(signal.SIGINT)
+                break
+        rest = proc.stderr.read()
+        proc.wait(timeout=60)
+        own = [ln for ln in rest.splitlines() if ln and not ln.startswith(("#", "import "))]
+        assert proc.returncode == 130, (proc.returncode, own)
+        assert own == ["error: interrupted while starting; nothing was run"], own
+        assert not (tmp_path / "ws").exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def test_an_unknown_kind_lists_every_name_get_takes_for_a_kind(ran):
     """The known kinds of the error include the kind table's plural aliases (``pipelineruns``)."""
     err = lf("get", "pipelinerunz", "-W", ran, check=2).stderr.strip()
