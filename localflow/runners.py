@@ -408,7 +408,7 @@ def run_job(docs: list[dict], rt: Runtime, *, namespace: str = "default", on_tas
     never fit this machine (nothing is created), :class:`AlreadyExists` as the training runners;
     a timeout or an interruption stops the Job's Pods and leaves it ``Failed`` (reason ``Canceled``).
     """
-    from localflow.controllers.job import JobReconciler, job_finished, job_pod_record
+    from localflow.controllers.job import JobReconciler, backoff_record, job_finished, job_pod_record
     from localflow.controllers.manager import MANAGER_ANNOTATION, ControllerManager
     from localflow.scheduler import pod_requests
     from localflow.specs.job import load_job
@@ -429,7 +429,8 @@ def run_job(docs: list[dict], rt: Runtime, *, namespace: str = "default", on_tas
                             f"a Pod of the Job requests more {'cpu' if cpu > cap.cpu + 1e-9 else 'memory'} than this machine "
                             "has: 0/1 nodes are available", fix="lower the requests")
     ns = job["metadata"]["namespace"]
-    reconciler = JobReconciler(rt.store, rt.scheduler, rt.clock)
+    backoff = (lambda j, delay, n: on_task(backoff_record(j, delay, n))) if on_task else None
+    reconciler = JobReconciler(rt.store, rt.scheduler, rt.clock, on_backoff=backoff)
     started = time.time()
     create_side_objects(rt.store, docs, ns)
     with critical():

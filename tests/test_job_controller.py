@@ -111,6 +111,34 @@ def test_indexed_job_gets_its_index_and_completed_indexes(rt):
     mgr.stop()
 
 
+def test_the_backoff_wait_is_reported_once_per_wait(rt):
+    """The wait between a failed Pod and its replacement is not silent: ``on_backoff`` on each pass
+    that holds the Pod back; ``localflow run`` prints it as one RETRYING line per wait."""
+    import io
+
+    from rich.console import Console
+
+    from localflow.controllers.job import backoff_record
+    from localflow.progress import Progress
+
+    seen = []
+    mgr = ControllerManager(rt.store, rt.clock)
+    mgr.register(JobReconciler(rt.store, rt.scheduler, rt.clock, on_backoff=lambda j, d, n: seen.append((j["metadata"]["name"], d, n))))
+    rt.store.create(job(code="import sys; sys.exit(1)", backoffLimit=2))
+    drive(mgr, lambda: seen, what="the backoff to be reported")
+    assert set(seen) == {("j", 10.0, 1)}
+    rt.clock.advance(10)
+    drive(mgr, lambda: ("j", 20.0, 2) in seen, what="the second, doubled backoff")
+    mgr.stop()
+    out = io.StringIO()
+    progress = Progress(enabled=True, console=Console(file=out, width=200))
+    for name, delay, n in seen:  # every pass of one wait: one line
+        progress(backoff_record(get(rt), delay, n))
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 2 and all("RETRYING" in ln and "job/j" in ln for ln in lines), lines
+    assert "backoff of 10s (1 failure in a row)" in lines[0] and "backoff of 20s (2 failures in a row)" in lines[1]
+
+
 def test_backoff_limit_counts_failed_pods_across_a_manager_restart(rt):
     mgr = manager(rt)
     rt.store.create(job(code="import sys; sys.exit(1)", backoffLimit=1))

@@ -41,7 +41,7 @@ from localflow.errors import NotFound, SpecError
 from localflow.fakes.objectmeta import generate_name
 from localflow.specs.job import format_indexes, load_job, parse_indexes
 
-__all__ = ["JobReconciler", "job_finished", "job_pod_record", "COMPLETION_INDEX", "TERMINATED_ANNOTATION"]
+__all__ = ["JobReconciler", "job_finished", "job_pod_record", "backoff_record", "COMPLETION_INDEX", "TERMINATED_ANNOTATION"]
 
 COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
 TERMINATED_ANNOTATION = "localflow.dev/job-terminated"
@@ -56,6 +56,17 @@ def job_finished(job: dict) -> tuple[str, str] | None:
         if c.get("type") in ("Complete", "Failed") and c.get("status") == "True":
             return c["type"], c.get("message") or c.get("reason") or ""
     return None
+
+
+def backoff_record(job: dict, delay: float, failures: int):
+    """What ``localflow run`` prints while the Job waits out the Pod failure backoff: a progress
+    record (state RUNNING with an error, so it reads RETRYING) named ``job/<name>``, its message the
+    same on every pass of one wait (printed once per wait)."""
+    from types import SimpleNamespace
+
+    n = f"{failures} failure{'s' if failures != 1 else ''}"
+    return SimpleNamespace(name=f"job/{job['metadata']['name']}", state="RUNNING", pod=None, cached=False,
+                           error=f"the next Pod is created after the Pod failure backoff of {delay:g}s ({n} in a row)")
 
 
 def job_pod_record(pod: dict):
@@ -151,7 +162,10 @@ class JobReconciler:
     :class:`~localflow.controllers.manager.ControllerManager`.
 
     ``store``: the object store; ``scheduler``: creates and kills the Pods; ``clock``: times,
-    deadlines and backoff; ``pod_backoff``/``max_pod_backoff``: seconds of the Pod failure backoff.
+    deadlines and backoff; ``pod_backoff``/``max_pod_backoff``: seconds of the Pod failure backoff;
+    ``on_backoff(job, delay_s, failures)`` is called on each pass that holds a Pod back for the
+    backoff (upstream only logs ``Delaying pod creation for job due to backoff`` in ``manageJob``,
+    no Event: ``localflow run`` shows it as a progress line, :func:`backoff_record`).
     ``reconcile(key)`` returns the seconds until the next deadline, backoff or TTL is due, or None.
     """
 
@@ -159,9 +173,10 @@ class JobReconciler:
     owns = ("Pod",)
 
     def __init__(self, store, scheduler, clock: Clock = SYSTEM_CLOCK, *, pod_backoff: float = POD_BACKOFF_S,
-                 max_pod_backoff: float = MAX_POD_BACKOFF_S):
+                 max_pod_backoff: float = MAX_POD_BACKOFF_S, on_backoff=None):
         self.store, self.scheduler, self.clock = store, scheduler, clock
         self.pod_backoff, self.max_pod_backoff = float(pod_backoff), float(max_pod_backoff)
+        self.on_backoff = on_backoff
 
     # ------------------------------------------------------------------ reconcile
 
@@ -336,6 +351,8 @@ class JobReconciler:
             delay = min(self.pod_backoff * 2 ** (len(recent) - 1), self.max_pod_backoff)
             left = max(_finished_at(p) for p in recent) + delay - now_s
             if left > 0:
+                if self.on_backoff is not None:  # upstream: logger.Info("Delaying pod creation for job due to backoff")
+                    self.on_backoff(job, delay, len(recent))
                 return left
         if spec["completionMode"] == "Indexed":
             busy = {_index(p) for p in active}
