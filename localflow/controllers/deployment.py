@@ -27,7 +27,7 @@ Follows kubernetes ``pkg/controller/deployment/``: ``sync.go`` (``getNewReplicaS
   ``ProgressDeadlineExceeded`` after ``progressDeadlineSeconds`` without progress, on the injected clock).
 
 Deleting a Deployment deletes its ReplicaSets and their Pods through the store's ownerReference
-cascade; :class:`~localflow.controllers.replicaset.ReplicaSetReconciler` then stops their processes.
+cascade; the node stops the deleted Pods' processes (its store watch, :mod:`localflow.node.node`).
 Not done: proportional scaling of several old ReplicaSets during a rollout, ``collisionCount``,
 ``rollbackTo``, adoption of orphan ReplicaSets.
 """

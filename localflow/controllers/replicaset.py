@@ -24,10 +24,9 @@ Follows kubernetes ``pkg/controller/replicaset/replica_set.go`` (``syncReplicaSe
 Pods are created with :meth:`localflow.scheduler.Scheduler.submit` (as the Job controller does) and
 stopped with :meth:`~localflow.scheduler.Scheduler.kill_pod`; a Pod being deleted carries the
 annotation ``localflow.dev/replicaset-deleted`` and is deleted from the store once it ended.
-The node does not watch Pod deletions, so when the store's ownerReference cascade deletes the
-Pods (``localflow delete replicaset/...`` or deleting its Deployment), the DELETED events queue
-this ReplicaSet's key and :meth:`ReplicaSetReconciler.reconcile` kills the processes of the Pods it
-started whose objects are gone (those started by this process: the node is in-process too).
+When the store's ownerReference cascade deletes the Pods (``localflow delete replicaset/...`` or
+deleting its Deployment), the node stops their processes, as kubelet does for a deleted Pod: its
+store watch sees each DELETED Pod (:mod:`localflow.node.node`), whichever process deleted it.
 """
 from __future__ import annotations
 
@@ -89,7 +88,6 @@ class ReplicaSetReconciler:
                  max_replace_backoff: float = MAX_REPLACE_BACKOFF_S):
         self.store, self.scheduler, self.clock = store, scheduler, clock
         self._lock = threading.Lock()
-        self._started: dict[tuple[str, str], set[str]] = {}  # (namespace, replicaset) -> Pod names started here
         self._failures: dict[tuple[str, str], dict[str, float]] = {}  # -> {ended Pod: when its replacement is due}
         self.replace_backoff, self.max_replace_backoff = float(replace_backoff), float(max_replace_backoff)
 
@@ -97,7 +95,6 @@ class ReplicaSetReconciler:
         """One level-triggered pass over the ReplicaSet ``key`` = ``("ReplicaSet", namespace, name)``."""
         _, ns, name = key
         ns = ns or "default"
-        self._reap(ns, name)
         try:
             rs = self.store.get("ReplicaSet", name, ns)
         except NotFound:
@@ -140,8 +137,6 @@ class ReplicaSetReconciler:
                 except LocalflowError as err:
                     self.store.record_event(rs, "FailedCreate", f"Error creating: {err}", type="Warning", component=COMPONENT)
                     break
-                with self._lock:
-                    self._started.setdefault((ns, name), set()).add(created["metadata"]["name"])
                 active.append(created)
                 self.store.record_event(rs, "SuccessfulCreate", f"Created pod: {created['metadata']['name']}", component=COMPONENT)
         elif diff > 0:
@@ -185,7 +180,6 @@ class ReplicaSetReconciler:
         for p in self.store.list("Pod", ns):
             ref = _controller_ref(p)
             labels = p["metadata"].get("labels") or {}
-            pname = p["metadata"]["name"]
             if ref is not None and ref.get("uid") == uid:
                 if matches(labels, sel) or DELETED_ANNOTATION in (p["metadata"].get("annotations") or {}):
                     out.append(p)
@@ -199,8 +193,6 @@ class ReplicaSetReconciler:
                 adopted = self._patch_refs(p, refs)
                 if adopted is not None:
                     out.append(adopted)
-                    with self._lock:
-                        self._started.setdefault((ns, meta["name"]), set()).add(pname)
         return out
 
     def _patch_refs(self, pod: dict, refs: list) -> dict | None:
@@ -247,25 +239,6 @@ class ReplicaSetReconciler:
             self.store.delete("Pod", pod["metadata"]["name"], pod["metadata"].get("namespace") or "default")
         except NotFound:
             pass
-
-    def _reap(self, ns: str, name: str) -> None:
-        """Kill the processes of Pods started for ``ns/name`` whose objects were deleted."""
-        with self._lock:
-            names = list(self._started.get((ns, name), ()))
-        gone = []
-        for pname in names:
-            try:
-                self.store.get("Pod", pname, ns)
-            except NotFound:
-                gone.append(pname)
-                self.scheduler.kill_pod(pname, ns, "Deleted")
-        if gone:
-            with self._lock:
-                left = self._started.get((ns, name), set()) - set(gone)
-                if left:
-                    self._started[(ns, name)] = left
-                else:
-                    self._started.pop((ns, name), None)
 
     def _status(self, rs: dict, spec: dict, active: list, terminating: int, now_s: float) -> float | None:
         """Write ``calculateStatus``; returns seconds until the next Pod becomes available, or None."""
