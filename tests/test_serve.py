@@ -531,6 +531,90 @@ def test_a_deployment_applied_to_a_server_runs_until_the_server_stops(tmp_path):
     assert _gone(family) == []
 
 
+ONE_REPLICA = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: sleeper
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {app: sleeper}
+  template:
+    metadata:
+      labels: {app: sleeper}
+    spec:
+      containers:
+      - name: main
+        image: python:3.11
+        command: ["python", "-c", "import time; time.sleep(600)"]
+"""
+
+
+def _serve(ws) -> subprocess.Popen:
+    server = subprocess.Popen([sys.executable, "-m", "localflow", "serve", "-W", str(ws)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_until(lambda: server.poll() is not None or json.loads(lf("status", "-o", "json", "-W", ws, check=0).stdout)["running"],
+               60, what="the server to start")
+    assert server.poll() is None, "the server did not start"
+    return server
+
+
+def _sleeper_pods(ws) -> list[dict]:
+    return json.loads(lf("get", "pods", "-l", "app=sleeper", "-o", "json", "-W", ws, check=0).stdout)["items"]
+
+
+def _pod_process(pod: dict) -> psutil.Process:
+    (cs,) = pod["status"]["containerStatuses"]
+    return psutil.Process(int(cs["containerID"].removeprefix("process://")))
+
+
+@pytest.mark.slow
+def test_a_restarted_server_fails_the_pods_its_dead_predecessor_left_running(tmp_path):
+    """kill -9 of the server leaves its Deployment's Pod Running in the store with nobody to run it
+    (its process dies with the server); the next server (a node starting again) marks the Pod
+    Failed (reason Orphaned, with why) before its controllers run, and the ReplicaSet replaces it."""
+    ws = tmp_path / "ws"
+    (tmp_path / "d.yaml").write_text(ONE_REPLICA)
+    first = _serve(ws)
+    second = None
+    leftovers: list[psutil.Process] = []
+    try:
+        lf("apply", "-f", tmp_path / "d.yaml", "-W", ws, check=0)
+        (old,) = wait_until(lambda: [p for p in _sleeper_pods(ws) if p["status"].get("phase") == "Running"
+                                     and p["status"].get("containerStatuses")], 120, what="the Pod to run")
+        proc = _pod_process(old)
+        leftovers = [proc, *_family(first.pid)]
+        first.kill()
+        first.wait(30)
+        assert _gone([proc], 30) == []  # the executor's watchdog kills it (executors/lifetime.py)
+        (stale,) = [p for p in _sleeper_pods(ws) if p["metadata"]["name"] == old["metadata"]["name"]]
+        assert stale["status"]["phase"] == "Running"  # nobody is left to say otherwise
+        second = _serve(ws)
+        name = old["metadata"]["name"]
+
+        def orphaned():
+            events = json.loads(lf("get", "events", "-o", "json", "-W", ws, check=0).stdout)["items"]
+            return [e for e in events if e["reason"] == "Orphaned" and e["involvedObject"]["name"] == name]
+
+        (event,) = wait_until(orphaned, 120, what="the old Pod to be marked Failed")
+        assert event["type"] == "Warning" and "the process that ran this Pod is gone" in event["message"]
+        # Failed with the reason (or already deleted by its ReplicaSet, which replaces it)
+        assert all(p["status"]["phase"] == "Failed" and p["status"]["reason"] == "Orphaned"
+                   for p in _sleeper_pods(ws) if p["metadata"]["name"] == name)
+        fresh = wait_until(lambda: [p for p in _sleeper_pods(ws) if p["status"].get("phase") == "Running"
+                                    and p["metadata"]["name"] != name], 120, what="a replacement")
+        assert len(fresh) == 1
+        leftovers += [_pod_process(fresh[0]), *_family(second.pid)]
+    finally:
+        lf("serve", "--stop", "-W", ws)
+        for server in (first, second):
+            if server is not None and server.poll() is None:
+                server.kill()
+                server.wait(30)
+    assert _gone(leftovers) == []
+
+
 def test_a_run_whose_worker_is_stopped_before_it_began_is_recorded_canceled(tmp_path, specs):
     """Ctrl-C of the `run` that handed a Run to the server, in the moment its worker starts: the
     worker dies of SIGTERM before the runner records anything, and the Run ends CANCELED, not FAILED."""

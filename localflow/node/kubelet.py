@@ -34,6 +34,7 @@ from localflow.faults import describe, is_disk_full
 
 from . import podstatus, probes
 from .resolve import NODE_NAME, Resolver, next_instance
+from .restart import KUBELET_ANNOTATION, kubelet_id
 
 __all__ = ["PodEntry", "Kubelet", "BACKOFF_INITIAL_S", "BACKOFF_MAX_S"]
 
@@ -226,6 +227,8 @@ class Kubelet:
             if e.adopted and (spec.get("nodeName") or podstatus.finished(obj)):
                 return False  # bound (or ended) by someone else meanwhile
             spec["nodeName"] = spec.get("nodeName") or NODE_NAME
+            obj["metadata"]["annotations"] = {**(obj["metadata"].get("annotations") or {}),
+                                              KUBELET_ANNOTATION: kubelet_id()}  # who runs it: restart.py
             obj["status"] = podstatus.merge(obj.get("status") or {}, podstatus.scheduled(self.clock))
             try:
                 e.manifest = self.store.update(obj)

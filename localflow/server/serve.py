@@ -19,6 +19,10 @@ owned by a live process:
   A worker of a server killed with ``kill -9`` lives on (its own session) and finishes its run; the
   next server leaves its object to it and stops it when it stops itself.
 
+A server starting ends the Pods a dead localflow process left bound and Running (their kubelet is
+gone: :func:`localflow.node.restart.fail_orphaned_pods`, leftover processes killed, the Pods
+``Failed``, reason ``Orphaned``) before its controllers run, so a ReplicaSet replaces them.
+
 Ownership is liveness of a process (``<pid>@<start time>``): on one machine that is exact, where a
 cluster needs leases with heartbeats (client-go ``tools/leaderelection``). SIGTERM/Ctrl-C stop the
 server cleanly: every worker gets SIGTERM and cancels its run as Ctrl-C cancels ``localflow run``
@@ -114,8 +118,11 @@ class Server:
                 w = self.store.watch(kind=kind, namespace=None)
                 self._watches.append(w)
                 threading.Thread(target=self._pump, args=(w,), name=f"localflow-serve-{kind}", daemon=True).start()
+            from localflow.node.restart import fail_orphaned_pods
             from localflow.server.hosted import HostedControllers
 
+            for pod in fail_orphaned_pods(self.store):  # a node starting again: before any controller acts
+                self._log(f"pod/{pod['metadata']['name']}: {pod['status']['message']}; marked Failed (Orphaned)")
             self.hosted = HostedControllers(self.ws).start()  # ReplicaSets, Deployments: run until deleted
             urls = {}
             if self.port is not None:
