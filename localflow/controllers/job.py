@@ -253,11 +253,9 @@ class JobReconciler:
                 target = _condition("SuccessCriteriaMet", "True", "SuccessPolicy", msg, now)
 
         if target is not None:
-            if target["type"] not in by_type:
+            if target["type"] not in by_type:  # the interim condition; the Event comes with the terminal one
                 conds.append(target)
                 by_type[target["type"]] = target
-                if target["type"] == "FailureTarget":
-                    self.store.record_event(job, target["reason"], target["message"], type="Warning", component="job-controller")
             why = "SuccessPolicy" if target["type"] == "SuccessCriteriaMet" else target["reason"]
             self._stop(active, why)
         else:
