@@ -168,6 +168,36 @@ def test_replicaset_keeps_replicas(rt):
     assert "SuccessfulCreate" in events and "SuccessfulDelete" in events
 
 
+def test_scale_down_deletes_pods_in_upstream_order():
+    """getPodsToDelete / ActivePodsWithRanks.Less: unassigned < assigned, Pending < Running, not
+    ready < ready, lower pod-deletion-cost first, ready for less time first, more restarts first,
+    newer first."""
+    from localflow.controllers.replicaset import DELETION_COST_ANNOTATION, deletion_order
+
+    def pod(name, *, node=True, phase="Running", ready_at=None, cost=None, restarts=0, created="2026-01-01T00:00:00Z"):
+        conds = [{"type": "Ready", "status": "True", "lastTransitionTime": ready_at}] if ready_at else []
+        return {"metadata": {"name": name, "creationTimestamp": created,
+                             "annotations": {DELETION_COST_ANNOTATION: str(cost)} if cost is not None else {}},
+                "spec": {"nodeName": "localflow"} if node else {},
+                "status": {"phase": phase, "conditions": conds, "containerStatuses": [{"restartCount": restarts}]}}
+
+    ready = "2026-01-01T00:01:00Z"
+    pods = [
+        pod("old-ready", ready_at=ready),
+        pod("costly", ready_at=ready, cost=100),
+        pod("cheap", ready_at=ready, cost=-5),
+        pod("newly-ready", ready_at="2026-01-01T00:05:00Z"),
+        pod("restarted", ready_at=ready, restarts=3),
+        pod("newer", ready_at=ready, created="2026-01-01T00:00:30Z"),
+        pod("not-ready"),
+        pod("pending", phase="Pending"),
+        pod("unassigned", node=False, phase="Pending"),
+    ]
+    order = [p["metadata"]["name"] for p in sorted(pods, key=deletion_order)]
+    assert order == ["unassigned", "pending", "not-ready", "cheap", "newly-ready", "restarted", "newer",
+                     "old-ready", "costly"]
+
+
 def test_replicaset_min_ready_seconds(rt):
     mgr = manager(rt)
     rt.store.create(replicaset(replicas=1, minReadySeconds=30))

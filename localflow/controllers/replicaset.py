@@ -9,7 +9,8 @@ Follows kubernetes ``pkg/controller/replicaset/replica_set.go`` (``syncReplicaSe
   adopts (patching in its controller reference); a Pod it controls whose labels no longer match
   is released (the reference removed);
 - fewer active Pods than ``spec.replicas``: creates the missing ones from the template (named
-  ``<replicaset>-<5 random>``); more: deletes the surplus, not-ready and younger Pods first;
+  ``<replicaset>-<5 random>``); more: deletes the surplus in the order of ``getPodsToDelete``
+  (:func:`deletion_order`: unscheduled, pending, not ready, cheaper to delete, newer first);
 - a Pod that ended (Failed/Succeeded: its process was killed, it failed to start) is deleted and
   replaced -- its Pods have ``restartPolicy: Always``, so containers that exit are restarted in
   place by the node and the Pod stays Running; the first replacement in a row is immediate, the
@@ -39,7 +40,7 @@ from localflow.fakes.objectmeta import generate_name
 from localflow.fakes.selectors import matches
 from localflow.specs.apps import load_replicaset
 
-__all__ = ["ReplicaSetReconciler", "DELETED_ANNOTATION", "pod_available", "pod_ready"]
+__all__ = ["ReplicaSetReconciler", "DELETED_ANNOTATION", "pod_available", "pod_ready", "deletion_order"]
 
 DELETED_ANNOTATION = "localflow.dev/replicaset-deleted"
 COMPONENT = "replicaset-controller"
@@ -67,6 +68,30 @@ def pod_available(pod: dict, min_ready_s: float, now_s: float) -> bool:
     """``podutil.IsPodAvailable``: Ready for at least ``min_ready_s`` seconds at ``now_s``."""
     since = _ready_since(pod) if _phase(pod) == "Running" else None
     return since is not None and (min_ready_s <= 0 or since + min_ready_s <= now_s)
+
+
+DELETION_COST_ANNOTATION = "controller.kubernetes.io/pod-deletion-cost"
+_PHASE_ORDINAL = {"Pending": 0, "Unknown": 1, "Running": 2}
+
+
+def deletion_order(pod: dict) -> tuple:
+    """Sort key of the Pods a ReplicaSet scales down, first deleted first: kubernetes
+    ``pkg/controller/controller_utils.go`` ``ActivePodsWithRanks.Less`` -- unassigned before
+    assigned, Pending < Unknown < Running, not ready before ready, lower
+    ``controller.kubernetes.io/pod-deletion-cost`` first, ready for less time first, more
+    container restarts first, newer first. (The rank of Pods doubled up on one node is the same
+    for every Pod here: there is one node. Upstream's ``LogarithmicScaleDown`` compares ready and
+    creation times in powers-of-two buckets; these compare them exactly.)"""
+    meta, spec, st = pod["metadata"], pod.get("spec") or {}, pod.get("status") or {}
+    try:
+        cost = int((meta.get("annotations") or {}).get(DELETION_COST_ANNOTATION, 0))
+    except (TypeError, ValueError):
+        cost = 0
+    ready = pod_ready(pod)
+    restarts = max((int(c.get("restartCount") or 0) for c in st.get("containerStatuses") or []), default=0)
+    return (bool(spec.get("nodeName")), _PHASE_ORDINAL.get(_phase(pod), 2), ready, cost,
+            -(_ready_since(pod) or 0.0) if ready else 0.0, -restarts,
+            -(parse_rfc3339(meta.get("creationTimestamp")) or 0.0))
 
 
 def _controller_ref(pod: dict) -> dict | None:
@@ -140,9 +165,7 @@ class ReplicaSetReconciler:
                 active.append(created)
                 self.store.record_event(rs, "SuccessfulCreate", f"Created pod: {created['metadata']['name']}", component=COMPONENT)
         elif diff > 0:
-            # getPodsToDelete: not-yet-running before running, not ready before ready, youngest first
-            order = sorted(active, key=lambda p: (_phase(p) == "Running", pod_ready(p),
-                                                  -(parse_rfc3339(p["metadata"].get("creationTimestamp")) or 0.0)))
+            order = sorted(active, key=deletion_order)  # getPodsToDelete
             for p in order[:diff]:
                 self.stop(p)
                 active.remove(p)
