@@ -16,7 +16,8 @@ import pytest
 from localflow import kinds
 from localflow.api import open_runtime
 from localflow.clock import FakeClock
-from localflow.controllers.deployment import HASH_LABEL, REVISION_ANNOTATION, DeploymentReconciler, template_hash
+from localflow.controllers.deployment import (HASH_LABEL, REVISION_ANNOTATION, DeploymentReconciler, deployment_complete,
+                                               template_hash)
 from localflow.controllers.manager import ControllerManager
 from localflow.controllers.replicaset import ReplicaSetReconciler
 from localflow.errors import SpecError
@@ -266,6 +267,36 @@ def test_deployment_rolling_update(rt):
 
 def _st(rs):
     return int((rs.get("status") or {}).get("availableReplicas") or 0)
+
+
+def test_a_rolling_pass_that_scales_the_new_replicaset_up_does_nothing_else(rt):
+    """rolling.go rolloutRolling: when reconcileNewReplicaSet scaled, the pass returns; the old
+    ReplicaSets are scaled down by a later pass (one reconcile called at a time). Rolled back to
+    the first template, its ReplicaSet at 0 is the new one again and goes to 1 (maxSurge 25 % of
+    4); the current one stays at 4 in that pass. Once settled, old ReplicaSets at 0 beyond
+    revisionHistoryLimit go (cleanupDeployment)."""
+    mgr = manager(rt)
+    rt.store.create(deployment(replicas=4))
+    drive(mgr, lambda: st(rt, "Deployment", "d").get("availableReplicas") == 4, what="4 available replicas")
+    (first,) = _rs_of(rt)
+    rt.store.patch("Deployment", "d", {"spec": {"template": template(env={"VERSION": "2"})}})
+    drive(mgr, lambda: len(_rs_of(rt)) == 2 and deployment_complete(rt.store.get("Deployment", "d"))
+          and _rs_of(rt)[first]["spec"]["replicas"] == 0, what="the rollout to version 2")
+    (second,) = set(_rs_of(rt)) - {first}
+    mgr.stop()
+    rt.store.patch("Deployment", "d", {"spec": {"template": template()}})  # back to the first template
+    one = DeploymentReconciler(rt.store, rt.clock)
+    one.reconcile(("Deployment", "default", "d"))
+    rss = _rs_of(rt)
+    assert (rss[first]["spec"]["replicas"], rss[second]["spec"]["replicas"]) == (1, 4)
+    one.reconcile(("Deployment", "default", "d"))  # nothing more to scale up: now the old one goes down
+    rss = _rs_of(rt)
+    assert (rss[first]["spec"]["replicas"], rss[second]["spec"]["replicas"]) == (1, 3)
+    rt.store.patch("Deployment", "d", {"spec": {"revisionHistoryLimit": 0}})
+    mgr = manager(rt)
+    drive(mgr, lambda: list(_rs_of(rt)) == [first], what="the rollback and the cleanup of the ReplicaSet at 0")
+    assert st(rt, "Deployment", "d").get("availableReplicas") == 4
+    mgr.stop()
 
 
 def test_deployment_recreate(rt):

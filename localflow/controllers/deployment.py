@@ -18,8 +18,10 @@ Follows kubernetes ``pkg/controller/deployment/``: ``sync.go`` (``getNewReplicaS
   ``replicas - maxUnavailable`` (rounded down; both 0 resolves maxUnavailable to 1) stay available
   -- unhealthy old replicas first; ``Recreate``: old ReplicaSets are scaled to 0 and the new one is
   created/scaled up only once no old Pod runs;
-- old ReplicaSets at 0 beyond ``revisionHistoryLimit`` are deleted, oldest first; ``paused`` stops
-  the rollout (status is still written);
+- a pass that scales the new ReplicaSet does nothing else (``rolloutRolling`` returns after
+  ``reconcileNewReplicaSet`` scaled); once nothing is left to scale and the status says complete,
+  old ReplicaSets at 0 beyond ``revisionHistoryLimit`` are deleted, oldest first
+  (``cleanupDeployment``); ``paused`` stops the rollout (status is still written);
 - ``status``: ``replicas``, ``updatedReplicas``, ``readyReplicas``, ``availableReplicas``,
   ``unavailableReplicas``, ``observedGeneration`` and the conditions ``Available``
   (``MinimumReplicasAvailable``/``MinimumReplicasUnavailable``) and ``Progressing``
@@ -90,7 +92,9 @@ def deployment_complete(dep: dict) -> bool:
 
 
 def _fenceposts(spec: dict) -> tuple[int, int]:
-    """``ResolveFenceposts``: ``(maxSurge, maxUnavailable)`` as counts of ``spec.replicas``."""
+    """``(maxSurge, maxUnavailable)`` as counts of ``spec.replicas``: ``ResolveFenceposts`` (surge
+    rounded up, unavailable down, both 0 -> unavailable 1) with ``MaxUnavailable``'s clamp to
+    ``replicas`` (0 for 0 replicas); ``NewRSNewReplicas`` uses the same surge."""
     if spec["strategy"]["type"] != "RollingUpdate":
         return 0, 0
     ru, want = spec["strategy"]["rollingUpdate"], spec["replicas"]
@@ -141,9 +145,11 @@ class DeploymentReconciler:
         if not spec.get("paused"):
             if spec["strategy"]["type"] == "Recreate":
                 new, created = self._recreate(dep, spec, new, old)
+                settled = True
             else:
-                new, created = self._rolling(dep, spec, new, old)
-            self._cleanup(spec, old)
+                new, created, settled = self._rolling(dep, spec, new, old)
+            if settled and deployment_complete(dep):  # rolling.go/recreate.go: cleanup once the status says complete
+                self._cleanup(spec, old)
             all_rs = [rs for rs in self.store.list("ReplicaSet", ns, owner_uid=uid)]
             new = next((rs for rs in all_rs if new is not None and rs["metadata"]["uid"] == new["metadata"]["uid"]), None)
         return self._status(dep, spec, new, all_rs, created)
@@ -192,32 +198,34 @@ class DeploymentReconciler:
         return self.store.patch("ReplicaSet", new["metadata"]["name"],
                                 {"metadata": {"annotations": {REVISION_ANNOTATION: str(top + 1)}}}, new["metadata"].get("namespace"))
 
-    def _rolling(self, dep: dict, spec: dict, new: dict | None, old: list) -> tuple[dict, bool]:
-        """``rolloutRolling``: ``reconcileNewReplicaSet`` then ``reconcileOldReplicaSets``."""
+    def _rolling(self, dep: dict, spec: dict, new: dict | None, old: list) -> tuple[dict, bool, bool]:
+        """``rolloutRolling``: ``reconcileNewReplicaSet``; when that scaled nothing,
+        ``reconcileOldReplicaSets``. Returns ``(new, created, settled)``: ``settled`` when neither
+        scaled anything (upstream then runs ``cleanupDeployment``, if the Deployment is complete)."""
         want = spec["replicas"]
         surge, unavail = _fenceposts(spec)
         created = False
         total = sum(_spec_replicas(rs) for rs in old) + (_spec_replicas(new) if new else 0)
-        if new is None:
+        if new is None:  # getNewReplicaSet creates it at NewRSNewReplicas; the old ones may go down in the same pass
             scale_up = max(0, min(want + surge - total, want))
             new, created = self._new_rs(dep, spec, old, scale_up), True
         else:
             new = self._bump_revision(new, old)
             cur = _spec_replicas(new)
             if cur > want:
-                new = self._scale(dep, new, want)
-            elif cur < want and total < want + surge:
-                new = self._scale(dep, new, cur + min(want + surge - total, want - cur))
+                return self._scale(dep, new, want), created, False
+            if cur < want and total < want + surge:  # NewRSNewReplicas
+                return self._scale(dep, new, cur + min(want + surge - total, want - cur)), created, False
         # reconcileOldReplicaSets
         old_count = sum(_spec_replicas(rs) for rs in old)
         if old_count == 0:
-            return new, created
+            return new, created, True
         all_count = old_count + _spec_replicas(new)
         min_available = want - unavail
         new_unavailable = _spec_replicas(new) - _st(new, "availableReplicas")
         max_down = all_count - min_available - new_unavailable
         if max_down <= 0:
-            return new, created
+            return new, created, True
         # cleanupUnhealthyReplicas: unavailable old replicas go first, oldest ReplicaSet first
         cleaned = 0
         for i, rs in enumerate(old):
@@ -230,9 +238,10 @@ class DeploymentReconciler:
             down = min(unhealthy, max_down - cleaned)
             old[i] = self._scale(dep, rs, n - down)
             cleaned += down
-        # scaleDownOldReplicaSetsForRollingUpdate
+        # scaleDownOldReplicaSetsForRollingUpdate: as many as are available beyond minAvailable
         available = sum(_st(rs, "availableReplicas") for rs in old) + _st(new, "availableReplicas")
-        budget = min(available - min_available, max_down - cleaned)
+        budget = available - min_available
+        scaled = cleaned
         for i, rs in enumerate(old):
             if budget <= 0:
                 break
@@ -242,7 +251,8 @@ class DeploymentReconciler:
             down = min(n, budget)
             old[i] = self._scale(dep, rs, n - down)
             budget -= down
-        return new, created
+            scaled += down
+        return new, created, scaled == 0
 
     def _recreate(self, dep: dict, spec: dict, new: dict | None, old: list) -> tuple[dict | None, bool]:
         """``rolloutRecreate``: old ReplicaSets to 0; the new one only once no old Pod runs."""
