@@ -16,9 +16,14 @@ Follows kubernetes ``pkg/controller/job/job_controller.go`` (``syncJob``, ``mana
   (``BackoffLimitExceeded``); so does running longer than ``activeDeadlineSeconds``
   (``DeadlineExceeded``) and a ``podFailurePolicy`` rule with action ``FailJob``
   (``PodFailurePolicy``); ``Ignore`` rules keep a failure out of the count.
-- Conditions as 1.31+ writes them: first the interim ``FailureTarget`` (or ``SuccessCriteriaMet``),
-  the Job's remaining Pods are stopped, then the terminal ``Failed`` (or ``Complete``, with
-  ``completionTime``) once none runs. ``successPolicy`` (Indexed) ends the Job early with reason
+- Conditions as 1.31+ writes them (``delayTerminalCondition``: ``JobPodReplacementPolicy``/
+  ``JobManagedBy`` on): first the interim ``FailureTarget`` (or ``SuccessCriteriaMet``), the Job's
+  remaining Pods are stopped, then the terminal ``Failed`` (or ``Complete``, with
+  ``completionTime``, same reason and message) once none runs; the Warning Event (or
+  ``Completed``) comes with the terminal condition (``recordJobFinished``). Evaluated in
+  ``syncJob``'s order: an existing ``SuccessCriteriaMet``, an existing ``FailureTarget``, a
+  ``podFailurePolicy`` ``FailJob``, ``backoffLimit``, ``activeDeadlineSeconds``, then
+  ``successPolicy``. ``successPolicy`` (Indexed) ends the Job early with reason
   ``SuccessPolicy``. ``suspend: true`` stops the Pods (not counted as failures), condition
   ``Suspended``; resuming resets ``startTime``. ``ttlSecondsAfterFinished`` deletes a finished
   Job and its Pods after that many seconds.
@@ -45,8 +50,8 @@ __all__ = ["JobReconciler", "job_finished", "job_pod_record", "backoff_record", 
 
 COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
 TERMINATED_ANNOTATION = "localflow.dev/job-terminated"
-POD_BACKOFF_S = 10.0  # backoff_utils.go: DefaultJobPodFailureBackOff
-MAX_POD_BACKOFF_S = 600.0  # MaxJobPodFailureBackOff
+POD_BACKOFF_S = 10.0  # job_controller.go: DefaultJobPodFailureBackOff (backoff_utils.go getRemainingTime doubles it)
+MAX_POD_BACKOFF_S = 600.0  # job_controller.go: MaxJobPodFailureBackOff
 _NOT_FAILURES = ("Suspended", "SuccessPolicy", "Parallelism")  # Pods stopped for these reasons are not failures
 
 

@@ -1,8 +1,9 @@
 """The ``apps/v1 ReplicaSet`` controller: a reconciler on the controller manager.
 
 Follows kubernetes ``pkg/controller/replicaset/replica_set.go`` (``syncReplicaSet``,
-``manageReplicas``, ``claimPods`` through ``controller_ref_manager.go``, ``getPodsToDelete``) and
-``replica_set_utils.go`` (``calculateStatus``):
+``manageReplicas``, ``claimPods`` through ``pkg/controller/controller_ref_manager.go``
+``PodControllerRefManager.ClaimPods``, ``getPodsToDelete`` with ``pkg/controller/controller_utils.go``
+``ActivePodsWithRanks``) and ``replica_set_utils.go`` (``calculateStatus``):
 
 - the ReplicaSet's Pods are the non-terminating Pods of its namespace that it controls
   (``ownerReferences`` with ``controller: true``) plus orphans matching its selector, which it
