@@ -653,3 +653,83 @@ def test_a_run_whose_worker_is_stopped_before_it_began_is_recorded_canceled(tmp_
         assert [r["name"] for r in again].count(name) == 1
     finally:
         server.shutdown()
+
+
+@dsl.container_component
+def marked(marks: str, gate: str):
+    """Appends a line to ``marks`` each time it runs (executions counted in the workspace), then
+    waits until ``gate`` exists."""
+    return dsl.ContainerSpec(image="alpine:3.19", command=["sh", "-c",
+                             'echo run >> "$0"; while [ ! -e "$1" ]; do sleep 0.05; done'], args=[marks, gate])
+
+
+@dsl.pipeline(name="serve-crash")
+def crashable(a: str, b: str, c: str, open_gate: str, gate: str):
+    first = marked(marks=a, gate=open_gate)  # cached: the first run computes it
+    second = marked(marks=b, gate=open_gate).set_caching_options(False).after(first)
+    marked(marks=c, gate=gate).set_caching_options(False).after(second)
+
+
+def _lines(path: Path) -> int:
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("killed", ["server", "server-and-worker"])
+def test_kill_9_of_the_server_mid_pipeline_then_serve_again(tmp_path, killed):
+    """Issue 8's crash test: ``kill -9`` of ``localflow serve`` while a pipeline's third task runs
+    (and, for ``server-and-worker``, of the worker driving the run too: everything localflow had is
+    gone), then ``localflow serve`` again: the run ends SUCCEEDED, the cached and the completed task
+    are not executed again (each execution appends to a marker file in the workspace), no process
+    is left, and the database passes ``PRAGMA integrity_check``."""
+    import sqlite3
+
+    ws = tmp_path / "ws"
+    marks = ws / "marks"
+    marks.mkdir(parents=True)
+    compiler.Compiler().compile(crashable, str(tmp_path / "crash.yaml"))
+    (marks / "open").write_text("")
+    a, b, c = marks / "a", marks / "b", marks / "c"
+    params = ["-p", f"a={a}", "-p", f"b={b}", "-p", f"c={c}", "-p", f"open_gate={marks / 'open'}"]
+    first = LocalflowServer(ws)
+    second = None
+    seen: list[psutil.Process] = []
+    try:
+        warm = first.cli("run", tmp_path / "crash.yaml", *params, "-p", f"gate={marks / 'open'}")
+        assert warm.returncode == 0, warm.stderr  # a, b, c once; a is cached from now on
+        assert (_lines(a), _lines(b), _lines(c)) == (1, 1, 1)
+        p = first.cli("run", tmp_path / "crash.yaml", *params, "-p", f"gate={marks / 'shut'}", "-d")
+        assert p.returncode == 0, p.stderr
+        name = p.stdout.split()[0].split("/")[1]
+        wait_until(lambda: _lines(c) == 2, 120, what="the third task to run")
+        uid = json.loads(first.cli("get", "pipelinerun", name, "-o", "json").stdout)["metadata"]["uid"]
+        worker = int((ws / "server" / "runs" / f"{uid}.pid").read_text().split("@")[0])
+        seen = _family(first.pid)
+        first.process.send_signal(signal.SIGKILL)
+        first.process.wait(timeout=30)
+        if killed == "server-and-worker":
+            os.kill(worker, signal.SIGKILL)
+            assert _gone([q for q in seen if q.pid == worker], 30) == []
+        second = LocalflowServer(ws)
+        (marks / "shut").write_text("")  # the third task may finish now
+        w = second.cli("wait", f"run/{name}", "--for=condition=Succeeded", "--timeout=180s")
+        assert w.returncode == 0, (w.stderr, second.log.read_text())
+        log = second.log.read_text()
+        if killed == "server":  # its worker lived on and finished the run; the next server left it to it
+            assert "adopted the running worker" in log, log
+            assert (_lines(a), _lines(b), _lines(c)) == (1, 2, 2)
+        else:  # continued where it stopped: only the task that was running runs again
+            assert f"resuming run/{name}" in log, log
+            assert (_lines(a), _lines(b), _lines(c)) == (1, 2, 3)
+        runs = _runs(second)
+        assert runs[name]["state"] == "SUCCEEDED"
+        seen += _family(second.pid)
+    finally:
+        for server in (first, second):
+            if server is not None:
+                server.stop()
+    assert _gone(seen) == []
+    left = [p for p in psutil.process_iter(["cmdline"]) if any(str(ws) in part for part in p.info["cmdline"] or [])]
+    assert left == [], [" ".join(p.info["cmdline"])[:120] for p in left]
+    with sqlite3.connect(ws / "localflow.db") as con:
+        assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
