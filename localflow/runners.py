@@ -293,6 +293,18 @@ def _refuse_params(params, kind: str) -> None:
                         fix="set the value in the job's YAML instead (a container's args or env)")
 
 
+def _run_on_manager(ctl, obj: dict, timeout: float | None, on_change) -> dict:
+    """Reconcile the training job ``obj`` on an in-process controller manager until it is finished
+    (:func:`localflow.controllers.trainingwait.run_on_manager`; the manager is stopped on return,
+    so the runner's cancel never races a reconcile). A server's worker runs a job the server
+    claimed (``localflow.dev/manager``): the manager acts for that claim instead of waiting for it."""
+    from localflow.controllers.manager import MANAGER_ANNOTATION
+    from localflow.controllers.trainingwait import run_on_manager
+
+    claim = (obj["metadata"].get("annotations") or {}).get(MANAGER_ANNOTATION)
+    return run_on_manager(ctl, obj, timeout=timeout, on_change=on_change, identity=claim or None)
+
+
 def run_training_job(docs: list[dict], rt: Runtime, *, namespace: str = "default", on_task=None,
                      timeout: float | None = None, source=None, run_name: str | None = None, params=None,
                      **_) -> Run:
@@ -340,7 +352,7 @@ def run_training_job(docs: list[dict], rt: Runtime, *, namespace: str = "default
             raise
         interrupted = take_pending()
     name = obj["metadata"]["name"]
-    return _run_training(rt, obj, lambda cb: ctl.run_until_done(name, ns, timeout=timeout, kind=kind, on_change=cb),
+    return _run_training(rt, obj, lambda cb: _run_on_manager(ctl, obj, timeout, cb),
                          lambda why, cb: ctl.cancel(name, ns, why, kind=kind, on_change=cb),
                          lambda pod: replica_record(kind, pod), on_task=on_task, source=source, started=started,
                          interrupted=interrupted)
@@ -388,7 +400,7 @@ def run_trainjob(docs: list[dict], rt: Runtime, *, namespace: str = "default", o
             raise
         interrupted = take_pending()
     name = obj["metadata"]["name"]
-    return _run_training(rt, obj, lambda cb: ctl.run_until_done(name, ns, timeout=timeout, on_change=cb),
+    return _run_training(rt, obj, lambda cb: _run_on_manager(ctl, obj, timeout, cb),
                          lambda why, cb: ctl.cancel(name, ns, why, on_change=cb),
                          node_record, on_task=on_task, source=source, started=started, interrupted=interrupted)
 

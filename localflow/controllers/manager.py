@@ -8,7 +8,9 @@ watch from the list's resourceVersion, relist on ``410 Gone``):
   :func:`localflow.fakes.kinds.resolve_kind` takes), ``owns`` (a tuple of kinds it creates) and
   ``reconcile(key) -> float | None`` where ``key`` is ``(Kind, namespace, name)``; it returns the
   seconds after which to reconcile the key again, or ``None`` (done until the next change). It
-  reads everything it needs from the store each time: nothing only in memory.
+  reads everything it needs from the store each time: nothing only in memory. An optional
+  ``in_scope(key) -> bool`` limits it to some objects (an embedded ``localflow run`` reconciles
+  only its own job): keys out of scope are neither claimed nor reconciled.
 - One informer per watched kind lists every object (the resync at start) and then watches the
   store -- which sees the writes of every process on the workspace. An event of a reconciled
   kind queues its key; an event of an owned kind queues the key of its controller owner
@@ -346,7 +348,8 @@ class ControllerManager:
     def _process(self, key: Key) -> None:
         reconciler = self._reconcilers.get(key[0])
         try:
-            if reconciler is None or not self._claim(key):
+            in_scope = getattr(reconciler, "in_scope", None)
+            if reconciler is None or (in_scope is not None and not in_scope(key)) or not self._claim(key):
                 self.queue.forget(key)
                 return
             self.reconciles += 1

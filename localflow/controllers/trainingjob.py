@@ -6,6 +6,14 @@ and plug-ins (env injection in :mod:`localflow.training.env`, success rules in
 ``pkg/controller.v1/common/job.go``), it reads the job and its Pods, decides with the pure
 :func:`localflow.training.policy.reconcile`, and applies the decision: Pods through the
 scheduler (all replicas as one gang), status through the object store, Events on the job.
+
+It is a level-triggered reconciler on the :class:`~localflow.controllers.manager.ControllerManager`
+(:meth:`TrainingJobController.reconcilers`: one per kind, each owning the kind's Pods, as the
+operator's ``SetupWithManager`` watches the job and ``Owns`` its Pods). Nothing lives only in
+memory: the restarts it made (the operator's retry count, see :mod:`localflow.training.policy`)
+are the job annotation :data:`RESTARTS_ANNOTATION`, the loopback ports its Pods were planned
+with are :data:`~localflow.training.ports.PORTS_ANNOTATION`; everything else is read from the
+job and its Pods on every pass, so a restarted manager continues where the last one stopped.
 """
 from __future__ import annotations
 
@@ -29,16 +37,17 @@ from localflow.training.mpi import config_map
 from localflow.training.policy import (MAGIC_EXIT_CODE, Decision, created_condition, exit_code, final_status, is_active,
                                       reconcile)
 from localflow.training.pods import replica_pods
-from localflow.training.ports import PortAllocator
+from localflow.training.ports import PORTS_ANNOTATION, PortAllocator, PortPlan, saved_ports
 from localflow.training.trouble import restart_error, restart_trouble, shorten
 
-__all__ = ["TrainingJobController", "ReplicaRecord", "replica_record", "replica_records", "pod_record", "PodChange",
-           "KILL_REASONS", "stop_pods", "CANCEL_GRACE_S"]
+__all__ = ["TrainingJobController", "TrainingJobReconciler", "RESTARTS_ANNOTATION", "restarts_of", "ReplicaRecord",
+           "replica_record", "replica_records", "pod_record", "PodChange", "KILL_REASONS", "stop_pods", "CANCEL_GRACE_S"]
 
 # ``on_change(event_type, pod)``: a Pod of the job was ADDED, MODIFIED or DELETED (the object after the change)
 PodChange = Callable[[str, dict], None]
 
-_POLL_S = 0.25  # how long to wait for a Pod event before re-checking clock-driven deadlines
+_POLL_S = 0.25  # stop_pods: how long to wait for a Pod event before re-checking
+RESTARTS_ANNOTATION = "localflow.dev/restarts"  # Pods this controller deleted to restart them (the retry count)
 # cancel(): how long (wall seconds) to wait for killed Pods to end; executors send SIGTERM, then SIGKILL after 5 s
 CANCEL_GRACE_S = 10.0
 
@@ -165,8 +174,11 @@ class TrainingJobController:
     drives deadlines and TTLs; ``ports``: allocator for loopback ports (default: free kernel ports);
     ``gpus``: GPUs on this machine (default: detected).
 
-    Use :meth:`apply` then :meth:`run_until_done`; :meth:`suspend`/:meth:`resume` flip
+    Use :meth:`apply`, then register :meth:`reconcilers` on a controller manager (or call
+    :meth:`run_until_done`, which does); :meth:`suspend`/:meth:`resume` flip
     ``runPolicy.suspend``; :meth:`reconcile` is one pass (tests drive time with a FakeClock).
+    The remembered ``_emitted`` Events only spare the store repeated identical Events (a
+    restarted controller's repeats are aggregated into the Event's ``count``).
     """
 
     def __init__(self, store, scheduler, clock: Clock = SYSTEM_CLOCK, *, ports: PortAllocator | None = None,
@@ -174,8 +186,6 @@ class TrainingJobController:
         self.store, self.scheduler, self.clock = store, scheduler, clock
         self.ports = ports or PortAllocator()
         self.gpus = gpus
-        self._manifests: dict[tuple[str, str, str], dict[str, dict]] = {}
-        self._retries: dict[tuple[str, str, str], int] = {}
         self._emitted: dict[tuple[str, str, str], set] = {}
         self._lock = threading.RLock()
 
@@ -197,7 +207,6 @@ class TrainingJobController:
             obj = self.store.patch(obj["kind"], obj["metadata"]["name"],
                                    {"metadata": {"labels": {RUN_ID_LABEL: obj["metadata"]["uid"]}}},
                                    obj["metadata"]["namespace"])
-        key = self._key(obj)
         self._emit(obj, "Normal", reason(obj["kind"], "Created"), f"{obj['kind']} {obj['metadata']['name']} is created.")
         for w in job_warnings(obj):
             if "overwritten" in w:
@@ -206,10 +215,8 @@ class TrainingJobController:
         self._check_pod_count(obj)
         if obj["kind"] == "MPIJob":
             self.store.create(config_map(obj))
-        manifests = replica_pods(obj, self.scheduler.addressing, self.ports)
-        with self._lock:
-            self._manifests[key] = {m["metadata"]["name"]: m for m in manifests}
-            self._retries[key] = 0
+        obj, by_name = self._plan(obj)
+        manifests = list(by_name.values())
         if (obj["spec"].get("runPolicy") or {}).get("suspend"):
             return self.reconcile(obj["metadata"]["name"], obj["metadata"]["namespace"], kind=obj["kind"])[0]
         try:
@@ -224,11 +231,12 @@ class TrainingJobController:
         job = self._get(name, namespace, kind)
         if job is None:
             return None, None
-        key = self._key(job)
         pods = self._pods(job)
-        decision = reconcile(job, pods, self.clock.now(), self._retries.get(key, 0))
-        with self._lock:
-            self._retries[key] = self._retries.get(key, 0) + decision.restarts
+        retries = restarts_of(job)
+        decision = reconcile(job, pods, self.clock.now(), retries)
+        if decision.restarts:  # counted before the Pods go: a manager stopped in between over-counts, never under
+            job = self.store.patch(job["kind"], name, {"metadata": {"annotations": {
+                RESTARTS_ANNOTATION: str(retries + decision.restarts)}}}, namespace)
         for type_, reason_, message in decision.events:
             self._emit(job, type_, reason_, message)
         for pod_name in decision.delete:
@@ -240,9 +248,7 @@ class TrainingJobController:
             self._delete_job(job)
             return None, decision
         if decision.create and not is_finished(decision.status):
-            by_name = self._manifests.get(key) or {m["metadata"]["name"]: m for m in
-                                                   replica_pods(job, self.scheduler.addressing, self.ports)}
-            self._manifests[key] = by_name
+            job, by_name = self._plan(job)
             wanted = [by_name[m] for m in by_name if self._replica_of(by_name[m]) in set(decision.create)]
             try:
                 self._create_pods(job, wanted)
@@ -252,48 +258,32 @@ class TrainingJobController:
 
     def run_until_done(self, name: str, namespace: str = "default", timeout: float | None = None,
                        *, kind: str | None = None, on_change: PodChange | None = None) -> dict:
-        """Reconcile on every Pod or job change until the job is finished and its cleanup is done.
+        """Run this controller's reconcilers on an in-process
+        :class:`~localflow.controllers.manager.ControllerManager` until the job is finished and its
+        cleanup is done (:func:`localflow.controllers.trainingwait.wait_finished`; ``on_change``
+        and ``timeout`` as there), then stop the manager. Returns the final job dict (the last
+        one seen if the TTL deleted it). Raises :class:`NotFound` if the job does not exist."""
+        from localflow.controllers.trainingwait import run_on_manager
 
-        ``on_change(event_type, pod)`` is called in this thread for the job's Pods as they are when
-        the wait starts (``ADDED``) and then for every change of one of them (``ADDED``,
-        ``MODIFIED``, ``DELETED``), in the order the store committed them, before the reconcile
-        pass that reacts to it: a caller sees Pending -> Running -> Succeeded/Failed as it happens.
-
-        Returns the final job dict (the last one seen if the TTL deleted it). Raises
-        ``TimeoutError`` after ``timeout`` wall-clock seconds, :class:`NotFound` if the job
-        does not exist.
-        """
         job = self._get(name, namespace, kind)
         if job is None:
             raise NotFound(f"no training job {name!r} in namespace {namespace!r}")
-        kind = job["kind"]
-        selector = {LABEL_JOB_NAME: name, LABEL_OPERATOR_NAME: KINDS[kind].operator_name}
-        start = time.monotonic()  # a safety net in wall time; job deadlines use self.clock
-        with self.store.watch(kind="Pod", namespace=namespace, label_selector=selector) as pods_w, \
-                self.store.watch(kind=kind, namespace=namespace) as job_w:
-            if on_change is not None:
-                for pod in self._pods(job):
-                    on_change("ADDED", pod)
-            last = job
-            while True:
-                current, decision = self.reconcile(name, namespace, kind=kind)
-                if current is None:
-                    _deliver(pods_w.drain(), on_change)
-                    return last
-                last = current
-                # finished, its cleanup applied (requeue_after == 0 means "clean up on the next pass")
-                if is_finished(current.get("status")) and decision is not None and not decision.delete \
-                        and decision.requeue_after != 0.0:
-                    _deliver(pods_w.drain(), on_change)
-                    return current
-                if timeout is not None and time.monotonic() - start > timeout:
-                    raise TimeoutError(f"{kind} {name} did not finish within {timeout}s")
-                self.scheduler.raise_fault(self._manifests.get(self._key(current)) or ())
-                wait = _POLL_S if decision is None or decision.requeue_after is None else min(_POLL_S, max(decision.requeue_after, 0.0))
-                first = pods_w.get(timeout=wait)
-                if first is not None or job_w.get(timeout=0) is not None:
-                    _deliver(([first] if first is not None else []) + pods_w.drain(), on_change)
-                    job_w.drain()
+        return run_on_manager(self, job, timeout=timeout, on_change=on_change)
+
+    def reconcilers(self) -> list["TrainingJobReconciler"]:
+        """One :class:`TrainingJobReconciler` per v1 kind, for :meth:`ControllerManager.register`."""
+        return [TrainingJobReconciler(self, k) for k in KINDS]
+
+    def pod_selector(self, job: dict) -> dict:
+        """The labels of the job's Pods."""
+        return {LABEL_JOB_NAME: job["metadata"]["name"], LABEL_OPERATOR_NAME: KINDS[job["kind"]].operator_name}
+
+    def settled(self, job: dict, pods: list[dict]) -> bool:
+        """True once the job is finished and nothing is left for its cleanup (``cleanPodPolicy``):
+        the pure policy would delete no more Pods."""
+        if not is_finished(job.get("status")):
+            return False
+        return not reconcile(job, pods, self.clock.now(), restarts_of(job)).delete
 
     def suspend(self, name: str, namespace: str = "default", *, kind: str | None = None) -> dict:
         """Set ``runPolicy.suspend: true`` (Pods are deleted, ``Suspended`` condition) and reconcile."""
@@ -348,6 +338,16 @@ class TrainingJobController:
         labels = pod["metadata"]["labels"]
         info = next(k for k in KINDS.values() if k.operator_name == labels[LABEL_OPERATOR_NAME])
         return info.canonical_type(labels[LABEL_REPLICA_TYPE]), int(labels[LABEL_REPLICA_INDEX])
+
+    def _plan(self, job: dict) -> tuple[dict, dict[str, dict]]:
+        """``(job, {pod name: manifest})``: the replica Pods planned with the ports recorded on the
+        job (new ones recorded with it the first time: :class:`~localflow.training.ports.PortPlan`)."""
+        plan = PortPlan(self.ports, saved_ports(job))
+        manifests = replica_pods(job, self.scheduler.addressing, plan)
+        if plan.used and plan.annotation() != (job["metadata"].get("annotations") or {}).get(PORTS_ANNOTATION):
+            job = self.store.patch(job["kind"], job["metadata"]["name"], {"metadata": {"annotations": {
+                PORTS_ANNOTATION: plan.annotation()}}}, job["metadata"].get("namespace") or "default")
+        return job, {m["metadata"]["name"]: m for m in manifests}
 
     def _get(self, name: str, namespace: str, kind: str | None) -> dict | None:
         kinds = [kind] if kind else list(KINDS)
@@ -431,13 +431,37 @@ class TrainingJobController:
             self.store.delete(job["kind"], job["metadata"]["name"], ns)
         except LocalflowError:
             pass
-        with self._lock:
-            key = self._key(job)
-            for m in (self._manifests.pop(key, None) or {}).values():
-                for c in m["spec"].get("containers") or []:
-                    for p in c.get("ports") or []:
-                        if self.scheduler.addressing == "loopback":
-                            self.ports.release(p.get("containerPort"))
+        if self.scheduler.addressing == "loopback":
+            for port in saved_ports(job):
+                self.ports.release(port)
+
+
+def restarts_of(job: dict) -> int:
+    """How many Pods the controller deleted to restart them so far (:data:`RESTARTS_ANNOTATION`)."""
+    try:
+        return int(((job.get("metadata") or {}).get("annotations") or {}).get(RESTARTS_ANNOTATION) or 0)
+    except ValueError:
+        return 0
+
+
+class TrainingJobReconciler:
+    """The reconciler of one v1 ``kind`` for :meth:`ControllerManager.register` (``owns`` its
+    Pods): ``reconcile(key)`` is one :meth:`TrainingJobController.reconcile` pass and returns
+    its ``requeue_after`` (deadline, TTL, or 0 for the cleanup pass after finishing)."""
+
+    owns = ("Pod",)
+
+    def __init__(self, controller: TrainingJobController, kind: str):
+        self.controller, self.kind = controller, kind
+
+    def reconcile(self, key) -> float | None:
+        """Reconcile ``(kind, namespace, name)``; a job that failed to schedule stays Failed."""
+        _, ns, name = key
+        try:
+            _, decision = self.controller.reconcile(name, ns or "default", kind=self.kind)
+        except Unschedulable:
+            return None
+        return None if decision is None else decision.requeue_after
 
 
 def stop_pods(store, scheduler, namespace: str, selector: dict, *, reason: str = "Canceled",

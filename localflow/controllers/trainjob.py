@@ -5,29 +5,53 @@ built-in such as ``torch-distributed``), renders it into Pods
 (:func:`localflow.training.runtimes.trainjob_plan`) and reconciles with the pure
 :func:`localflow.training.trainjob.reconcile_trainjob`, as kubeflow/trainer's TrainJob controller
 (``pkg/controller/trainjob_controller.go``) does through a JobSet.
+
+A level-triggered reconciler on the :class:`~localflow.controllers.manager.ControllerManager`
+(:class:`TrainJobReconciler`, owning the TrainJob's Pods). Nothing lives only in memory: the
+plan is rendered again from the TrainJob and its runtime on every pass, with the loopback ports
+recorded on the TrainJob (:data:`~localflow.training.ports.PORTS_ANNOTATION`); what the JobSet's
+Jobs would remember -- when the TrainJob became active, which failed Pods were counted against
+``backoffLimit`` -- is the annotation :data:`STATE_ANNOTATION`. A restarted manager continues.
 """
 from __future__ import annotations
 
+import json
 import threading
-import time
 
 from localflow.clock import SYSTEM_CLOCK, Clock
 from localflow.controllers.ownership import owner_annotations
 from localflow.controllers.sideobjects import RUN_ID_LABEL
-from localflow.controllers.trainingjob import CANCEL_GRACE_S, PodChange, ReplicaRecord, _deliver, pod_record, stop_pods
+from localflow.controllers.trainingjob import CANCEL_GRACE_S, PodChange, ReplicaRecord, pod_record, stop_pods
 from localflow.errors import NotFound, Unschedulable
 from localflow.quantity import format_cpu, format_memory
 from localflow.scheduler import pod_requests
 from localflow.specs.training import validate_runtime, validate_trainjob
-from localflow.training.ports import PortAllocator
+from localflow.training.ports import PORTS_ANNOTATION, PortAllocator, PortPlan, saved_ports
 from localflow.training.runtimes import (LABEL_COMPLETION_INDEX, LABEL_JOBSET_NAME, LABEL_REPLICATED_JOB, ReplicatedJobPlan,
                                          num_nodes, resolve_runtime, trainjob_plan)
 from localflow.training.trainjob import (TrainJobDecision, TrainJobState, final_trainjob_status, is_terminal,
                                          reconcile_trainjob, set_condition)
 
-__all__ = ["TrainJobController", "node_record", "node_records"]
+__all__ = ["TrainJobController", "TrainJobReconciler", "STATE_ANNOTATION", "node_record", "node_records"]
 
-_POLL_S = 0.25
+STATE_ANNOTATION = "localflow.dev/trainjob-state"  # {"startedAt": epoch s, "counted": {replicated job: [Pod uids]}}
+
+
+def load_state(tj: dict) -> TrainJobState:
+    """The :class:`TrainJobState` recorded on ``tj`` (:data:`STATE_ANNOTATION`), else a new one."""
+    raw = ((tj.get("metadata") or {}).get("annotations") or {}).get(STATE_ANNOTATION)
+    try:
+        data = json.loads(raw) if raw else {}
+        return TrainJobState(started_at=data.get("startedAt"),
+                             counted={k: set(v) for k, v in (data.get("counted") or {}).items()})
+    except (ValueError, TypeError, AttributeError):
+        return TrainJobState()
+
+
+def dump_state(state: TrainJobState) -> str:
+    """``state`` as the :data:`STATE_ANNOTATION` value (sorted, so an unchanged state compares equal)."""
+    return json.dumps({"startedAt": state.started_at, "counted": {k: sorted(v) for k, v in sorted(state.counted.items())}},
+                      sort_keys=True)
 
 
 class TrainJobController:
@@ -35,8 +59,9 @@ class TrainJobController:
     :class:`~localflow.controllers.trainingjob.TrainingJobController`.
 
     :meth:`apply_runtime` stores a TrainingRuntime/ClusterTrainingRuntime; :meth:`apply` creates a
-    TrainJob and starts what its runtime allows; :meth:`run_until_done` reconciles until
-    ``Complete`` or ``Failed``; :meth:`suspend`/:meth:`resume` flip ``spec.suspend``.
+    TrainJob and starts what its runtime allows; :meth:`reconcilers` go on a controller manager
+    (:meth:`run_until_done` runs one until ``Complete`` or ``Failed``); :meth:`suspend`/
+    :meth:`resume` flip ``spec.suspend``.
     """
 
     def __init__(self, store, scheduler, clock: Clock = SYSTEM_CLOCK, *, ports: PortAllocator | None = None,
@@ -44,8 +69,6 @@ class TrainJobController:
         self.store, self.scheduler, self.clock = store, scheduler, clock
         self.ports = ports or PortAllocator()
         self.gpus = gpus
-        self._plans: dict[tuple[str, str], list[ReplicatedJobPlan]] = {}
-        self._state: dict[tuple[str, str], TrainJobState] = {}
         self._emitted: dict[tuple[str, str], set] = {}
         self._lock = threading.RLock()
 
@@ -84,12 +107,8 @@ class TrainJobController:
         if RUN_ID_LABEL not in (obj["metadata"].get("labels") or {}):  # the run id is the TrainJob's uid
             obj = self.store.patch("TrainJob", meta["name"], {"metadata": {"labels": {RUN_ID_LABEL: obj["metadata"]["uid"]}}},
                                    meta["namespace"])
-        key = (meta["namespace"], meta["name"])
         self._check_node_count(obj, runtime)
-        plans = trainjob_plan(obj, runtime, self.scheduler.addressing, self.ports)
-        with self._lock:
-            self._plans[key] = plans
-            self._state[key] = TrainJobState()
+        obj, plans = self._plan(obj, runtime)
         for plan in plans:  # every step's gang must fit before the first one starts (no half-run job)
             self._check_fits(obj, plan, plans)
         return self.reconcile(meta["name"], meta["namespace"])[0]
@@ -150,12 +169,14 @@ class TrainJobController:
             tj = self.store.get("TrainJob", name, namespace)
         except NotFound:
             return None, None
-        key = (namespace, name)
-        if key not in self._plans:  # a TrainJob created by someone else: render it now
-            self._plans[key] = trainjob_plan(tj, resolve_runtime(tj, self._lookup), self.scheduler.addressing, self.ports)
-            self._state[key] = TrainJobState()
+        tj, plans = (tj, []) if is_terminal(tj.get("status")) else self._plan(tj)
         pods = self.store.list("Pod", namespace, label_selector={LABEL_JOBSET_NAME: name})
-        d = reconcile_trainjob(tj, self._plans[key], pods, self.clock.now(), self._state[key])
+        state = load_state(tj)
+        before = dump_state(state)
+        d = reconcile_trainjob(tj, plans, pods, self.clock.now(), state)
+        if dump_state(state) != before:  # recorded before Pods go, so a restarted manager counts them too
+            tj = self.store.patch("TrainJob", name, {"metadata": {"annotations": {STATE_ANNOTATION: dump_state(state)}}},
+                                  namespace)
         for type_, reason, message in d.events:
             self._emit(tj, type_, reason, message)
         for pod_name in d.delete:
@@ -181,35 +202,39 @@ class TrainJobController:
 
     def run_until_done(self, name: str, namespace: str = "default", timeout: float | None = None,
                        *, on_change: PodChange | None = None) -> dict:
-        """Reconcile on Pod/TrainJob changes until Complete or Failed; returns the TrainJob.
+        """Run :meth:`reconcilers` on an in-process controller manager until the TrainJob is
+        Complete or Failed (:func:`localflow.controllers.trainingwait.run_on_manager`; ``on_change``
+        and ``timeout`` as for :func:`~localflow.controllers.trainingwait.wait_finished`); returns it."""
+        from localflow.controllers.trainingwait import run_on_manager
 
-        ``on_change(event_type, pod)``: as for
-        :meth:`~localflow.controllers.trainingjob.TrainingJobController.run_until_done` (the
-        TrainJob's Pods when the wait starts, then every change, in commit order).
-        Raises ``TimeoutError`` after ``timeout`` wall-clock seconds."""
-        start = time.monotonic()
-        selector = {LABEL_JOBSET_NAME: name}
-        with self.store.watch(kind="Pod", namespace=namespace, label_selector=selector) as pw, \
-                self.store.watch(kind="TrainJob", namespace=namespace) as jw:
-            if on_change is not None:
-                for pod in self.store.list("Pod", namespace, label_selector=selector):
-                    on_change("ADDED", pod)
-            while True:
-                tj, d = self.reconcile(name, namespace)
-                if tj is None:
-                    raise NotFound(f"no TrainJob {name!r} in namespace {namespace!r}")
-                if is_terminal(tj.get("status")):
-                    _deliver(pw.drain(), on_change)
-                    return tj
-                if timeout is not None and time.monotonic() - start > timeout:
-                    raise TimeoutError(f"TrainJob {name} did not finish within {timeout}s")
-                plans = self._plans.get((namespace, name)) or []
-                self.scheduler.raise_fault(p["metadata"]["name"] for plan in plans for p in plan.pods)
-                wait = _POLL_S if d is None or d.requeue_after is None else min(_POLL_S, max(d.requeue_after, 0.0))
-                first = pw.get(timeout=wait)
-                if first is not None or jw.get(timeout=0) is not None:
-                    _deliver(([first] if first is not None else []) + pw.drain(), on_change)
-                    jw.drain()
+        tj = self._lookup("TrainJob", name, namespace)
+        if tj is None:
+            raise NotFound(f"no TrainJob {name!r} in namespace {namespace!r}")
+        return run_on_manager(self, tj, timeout=timeout, on_change=on_change)
+
+    def reconcilers(self) -> list["TrainJobReconciler"]:
+        """The reconciler for :meth:`ControllerManager.register`."""
+        return [TrainJobReconciler(self)]
+
+    @staticmethod
+    def pod_selector(tj: dict) -> dict:
+        """The labels of the TrainJob's Pods."""
+        return {LABEL_JOBSET_NAME: tj["metadata"]["name"]}
+
+    @staticmethod
+    def settled(tj: dict, pods: list[dict]) -> bool:
+        """Finished TrainJobs need no cleanup pass (their Pods are stopped with the final status)."""
+        return is_terminal(tj.get("status"))
+
+    def _plan(self, tj: dict, runtime: dict | None = None) -> tuple[dict, list[ReplicatedJobPlan]]:
+        """``(tj, plans)``: the TrainJob rendered with its runtime and the ports recorded on it
+        (new ones recorded the first time, :class:`~localflow.training.ports.PortPlan`)."""
+        ports = PortPlan(self.ports, saved_ports(tj))
+        plans = trainjob_plan(tj, runtime or resolve_runtime(tj, self._lookup), self.scheduler.addressing, ports)
+        if ports.used and ports.annotation() != (tj["metadata"].get("annotations") or {}).get(PORTS_ANNOTATION):
+            tj = self.store.patch("TrainJob", tj["metadata"]["name"], {"metadata": {"annotations": {
+                PORTS_ANNOTATION: ports.annotation()}}}, tj["metadata"].get("namespace") or "default")
+        return tj, plans
 
     def suspend(self, name: str, namespace: str = "default") -> dict:
         """``spec.suspend: true``: Pods deleted, ``Suspended`` condition."""
@@ -252,6 +277,27 @@ class TrainJobController:
                 return
             seen.add((type_, reason, message))
         self.store.record_event(tj, reason, message, type=type_, component="trainjob-controller")
+
+
+class TrainJobReconciler:
+    """The TrainJob reconciler for :meth:`ControllerManager.register` (``owns`` its Pods):
+    ``reconcile(key)`` is one :meth:`TrainJobController.reconcile` pass, returning its
+    ``requeue_after`` (the active deadline)."""
+
+    kind = "TrainJob"
+    owns = ("Pod",)
+
+    def __init__(self, controller: TrainJobController):
+        self.controller = controller
+
+    def reconcile(self, key) -> float | None:
+        """Reconcile ``("TrainJob", namespace, name)``; one that cannot be scheduled stays Failed."""
+        _, ns, name = key
+        try:
+            _, d = self.controller.reconcile(name, ns or "default")
+        except Unschedulable:
+            return None
+        return None if d is None else d.requeue_after
 
 
 def node_record(pod: dict) -> ReplicaRecord:

@@ -11,7 +11,9 @@ import socket
 import threading
 from typing import Callable, Iterable
 
-__all__ = ["PortAllocator", "kernel_free_port"]
+__all__ = ["PortAllocator", "PortPlan", "kernel_free_port", "PORTS_ANNOTATION", "saved_ports"]
+
+PORTS_ANNOTATION = "localflow.dev/ports"  # the ports a job's plan handed out, in order: "31001,31002"
 
 
 def kernel_free_port() -> int:
@@ -49,5 +51,49 @@ class PortAllocator:
         """Allow ``port`` to be handed out again (after its job finished)."""
         with self._lock:
             self._given.discard(port)
+
+    def reserve(self, port: int) -> None:
+        """Never hand out ``port`` (it is in use by a job planned elsewhere, e.g. by an earlier manager)."""
+        with self._lock:
+            self._given.add(int(port))
+
+    __call__ = allocate
+
+
+def saved_ports(obj: dict) -> list[int]:
+    """The ports recorded on ``obj`` under :data:`PORTS_ANNOTATION` (empty if none or unreadable)."""
+    raw = ((obj.get("metadata") or {}).get("annotations") or {}).get(PORTS_ANNOTATION) or ""
+    try:
+        return [int(p) for p in raw.split(",") if p.strip()]
+    except ValueError:
+        return []
+
+
+class PortPlan:
+    """The ports of one job's Pod plan, so that planning again gives the same addresses.
+
+    Planning (``plan_endpoints``, ``trainjob_plan``) asks for ports in a fixed order; a
+    ``PortPlan`` hands out ``saved`` (the ports recorded on the job, :func:`saved_ports`) in that
+    order, reserving them in ``base``, then new ones from ``base``. ``used`` lists every port
+    handed out; the controller records it on the job (:data:`PORTS_ANNOTATION`), so a restarted
+    controller rebuilds a replica with the address its peers were told (nothing only in memory).
+    """
+
+    def __init__(self, base: PortAllocator, saved: Iterable[int] = ()):
+        self.base = base
+        self._saved = list(saved)
+        self.used: list[int] = []
+        for p in self._saved:
+            base.reserve(p)
+
+    def allocate(self) -> int:
+        """The next saved port, else a new one from ``base``."""
+        port = self._saved.pop(0) if self._saved else self.base.allocate()
+        self.used.append(port)
+        return port
+
+    def annotation(self) -> str:
+        """``used`` as the :data:`PORTS_ANNOTATION` value."""
+        return ",".join(str(p) for p in self.used)
 
     __call__ = allocate
