@@ -188,3 +188,11 @@ def test_two_managers_never_both_reconcile_one_job_and_the_survivor_adopts_it(rt
     finally:
         a.stop()
         b.stop()
+
+
+def test_run_until_done_with_ttl_zero_returns_after_the_job_is_deleted(rt):
+    ctl = TrainingJobController(rt.store, rt.scheduler, rt.clock, gpus=0)
+    ctl.apply(pytorchjob("gone", rs("pass"), ttlSecondsAfterFinished=0))
+    out = ctl.run_until_done("gone", timeout=60)
+    assert state(out["status"]) == "Succeeded"
+    assert rt.store.list("PyTorchJob", "default") == [] and pods(rt, **{"training.kubeflow.org/job-name": "gone"}) == []

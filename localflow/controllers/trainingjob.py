@@ -279,11 +279,12 @@ class TrainingJobController:
         return {LABEL_JOB_NAME: job["metadata"]["name"], LABEL_OPERATOR_NAME: KINDS[job["kind"]].operator_name}
 
     def settled(self, job: dict, pods: list[dict]) -> bool:
-        """True once the job is finished and nothing is left for its cleanup (``cleanPodPolicy``):
-        the pure policy would delete no more Pods."""
+        """True once the job is finished and nothing is left for its cleanup: the pure policy would
+        delete no more Pods (``cleanPodPolicy``) and not the job (an expired ``ttlSecondsAfterFinished``)."""
         if not is_finished(job.get("status")):
             return False
-        return not reconcile(job, pods, self.clock.now(), restarts_of(job)).delete
+        d = reconcile(job, pods, self.clock.now(), restarts_of(job))
+        return not d.delete and not d.delete_job
 
     def suspend(self, name: str, namespace: str = "default", *, kind: str | None = None) -> dict:
         """Set ``runPolicy.suspend: true`` (Pods are deleted, ``Suspended`` condition) and reconcile."""

@@ -47,7 +47,8 @@ def wait_finished(store, scheduler, kind: str, name: str, namespace: str, select
     from localflow import kinds as kind_table
 
     start = time.monotonic()
-    with store.watch(kind="Pod", namespace=namespace, label_selector=selector) as pods_w:
+    with store.watch(kind="Pod", namespace=namespace, label_selector=selector) as pods_w, \
+            store.watch(kind=kind, namespace=namespace) as job_w:
         try:
             last = store.get(kind, name, namespace)
         except NotFound:
@@ -60,10 +61,14 @@ def wait_finished(store, scheduler, kind: str, name: str, namespace: str, select
         while True:
             try:
                 job = store.get(kind, name, namespace)
-            except NotFound:
+            except NotFound:  # the last version the store had (its DELETED event carries it)
+                for ev in job_w.drain():
+                    if (ev.object.get("metadata") or {}).get("name") == name:
+                        last = ev.object
                 _deliver(pods_w.drain(), on_change)
                 return last
             last = job
+            job_w.drain()
             if finished(job) is not None:
                 pods = store.list("Pod", namespace, label_selector=selector)
                 if settled is None or settled(job, pods):
