@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -165,6 +166,18 @@ class RunningPod(abc.ABC):
         """``{container name: containerID}`` of the containers started so far, in the Kubernetes
         ``<runtime>://<id>`` form (``process://<pid>``, ``docker://<id>``)."""
         return {}
+
+    def wait_container_ids(self, names, timeout: float) -> dict[str, str]:
+        """:meth:`container_ids` once every container in ``names`` started, the Pod ended, or
+        ``timeout`` seconds (real time) passed. This default polls every millisecond; executors
+        that know when a container starts override it to wait without polling."""
+        deadline = time.monotonic() + timeout
+        want = set(names)
+        while True:
+            ids = self.container_ids()
+            if want <= set(ids) or time.monotonic() >= deadline or self.wait(0) is not None:
+                return ids
+            time.sleep(0.001)
 
 
 class DrivenPod(RunningPod):

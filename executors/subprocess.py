@@ -101,6 +101,7 @@ class SubprocessPod(DrivenPod):
         self._sandboxed = sandboxed
         self._shapes: dict[str, _sandbox.Shape] = {}
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)  # a container started, or the Pod ended
         self._procs: dict[str, subprocess.Popen | _warm.WarmProcess] = {}
         self._killed: str | None = None
         self._done = threading.Event()
@@ -130,7 +131,22 @@ class SubprocessPod(DrivenPod):
     def container_ids(self) -> dict[str, str]:
         """``process://<pid>`` of each started container; the pid is also its process group id."""
         with self._lock:
-            return {name: f"process://{_group(p)}" for name, p in self._procs.items()}
+            return self._ids_locked()
+
+    def _ids_locked(self) -> dict[str, str]:
+        return {name: f"process://{_group(p)}" for name, p in self._procs.items()}
+
+    def wait_container_ids(self, names, timeout: float) -> dict[str, str]:
+        """Woken by each container start and by the Pod's end: no polling."""
+        want = set(names)
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while not (want <= self._procs.keys() or self._done.is_set()):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._changed.wait(left)
+            return self._ids_locked()
 
     # -- driving ---------------------------------------------------------------------------
     def _drive(self) -> None:
@@ -151,7 +167,9 @@ class SubprocessPod(DrivenPod):
                              for c in self.spec.containers]
             raise
         finally:
-            self._done.set()
+            with self._changed:
+                self._done.set()
+                self._changed.notify_all()
 
     def _run_one(self, c: ContainerSpec) -> ContainerResult:
         return self._finish(c, self._spawn(c))
@@ -183,6 +201,7 @@ class SubprocessPod(DrivenPod):
                         return ContainerResult(c.name, 127, "ContainerCannotRun", f"{exe}: {e.strerror}", started, time.time())
                 lifetime.register(_group(p))
                 self._procs[c.name] = p
+                self._changed.notify_all()
             p._lf_started = started  # type: ignore[attr-defined]
             return p
         finally:

@@ -31,7 +31,8 @@ with ``Popen`` as before:
 
 Differences from a cold start, all deliberate: the child's parent is the zygote, not localflow;
 modules the zygote imported (preload dependencies, ``json``, ``socket``, ...) are already in
-``sys.modules`` (the preload targets themselves are dropped so ``runpy`` runs them fresh); all
+``sys.modules``, as are ``runpy`` and ``locale`` (the preload targets themselves are dropped so
+``runpy`` runs them fresh); all
 children share the zygote's string-hash seed (``PYTHONHASHSEED`` unset means one random seed per
 zygote, not per process; ``random`` is reseeded by ``os.fork``); the preloaded code is the version
 on disk when the zygote started; a child's RSS includes the preloaded modules (~2.5 MB for

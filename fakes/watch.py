@@ -96,7 +96,10 @@ class Watch:
         except Exception:  # a broken filter must not break the writer
             wanted = False
         if wanted:
-            self._queue.put(WatchEvent(type_, json.loads(body)))
+            # queued as the logged JSON text (shared by every watch, several times smaller than the
+            # decoded object), decoded by the reader: a slow reader's backlog stays small and the
+            # writer, holding the store's lock, decodes nothing per watch
+            self._queue.put((type_, body))
 
     def _expire(self, err: Exception) -> None:
         """End the stream with ``err`` (raised by :meth:`get` once the queue is drained)."""
@@ -117,7 +120,7 @@ class Watch:
             if self._error is not None:
                 raise self._error
             return None
-        return item
+        return WatchEvent(item[0], json.loads(item[1]))
 
     def drain(self) -> list[WatchEvent]:
         """Every event queued now, without waiting (raises like :meth:`get` when expired and empty)."""
@@ -132,7 +135,7 @@ class Watch:
                 if self._error is not None and not out:
                     raise self._error
                 return out
-            out.append(item)
+            out.append(WatchEvent(item[0], json.loads(item[1])))
 
     def __iter__(self) -> Iterator[WatchEvent]:
         while True:

@@ -23,7 +23,6 @@ startup probe is Ready once started, as in kubelet. Under loopback addressing a 
 from __future__ import annotations
 
 import threading
-import time
 from typing import Callable
 
 from localflow import dbconn
@@ -327,13 +326,7 @@ class Kubelet:
     def _container_ids(running: RunningPod, spec: PodSpec, timeout: float = 1.0) -> dict[str, str]:
         """The containerIDs of the Pod's main containers, waiting briefly (real time: executors start
         asynchronously) until every one started or the Pod already ended."""
-        deadline = time.monotonic() + timeout
-        want = {c.name for c in spec.containers}
-        while True:
-            ids = running.container_ids()
-            if want <= set(ids) or time.monotonic() >= deadline or running.wait(0) is not None:
-                return ids
-            time.sleep(0.001)
+        return running.wait_container_ids([c.name for c in spec.containers], timeout)
 
     def _wait(self, running: RunningPod, deadline: float | None, e: PodEntry) -> list[ContainerResult]:
         if deadline is None:
