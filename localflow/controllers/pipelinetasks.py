@@ -175,6 +175,7 @@ class ExecutorTasksMixin:
                 return
             self.metadata.update_execution(t.record.execution_id, state="COMPLETE", outputs=self._outputs_for_md(t),
                                            finished=True)
+            t.exec_ctx = None  # kept for retries only: a 5,000-task run must not hold every executor input
             self._set_state(t, "SUCCEEDED")
         else:
             self._container_failed(t, launcher.pod_failure(pod, launcher.log_tail(self.workspace.logs_dir, pod)), pod)

@@ -206,9 +206,38 @@ def _parse_error(exc: Exception) -> SpecError:
     return SpecError(path or "pipeline", reason)
 
 
+def _kfp_submodule(name: str):
+    """The kfp module ``name`` (``kfp.pipeline_spec.pipeline_spec_pb2``), loaded from its file
+    without running ``kfp/__init__.py`` when kfp is not imported yet: that imports kfp's client and
+    the kubernetes client (~0.5 s) before a run's first task, and the IR's protobuf module needs
+    neither. Registered under its own name, so a later ``from kfp.pipeline_spec import ...`` gets
+    this same module; anything unusual (kfp imported already, not a plain file) imports it normally."""
+    import importlib
+    import importlib.util
+    import sys
+
+    if name in sys.modules or "kfp" in sys.modules:
+        return importlib.import_module(name)
+    found = importlib.util.find_spec("kfp")
+    roots = list((found.submodule_search_locations or []) if found else [])
+    path = os.path.join(roots[0], *name.split(".")[1:]) + ".py" if len(roots) == 1 else ""
+    if not os.path.isfile(path):
+        return importlib.import_module(name)
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(name, None)
+        raise
+    return module
+
+
 def _validate_schema(spec: dict):
     from google.protobuf import json_format
-    from kfp.pipeline_spec import pipeline_spec_pb2
+
+    pipeline_spec_pb2 = _kfp_submodule("kfp.pipeline_spec.pipeline_spec_pb2")
 
     _walk(spec, pipeline_spec_pb2.PipelineSpec.DESCRIPTOR, "")
     deployment = spec.get("deploymentSpec")
@@ -259,16 +288,37 @@ def _check_producer(spec, tasks, ref, task_key, out_key, kind, path, owner=None)
         )
 
 
-def _check_dag(spec: dict, comp_path: str, comp: dict) -> None:
-    import networkx as nx
+def _find_cycle(edges: dict) -> list | None:
+    """One cycle of the directed graph ``edges`` (node -> successors, in insertion order) as its
+    nodes in order, or None: a depth-first search, as ``networkx.find_cycle`` does (without the
+    ~0.1 s import of networkx before every run)."""
+    state: dict = {}  # node -> 1 on the current path, 2 done
+    for start in edges:
+        if start in state:
+            continue
+        path, stack = [start], [iter(edges.get(start, ()))]
+        state[start] = 1
+        while stack:
+            nxt = next(stack[-1], None)
+            if nxt is None:
+                state[path.pop()] = 2
+                stack.pop()
+            elif state.get(nxt) == 1:
+                return path[path.index(nxt):]
+            elif nxt not in state:
+                state[nxt] = 1
+                path.append(nxt)
+                stack.append(iter(edges.get(nxt, ())))
+    return None
 
+
+def _check_dag(spec: dict, comp_path: str, comp: dict) -> None:
     components = spec.get("components") or {}
     dag = comp.get("dag") or {}
     tasks = dag.get("tasks") or {}
     inputs = comp.get("inputDefinitions") or {}
     in_params, in_artifacts = inputs.get("parameters") or {}, inputs.get("artifacts") or {}
-    graph = nx.DiGraph()
-    graph.add_nodes_from(tasks)
+    graph: dict = {t: {} for t in tasks}  # task -> dependents (a dict: ordered, no duplicate edges)
     for tname, task in tasks.items():  # component refs first: later checks look through them
         tpath = f"{comp_path}.dag.tasks['{tname}']"
         ref = ((task or {}).get("componentRef") or {}).get("name")
@@ -284,7 +334,7 @@ def _check_dag(spec: dict, comp_path: str, comp: dict) -> None:
             if dep not in tasks or dep == tname:
                 why = "a task cannot depend on itself" if dep == tname else f"no task '{dep}' in this DAG"
                 raise SpecError(f"{tpath}.dependentTasks[{i}]", f"{why} (known: {_known(set(tasks) - {tname})})")
-            graph.add_edge(dep, tname)
+            graph.setdefault(dep, {})[tname] = None
         task_inputs = task.get("inputs") or {}
         for pname, pspec in (task_inputs.get("parameters") or {}).items():
             ppath = f"{tpath}.inputs.parameters['{pname}']"
@@ -292,7 +342,7 @@ def _check_dag(spec: dict, comp_path: str, comp: dict) -> None:
             if "taskOutputParameter" in pspec:
                 _check_producer(spec, tasks, pspec["taskOutputParameter"] or {}, "producerTask",
                                 "outputParameterKey", "parameters", f"{ppath}.taskOutputParameter", tname)
-                graph.add_edge(pspec["taskOutputParameter"]["producerTask"], tname)
+                graph.setdefault(pspec["taskOutputParameter"]["producerTask"], {})[tname] = None
             if "componentInputParameter" in pspec and pspec["componentInputParameter"] not in in_params:
                 raise SpecError(
                     f"{ppath}.componentInputParameter",
@@ -303,14 +353,14 @@ def _check_dag(spec: dict, comp_path: str, comp: dict) -> None:
                 if producer not in tasks or producer == tname:
                     raise SpecError(f"{ppath}.taskFinalStatus.producerTask",
                                     f"no task '{producer}' in this DAG (known: {_known(set(tasks) - {tname})})")
-                graph.add_edge(producer, tname)
+                graph.setdefault(producer, {})[tname] = None
         for aname, aspec in (task_inputs.get("artifacts") or {}).items():
             apath = f"{tpath}.inputs.artifacts['{aname}']"
             aspec = aspec or {}
             if "taskOutputArtifact" in aspec:
                 _check_producer(spec, tasks, aspec["taskOutputArtifact"] or {}, "producerTask",
                                 "outputArtifactKey", "artifacts", f"{apath}.taskOutputArtifact", tname)
-                graph.add_edge(aspec["taskOutputArtifact"]["producerTask"], tname)
+                graph.setdefault(aspec["taskOutputArtifact"]["producerTask"], {})[tname] = None
             if "componentInputArtifact" in aspec and aspec["componentInputArtifact"] not in in_artifacts:
                 raise SpecError(
                     f"{apath}.componentInputArtifact",
@@ -318,11 +368,10 @@ def _check_dag(spec: dict, comp_path: str, comp: dict) -> None:
                 )
         _check_task_wiring(spec, components[ref], ref, task, tpath)
     _check_dag_outputs(spec, comp_path, dag, tasks)
-    try:
-        cycle = nx.find_cycle(graph)
-    except nx.NetworkXNoCycle:
+    cycle = _find_cycle(graph)
+    if cycle is None:
         return
-    loop = " -> ".join([a for a, _ in cycle] + [cycle[0][0]])
+    loop = " -> ".join(cycle + [cycle[0]])
     raise SpecError(f"{comp_path}.dag.tasks", f"dependency cycle: {loop}", fix="remove one of the .after() or data edges")
 
 
@@ -383,13 +432,11 @@ def _check_dag_outputs(spec: dict, comp_path: str, dag: dict, tasks: dict) -> No
 
 
 def _check_references(spec: dict) -> None:
-    import networkx as nx
-
     info = spec.get("pipelineInfo") or {}
     if not info.get("name"):
         raise SpecError("pipelineInfo.name", "is missing", fix="give the pipeline a name: @dsl.pipeline(name=...)")
     executors = (spec.get("deploymentSpec") or {}).get("executors") or {}
-    uses = nx.DiGraph()
+    uses: dict = {}  # component -> the components its DAG's tasks run
     for comp_path, comp in _component_specs(spec):
         if "dag" in comp and "executorLabel" in comp:
             raise SpecError(comp_path, "has both dag and executorLabel (exactly one is allowed)")
@@ -401,15 +448,12 @@ def _check_references(spec: dict) -> None:
             _check_dag(spec, comp_path, comp)
             me = comp_path[len("components['"):-2] if comp_path != "root" else "<root>"
             for task in ((comp.get("dag") or {}).get("tasks") or {}).values():
-                uses.add_edge(me, (task.get("componentRef") or {}).get("name"))
+                uses.setdefault(me, {})[(task.get("componentRef") or {}).get("name")] = None
         else:
             raise SpecError(comp_path, "has neither dag nor executorLabel", fix="recompile the pipeline with kfp 2.x")
-    try:
-        cycle = nx.find_cycle(uses)
-    except nx.NetworkXNoCycle:
-        cycle = None
+    cycle = _find_cycle(uses)
     if cycle:
-        loop = " -> ".join([a for a, _ in cycle] + [cycle[0][0]])
+        loop = " -> ".join(cycle + [cycle[0]])
         raise SpecError("components", f"components contain themselves: {loop}")
 
 
