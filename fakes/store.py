@@ -174,6 +174,15 @@ class ObjectStore:
         events.append((rv, type_, body, obj))
         return obj
 
+    @staticmethod
+    def _copy(obj: dict, events: list) -> dict:
+        """A private copy of ``obj`` as just stored: decoded from its logged JSON (``events``) rather
+        than encoded again."""
+        for change in reversed(events):
+            if change[3] is obj:
+                return json.loads(change[2])
+        return json.loads(json.dumps(obj))
+
     def _remove_row(self, uid: str, obj: dict) -> None:
         self._conn.execute("DELETE FROM objects WHERE uid = ?", (uid,))
         if obj.get("kind") == "Event" and api_group(obj.get("apiVersion", "")) == "":
@@ -224,7 +233,7 @@ class ObjectStore:
                     fix=f"delete it first (`localflow delete {info.plural} {meta['name']}`) or choose another name",
                 )
             self._store(obj, 0, info.kind, ADDED, events)
-        return json.loads(json.dumps(obj))
+        return self._copy(obj, events)
 
     def get(self, kind: str, name: str, namespace: str | None = "default") -> dict:
         """The object ``kind``/``namespace``/``name``; raises :class:`NotFound`."""
@@ -314,7 +323,7 @@ class ObjectStore:
             meta["creationTimestamp"] = old_meta.get("creationTimestamp")
             meta["generation"] = int(old_meta.get("generation", 1)) + (1 if new.get("spec") != old.get("spec") else 0)
             self._store(new, seq, info.kind, MODIFIED, events)
-        return json.loads(json.dumps(new))
+        return self._copy(new, events)
 
     @staticmethod
     def _check_rv(info: KindInfo, old: dict, rv) -> None:
@@ -335,7 +344,7 @@ class ObjectStore:
             if new is None:
                 return obj
             self._store(new, seq, info.kind, MODIFIED, events)
-        return json.loads(json.dumps(new))
+        return self._copy(new, events)
 
     def patch(self, kind: str, name: str, patch: dict, namespace: str | None = "default") -> dict:
         """Apply a JSON merge patch (RFC 7386) to the object; returns it.
@@ -614,7 +623,7 @@ class ObjectStore:
             else:
                 ev = new_event(ref, ev_ns, reason, message, type, component, now)
                 self._store(ev, 0, "Event", ADDED, events)
-        return json.loads(json.dumps(ev))
+        return self._copy(ev, events)
 
     def events_for(self, obj: dict) -> list[dict]:
         """Unexpired Events about ``obj`` (matched by uid, or kind/name/namespace when it has

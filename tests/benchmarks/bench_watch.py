@@ -63,7 +63,7 @@ def throughput(db: Path, n: int) -> dict:
 
 def event_dedup(db: Path, n_events: int) -> float:
     with ObjectStore(db) as s:
-        pods = [s.create({"kind": "Pod", "metadata": {"name": f"p{i}"}, "spec": {}}) for i in range(20)]
+        pods = [s.create({"kind": "Pod", "metadata": {"name": f"p{i}"}, "spec": {"containers": [{"name": "main", "image": "busybox"}]}}) for i in range(20)]
         for i in range(n_events):
             s.record_event(pods[i % 20], "Pulled", f"image {i} present")
         times = []
