@@ -194,6 +194,7 @@ def make_app(db_path: str | os.PathLike, *, logs_dir: str | os.PathLike | None =
         include = q.get("includeObject") or "Metadata"
 
         def line(type_: str, obj: dict, first: list) -> bytes:
+            obj = resources.present(obj)
             if as_table and type_ != "ERROR" and type_ != "BOOKMARK":
                 obj = tables.table([obj], k, resource_version=obj["metadata"].get("resourceVersion", ""),
                                    include=include, definitions=not first)

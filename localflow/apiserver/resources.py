@@ -20,7 +20,7 @@ from localflow.apiserver.status import ApiError, from_error
 from localflow.errors import Conflict, LocalflowError, NotFound
 
 __all__ = ["Target", "parse_path", "field_matcher", "list_objects", "get_object", "create_object",
-           "replace_object", "patch_object", "delete_object", "delete_collection", "parse_bool"]
+           "replace_object", "patch_object", "delete_object", "delete_collection", "parse_bool", "present"]
 
 
 def parse_bool(value: str | None) -> bool:
@@ -60,6 +60,26 @@ def parse_path(group: str, version: str, parts: list[str]) -> Target:
     if sub is not None and sub not in ("status",) + (("log",) if k.kind == "Pod" and not k.group else ()):
         raise ApiError(404, "NotFound", f"the server could not find the requested resource ({plural}/{sub})")
     return Target(k, namespace, name, sub)
+
+
+def present(obj: dict) -> dict:
+    """``obj`` as the API serves it. A Pod's container statuses always carry ``imageID`` (kubelet
+    reports ``""`` until an image is resolved, ``pkg/kubelet/kubelet_pods.go`` convertToAPIContainerStatuses),
+    and clients' models require it (``kubernetes`` ``V1ContainerStatus``: image_id must not be None);
+    the subprocess executor resolves no image, so it stays ``""``."""
+    status = obj.get("status") if obj.get("kind") == "Pod" else None
+    if not isinstance(status, dict):
+        return obj
+    fix = any(isinstance(cs, dict) and "imageID" not in cs
+              for key in ("containerStatuses", "initContainerStatuses", "ephemeralContainerStatuses")
+              for cs in status.get(key) or ())
+    if not fix:
+        return obj
+    status = dict(status)
+    for key in ("containerStatuses", "initContainerStatuses", "ephemeralContainerStatuses"):
+        if status.get(key):
+            status[key] = [{**cs, "imageID": cs.get("imageID", "")} if isinstance(cs, dict) else cs for cs in status[key]]
+    return {**obj, "status": status}
 
 
 # ---------------------------------------------------------------- selectors
@@ -127,7 +147,7 @@ def list_objects(store, t: Target, *, label_selector: str | None = None, field_s
     match = field_matcher(field_selector)
     if match is not None:
         items = [o for o in items if match(o)]
-    items = items[offset:]
+    items = [present(o) for o in items[offset:]]
     nxt = None
     if limit and limit > 0 and len(items) > limit:
         items = items[:limit]
@@ -143,7 +163,7 @@ def _kind_ref(t: Target) -> str:
 def get_object(store, t: Target) -> dict:
     """The object a path names; 404 when absent."""
     try:
-        return store.get(_kind_ref(t), t.name, t.namespace)
+        return present(store.get(_kind_ref(t), t.name, t.namespace))
     except LocalflowError as exc:
         raise from_error(exc, kind=t.kind.plural, group=t.kind.group, name=t.name or "") from None
 
