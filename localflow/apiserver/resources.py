@@ -82,6 +82,39 @@ def present(obj: dict) -> dict:
     return {**obj, "status": status}
 
 
+def builtin_objects(t: Target) -> list[dict]:
+    """The objects this cluster has without anyone storing them: the built-in
+    ``ClusterTrainingRuntime`` objects (:data:`localflow.training.runtimes.BUILTIN_RUNTIMES`), as
+    kubeflow/trainer's ``manifests/base/runtimes`` install them on a cluster, so clients that list
+    runtimes before posting a TrainJob (``kubeflow`` 0.5 ``TrainerClient``) find them. Read-only:
+    a stored runtime of the same name is served instead (and is what TrainJobs use)."""
+    if t.kind.kind != "ClusterTrainingRuntime":
+        return []
+    from localflow.training.runtimes import BUILTIN_RUNTIMES
+
+    out = []
+    for name, rt in BUILTIN_RUNTIMES.items():
+        obj = json.loads(json.dumps(rt))
+        meta = obj["metadata"]
+        meta.update(uid=f"localflow-builtin-{name}", resourceVersion="1", generation=1,
+                    creationTimestamp="1970-01-01T00:00:00Z")
+        meta.setdefault("annotations", {})["localflow.dev/builtin"] = "true"
+        out.append(obj)
+    return out
+
+
+def _with_builtins(t: Target, items: list[dict], label_selector: str | None) -> list[dict]:
+    extra = builtin_objects(t)
+    if not extra:
+        return items
+    from localflow.fakes.selectors import matches
+
+    stored = {o["metadata"]["name"] for o in items}
+    extra = [o for o in extra if o["metadata"]["name"] not in stored
+             and (not label_selector or matches(o["metadata"].get("labels"), label_selector))]
+    return sorted(items + extra, key=lambda o: o["metadata"]["name"])
+
+
 # ---------------------------------------------------------------- selectors
 
 
@@ -144,6 +177,7 @@ def list_objects(store, t: Target, *, label_selector: str | None = None, field_s
         items, list_rv = store.list_with_rv(_kind_ref(t), t.namespace, label_selector or None)
     except LocalflowError as exc:
         raise ApiError(400, "BadRequest", str(exc)) from None
+    items = _with_builtins(t, items, label_selector)
     match = field_matcher(field_selector)
     if match is not None:
         items = [o for o in items if match(o)]
@@ -164,6 +198,11 @@ def get_object(store, t: Target) -> dict:
     """The object a path names; 404 when absent."""
     try:
         return present(store.get(_kind_ref(t), t.name, t.namespace))
+    except NotFound as exc:
+        found = next((o for o in builtin_objects(t) if o["metadata"]["name"] == t.name), None)
+        if found is not None:
+            return found
+        raise from_error(exc, kind=t.kind.plural, group=t.kind.group, name=t.name or "") from None
     except LocalflowError as exc:
         raise from_error(exc, kind=t.kind.plural, group=t.kind.group, name=t.name or "") from None
 
