@@ -58,10 +58,16 @@ def ensure_venv(name: str, timeout: float = 1200) -> Path:
         if (d / ".complete").exists():
             return py
         shutil.rmtree(d, ignore_errors=True)
-        venv.EnvBuilder(with_pip=True, clear=True).create(d)
         env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1"}
         env.pop("PYTHONPATH", None)
-        p = subprocess.run([str(py), "-m", "pip", "install", "-q", *SDKS[name]], capture_output=True, text=True,
+        try:
+            venv.EnvBuilder(with_pip=True, clear=True).create(d)
+            pip = [str(py), "-m", "pip"]
+        except subprocess.CalledProcessError:
+            # no ensurepip (Debian's python3 without python3-venv): this interpreter's pip installs into it
+            venv.EnvBuilder(with_pip=False, clear=True).create(d)
+            pip = [sys.executable, "-m", "pip", "--python", str(py)]
+        p = subprocess.run([*pip, "install", "-q", *SDKS[name]], capture_output=True, text=True,
                            env=env, timeout=timeout, stdin=subprocess.DEVNULL)
         if p.returncode != 0:
             shutil.rmtree(d, ignore_errors=True)

@@ -10,7 +10,8 @@ import pytest
 from localflow.pytest_plugin import LocalflowServer
 from tests.sdk_envs import run_sdk_script
 
-pytestmark = pytest.mark.slow
+# slow; the first run also creates the SDK venv from PyPI (minutes), hence the longer timeout
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 
 ROOT = Path(__file__).resolve().parents[1]
 

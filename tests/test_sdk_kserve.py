@@ -8,7 +8,8 @@ import pytest
 from localflow.pytest_plugin import LocalflowServer
 from tests.sdk_envs import run_sdk_script
 
-pytestmark = pytest.mark.slow
+# slow; the first run also creates the SDK venv from PyPI (minutes), hence the longer timeout
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 
 
 def test_kserve_client_creates_watches_gets_and_deletes_inference_services(tmp_path):

@@ -11,7 +11,8 @@ import yaml
 from localflow.pytest_plugin import LocalflowServer
 from tests.sdk_envs import run_sdk_script
 
-pytestmark = pytest.mark.slow
+# slow; the first run also creates the SDK venv from PyPI (minutes), hence the longer timeout
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 
 
 def test_trainer_client_trains_a_function_on_the_torch_distributed_runtime(tmp_path):

@@ -11,7 +11,8 @@ import yaml
 from localflow.pytest_plugin import LocalflowServer
 from tests.sdk_envs import run_sdk_script
 
-pytestmark = pytest.mark.slow
+# slow; the first run also creates the SDK venv from PyPI (minutes), hence the longer timeout
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 
 #: the image kubeflow-training 1.9.4 generates for train_func (constants.PYTORCHJOB_BASE_IMAGE)
 SDK_IMAGE = "docker.io/pytorch/pytorch:2.1.2-cuda11.8-cudnn8-runtime"
