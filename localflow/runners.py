@@ -273,15 +273,33 @@ def _run_training(rt: Runtime, obj_after_apply, wait, cancel, record_fn, *, on_t
                 rec.finish("CANCELED", "interrupted: the run was canceled", replica_error=CANCEL_REPLICA_ERROR)
         raise
     else:
-        state, error = job_outcome(final)
-        _let_replicas_finish(rt, rec, REPLICA_GRACE_S if state == "SUCCEEDED" else 0.0)
-        if state == "FAILED":
-            error = with_space_note(rt.workspace, error)
-        with critical():
-            rec.finish(state, error)
+        if _deleted_unfinished(rt, rec, final):  # a client deleted it mid-run (kubectl delete): its Pods went with it
+            state, error = "CANCELED", f"{rec.kind} {rec.name} was deleted before it finished; its Pods were stopped"
+            with critical():
+                rec.finish(state, error, replica_error=f"canceled: the {rec.kind} was deleted")
+        else:
+            state, error = job_outcome(final)
+            _let_replicas_finish(rt, rec, REPLICA_GRACE_S if state == "SUCCEEDED" else 0.0)
+            if state == "FAILED":
+                error = with_space_note(rt.workspace, error)
+            with critical():
+                rec.finish(state, error)
     return Run(id=rec.run_id, name=rec.name, kind=rec.kind, state=state, workspace=rt.workspace, tasks=dict(rec.records),
                error=error, object=final,
                pods=rt.store.list("Pod", rec.namespace, label_selector={RUN_ID_LABEL: rec.run_id}))
+
+
+def _deleted_unfinished(rt: Runtime, rec, final: dict | None) -> bool:
+    """Whether the job is gone from the store without having finished (deleted by a client, not
+    by its ``ttlSecondsAfterFinished``, which only deletes finished jobs)."""
+    k = kind_table.entry(rec.kind)
+    if final is not None and k is not None and k.finished is not None and k.finished(final) is not None:
+        return False
+    try:
+        rt.store.get(rec.kind, rec.name, rec.namespace)
+    except LocalflowError:
+        return True
+    return False
 
 
 def _refuse_params(params, kind: str) -> None:

@@ -345,3 +345,30 @@ def test_serve_with_a_bad_config_is_one_line_exit_2(tmp_path):
     bad.write_text("images: [1, 2]\n")
     p = lf("serve", "-W", tmp_path / "ws", "-c", bad, check=2, timeout=60)
     assert p.stderr.strip().count("\n") == 0 and "images" in p.stderr
+
+
+@pytest.mark.slow
+def test_deleting_a_running_job_through_the_api_stops_its_pods_and_records_canceled(localflow_server, tmp_path):
+    pytest.importorskip("kubernetes")
+    from kubernetes import client, config
+
+    kc = tmp_path / "kc"
+    assert localflow_server.cli("kubeconfig", "--file", kc).returncode == 0
+    config.load_kube_config(config_file=str(kc))
+    custom, core = client.CustomObjectsApi(), client.CoreV1Api()
+    job = {"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob", "metadata": {"name": "sleeper"},
+           "spec": {"pytorchReplicaSpecs": {"Master": {"replicas": 1, "restartPolicy": "Never", "template": {"spec": {
+               "containers": [{"name": "pytorch", "image": "python:3.11",
+                               "command": ["python", "-c", "import time; print('up', flush=True); time.sleep(300)"]}]}}}}}}
+    custom.create_namespaced_custom_object("kubeflow.org", "v1", "default", "pytorchjobs", job)
+    wait_until(lambda: [p for p in core.list_namespaced_pod("default").items if p.status.phase == "Running"],
+               timeout=60, what="the master Pod to run")
+    custom.delete_namespaced_custom_object("kubeflow.org", "v1", "default", "pytorchjobs", "sleeper")
+
+    def record():
+        runs = json.loads(localflow_server.cli("get", "runs", "-o", "json").stdout)["items"]
+        return next((r for r in runs if r["name"] == "sleeper" and r["state"] not in ("RUNNING", "PENDING")), None)
+
+    rec = wait_until(record, timeout=60, what="the run to end")
+    assert rec["state"] == "CANCELED" and "was deleted" in rec["error"]
+    assert core.list_namespaced_pod("default").items == []

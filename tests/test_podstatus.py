@@ -51,7 +51,7 @@ def test_a_pod_that_waits_then_runs_restarts_once_and_succeeds():
     assert st["phase"] == "Running" and st["podIP"] == "127.0.0.1"
     assert st["conditions"] == [cond("PodScheduled", "True", T5), cond("Initialized", "True", T5),
                                 cond("ContainersReady", "True", T5), cond("Ready", "True", T5)]
-    assert st["containerStatuses"] == [{"name": "main", "image": "python:3.11", "ready": True, "started": True,
+    assert st["containerStatuses"] == [{"name": "main", "image": "python:3.11", "imageID": "", "ready": True, "started": True,
                                         "restartCount": 0, "containerID": "pid://42",
                                         "state": {"running": {"startedAt": T5}}}]
     crash = ContainerResult("main", 1, "Error", started_at=clock.now(), finished_at=clock.now() + 1)
@@ -59,7 +59,7 @@ def test_a_pod_that_waits_then_runs_restarts_once_and_succeeds():
     st = stage(st, podstatus.backing_off([MAIN], [crash], 1, clock))
     assert st["phase"] == "Running"
     assert st["containerStatuses"] == [{
-        "name": "main", "image": "python:3.11", "ready": False, "started": False, "restartCount": 1,
+        "name": "main", "image": "python:3.11", "imageID": "", "ready": False, "started": False, "restartCount": 1,
         "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off restarting failed container main"}},
         "lastState": {"terminated": {"exitCode": 1, "reason": "Error", "startedAt": T5,
                                      "finishedAt": "2026-01-01T00:00:06Z"}}}]
@@ -73,7 +73,7 @@ def test_a_pod_that_waits_then_runs_restarts_once_and_succeeds():
     clock.advance(1)
     st = stage(st, podstatus.final(POD, [ok], "Succeeded", clock, restarts=1))
     assert st["phase"] == "Succeeded" and "reason" not in st
-    assert st["containerStatuses"] == [{"name": "main", "image": "python:3.11", "ready": False, "started": False,
+    assert st["containerStatuses"] == [{"name": "main", "image": "python:3.11", "imageID": "", "ready": False, "started": False,
                                         "restartCount": 1,
                                         "state": {"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": T9,
                                                                  "finishedAt": "2026-01-01T00:00:10Z"}}}]

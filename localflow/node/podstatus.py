@@ -86,7 +86,8 @@ def container_running(c: ContainerSpec, restarts: int, clock: Clock, container_i
     """A ``containerStatuses`` entry of a started container (``ready``/``started``: False while its
     readiness/startup probe has not succeeded yet; the previous instance's end as ``lastState``
     after a restart)."""
-    status = {"name": c.name, "image": c.image, "ready": ready and started, "started": started, "restartCount": restarts,
+    # imageID: "" as the kubelet reports a container whose image has no pulled digest (nothing is pulled here)
+    status = {"name": c.name, "image": c.image, "imageID": "", "ready": ready and started, "started": started, "restartCount": restarts,
               "state": {"running": {"startedAt": clock.rfc3339()}}}
     if container_id:
         status["containerID"] = container_id
@@ -142,7 +143,7 @@ def backing_off(containers: list[ContainerSpec], results: list[ContainerResult],
     """The patch while kubelet waits to restart the containers: each ``waiting: CrashLoopBackOff``
     with the ended instance as ``lastState``."""
     return {"containerStatuses": [
-        {"name": c.name, "image": c.image, "ready": False, "started": False, "restartCount": restarts,
+        {"name": c.name, "image": c.image, "imageID": "", "ready": False, "started": False, "restartCount": restarts,
          "state": {"waiting": {"reason": "CrashLoopBackOff", "message": f"back-off restarting failed container {c.name}"}},
          "lastState": {"terminated": terminated(r, clock)}}
         for c, r in zip(containers, results)]}
@@ -158,7 +159,7 @@ def _container_terminated(c: dict, r: ContainerResult | None, restarts: int, clo
             term["message"] = message
     else:
         term = terminated(r, clock)
-    return {"name": c["name"], "image": c.get("image", ""), "ready": False, "started": False,
+    return {"name": c["name"], "image": c.get("image", ""), "imageID": "", "ready": False, "started": False,
             "restartCount": restarts, "state": {"terminated": term}}
 
 
