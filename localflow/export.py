@@ -131,10 +131,14 @@ def submit(exported: Exported, *, context: str | None = None, kubeconfig: str | 
             raise LocalflowError("submitting objects needs the `kubernetes` client", fix="pip install kubernetes") from None
         try:
             api_client = kconfig.new_client_from_config(config_file=kubeconfig, context=context)
-        except (kconfig.ConfigException, OSError, TypeError) as exc:
+        except Exception as exc:  # noqa: BLE001 - ConfigException, a YAML error, a missing file: one line
             where = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
-            raise SpecError("--context" if context else "--kubeconfig", f"cannot use {context or where}: {exc}",
-                            fix="name a context of your kubeconfig (`kubectl config get-contexts`)") from None
+            if kubeconfig and not os.path.exists(kubeconfig):
+                raise SpecError("--kubeconfig", f"{kubeconfig} does not exist",
+                                fix="write one with `localflow kubeconfig --file F` or name your cluster's") from None
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise SpecError("--context" if context else "--kubeconfig", f"cannot use {context or where}: {first}",
+                            fix="name a context of a valid kubeconfig (`kubectl config get-contexts`)") from None
         with api_client:
             client = dynamic.DynamicClient(api_client)
             for obj in exported.objects:

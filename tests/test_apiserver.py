@@ -372,3 +372,19 @@ def test_deleting_a_running_job_through_the_api_stops_its_pods_and_records_cance
     rec = wait_until(record, timeout=60, what="the run to end")
     assert rec["state"] == "CANCELED" and "was deleted" in rec["error"]
     assert core.list_namespaced_pod("default").items == []
+
+
+@needs_kubectl
+def test_server_dry_run_admits_but_stores_nothing_and_namespaces_are_listed(api):
+    spec = ROOT / "scenarios" / "jobs" / "job.yaml"
+    assert "(server dry run)" in kubectl(api, "apply", "--dry-run=server", "-f", spec).stdout
+    assert "(server dry run)" in kubectl(api, "apply", "--server-side", "--dry-run=server", "-f", spec).stdout
+    assert kubectl(api, "get", "jobs", "-o", "name").stdout.strip() == ""
+    bad = yaml.safe_load(spec.read_text())
+    bad["spec"]["completions"] = -1
+    p = kubectl(api, "apply", "--dry-run=server", "-f", "-", stdin=yaml.safe_dump(bad), check=1)
+    assert "spec.completions" in p.stderr
+    kubectl(api, "apply", "-f", spec)
+    kubectl(api, "delete", "job", "squares", "--dry-run=server")
+    assert kubectl(api, "get", "jobs", "-o", "name").stdout.strip() == "job.batch/squares"
+    assert "default" in kubectl(api, "get", "ns").stdout

@@ -76,3 +76,11 @@ def test_submit_to_an_unknown_context_is_one_line_exit_2(tmp_path):
 def test_submit_of_a_pipeline_without_a_kfp_host_says_so(tmp_path):
     p = lf("submit", ROOT / "scenarios" / "pipelines" / "params.yaml", check=2)
     assert "--kfp-host" in p.stderr and p.stderr.count("\n") == 1
+
+
+def test_submit_with_a_malformed_or_missing_kubeconfig_is_one_line_exit_2(tmp_path):
+    bad = tmp_path / "bad"
+    bad.write_text("clusters: [\n")
+    for kc in (bad, tmp_path / "missing.yaml"):
+        p = lf("submit", ROOT / "scenarios" / "jobs" / "job.yaml", "--kubeconfig", kc, check=2)
+        assert p.stderr.count("\n") == 1 and "--kubeconfig" in p.stderr and "internal error" not in p.stderr

@@ -72,6 +72,7 @@ def make_app(db_path: str | os.PathLike, *, logs_dir: str | os.PathLike | None =
     from localflow.fakes import ObjectStore
 
     store = store or ObjectStore(db_path)
+    stopping = threading.Event()  # set by ApiServer.stop: open watches and log follows end cleanly
     logs_dir = Path(logs_dir) if logs_dir else Path(db_path).parent / "logs"
     from starlette.concurrency import run_in_threadpool
 
@@ -121,6 +122,10 @@ def make_app(db_path: str | os.PathLike, *, logs_dir: str | os.PathLike | None =
     async def _dispatch(request: Request, t: resources.Target, body) -> Response:
         q, m = request.query_params, request.method
         accept = request.headers.get("accept")
+        dry = q.get("dryRun") or (m == "DELETE" and isinstance(body, dict) and body.get("dryRun"))  # DeleteOptions.dryRun
+        if dry and t.subresource is None and (m == "POST" or m in ("PUT", "PATCH", "DELETE") and t.name is not None):
+            obj, code = await run_in_threadpool(resources.dry_run, store, t, m, body, request.headers.get("content-type", ""))
+            return _json(obj, code)
         if t.name is None:
             if m == "GET":
                 if resources.parse_bool(q.get("watch")):
@@ -221,7 +226,7 @@ def make_app(db_path: str | os.PathLike, *, logs_dir: str | os.PathLike | None =
             deadline = time.monotonic() + timeout
             last_sent = time.monotonic()
             try:
-                while True:
+                while not stopping.is_set():
                     left = deadline - time.monotonic()
                     if left <= 0:
                         return
@@ -276,7 +281,7 @@ def make_app(db_path: str | os.PathLike, *, logs_dir: str | os.PathLike | None =
                 if tail is not None:
                     data = b"".join(data.splitlines(keepends=True)[-tail:] if tail else [])
                 yield data
-                while True:
+                while not stopping.is_set():
                     chunk = f.read()
                     if chunk:
                         yield chunk
@@ -325,6 +330,7 @@ def make_app(db_path: str | os.PathLike, *, logs_dir: str | os.PathLike | None =
     ]
     app = Starlette(routes=routes)
     app.state.store = store
+    app.state.stopping = stopping
     return app
 
 
@@ -376,9 +382,10 @@ class ApiServer:
 
     def stop(self) -> None:
         """Stop serving and join the thread (open watches end)."""
+        if self._app is not None:
+            self._app.state.stopping.set()  # streams end within their 1 s poll, before uvicorn cancels them
         if self._server is not None:
             self._server.should_exit = True
-            self._server.force_exit = True
         if self._thread is not None:
             self._thread.join(timeout=5)
         if self._app is not None:

@@ -88,13 +88,19 @@ def api_group_list() -> dict:
     return {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}
 
 
+#: Namespaces are not stored: every namespace an object uses exists (``GET``/``LIST`` only, see app.py).
+_NAMESPACES = {"name": "namespaces", "singularName": "namespace", "namespaced": False, "kind": "Namespace",
+               "verbs": ["get", "list"], "shortNames": ["ns"]}
+
+
 def api_resource_list(group: str, version: str) -> dict | None:
     """``GET /api/v1`` or ``/apis/{group}/{version}``: ``APIResourceList``; None when not served."""
     ks = resources_of(group, version)
     if not ks:
         return None
+    extra = [_NAMESPACES] if not group else []
     return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": f"{group}/{version}" if group else version,
-            "resources": [r for k in ks for r in api_resource(k)]}
+            "resources": [r for k in ks for r in api_resource(k)] + extra}
 
 
 def _aggregated_resource(k: kind_table.Kind) -> dict:
@@ -118,8 +124,11 @@ def aggregated(core: bool) -> dict:
     for group, versions in group_versions().items():
         if bool(group) == core:
             continue
+        ns = [{"resource": "namespaces", "responseKind": {"group": "", "version": "v1", "kind": "Namespace"},
+               "scope": "Cluster", "singularResource": "namespace", "verbs": ["get", "list"], "shortNames": ["ns"]}]
         items.append({"metadata": {"name": group, "creationTimestamp": None},
                       "versions": [{"version": v, "freshness": "Current",
-                                    "resources": [_aggregated_resource(k) for k in resources_of(group, v)]}
+                                    "resources": [_aggregated_resource(k) for k in resources_of(group, v)]
+                                    + (ns if not group else [])}
                                    for v in versions]})
     return {"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {}, "items": items}
