@@ -25,7 +25,7 @@ from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from localflow import kinds as kind_table
-from localflow.apiserver import discovery, openapi, resources, tables
+from localflow.apiserver import discovery, kfp, openapi, resources, tables
 from localflow.apiserver.status import ApiError, from_error, status
 from localflow.errors import Gone, LocalflowError, SpecError
 
@@ -324,6 +324,7 @@ def make_app(db_path: str | os.PathLike, *, logs_dir: str | os.PathLike | None =
         Route("/openapi/v2", openapi_v2),
         Route("/api", api_root), Route("/apis", apis_root),
         Route("/api/v1", core, methods=methods), Route("/api/v1/{rest:path}", core, methods=methods),
+        *kfp.routes(store, db_path),  # /apis/v2beta1/...: the KFP API, before it parses as group "v2beta1"
         Route("/apis/{group}", group),
         Route("/apis/{group}/{version}", named, methods=methods),
         Route("/apis/{group}/{version}/{rest:path}", named, methods=methods),

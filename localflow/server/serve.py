@@ -130,6 +130,7 @@ class Server:
 
                 self.api = ApiServer(self.ws.db_path, port=self.port, logs_dir=self.ws.logs_dir)
                 urls["kubernetes"] = self.api.start()
+                urls["kfp"] = urls["kubernetes"]  # the KFP v2beta1 API (kfp.Client(host=...)) on the same port
             record = self._lock.write(urls=urls)
         except BaseException:
             if self.api is not None:
