@@ -32,6 +32,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from localflow.apiserver import kfpschedule
 from localflow.apiserver.kfpshapes import (KfpError, docs_of, experiment_json, list_page, pipeline_json, rfc3339,
                                            run_json, spec_of_docs, task_details, version_json)
 from localflow.apiserver.kfpstore import KfpStore
@@ -56,6 +57,7 @@ class KfpApi:
     def __init__(self, store, db_path):
         self.store, self.db_path = store, Path(db_path)
         self._kfp: KfpStore | None = None
+        self.scheduler = kfpschedule.RecurringScheduler(self)
 
     @property
     def kfp(self) -> KfpStore:
@@ -120,8 +122,7 @@ class KfpApi:
         if head == "runs":
             return self._runs(m, rest, q, body)
         if head == "recurringruns":
-            raise KfpError(501, "recurringruns: recurring runs are not served by localflow yet; "
-                                "run the pipeline with create_run_from_pipeline_func on your own schedule")
+            return kfpschedule.handle(self, m, rest, q, body)
         raise KfpError(404, f"{KFP_PREFIX}/{'/'.join(parts)}: no such KFP v2beta1 endpoint")
 
     # ------------------------------------------------------------------ experiments
@@ -216,7 +217,7 @@ class KfpApi:
     def _runs(self, m, rest, q, body):
         if not rest:
             if m == "POST":
-                return self._create_run(body or {})
+                return self.create_run(body or {})
             if m == "GET":
                 return self._list_runs(q)
             raise KfpError(405, f"{m} is not allowed on runs")
@@ -279,65 +280,76 @@ class KfpApi:
         page, total, nxt = list_page(items, q, id_key="run_id", what="runs")
         return {"runs": page, "total_size": total, "next_page_token": nxt}
 
-    def _create_run(self, body: dict) -> dict:
+    def create_run(self, body: dict, extra: dict | None = None) -> dict:
+        """Store the Run submission of a V2beta1Run request ``body`` (``extra``: more annotations);
+        returns the new run's JSON."""
+        created = self.store.create(self.prepare_run(body, extra=extra))
+        return self._run_json(created, details=True)
+
+    def prepare_run(self, body: dict, *, field: str = "run", extra: dict | None = None) -> dict:
+        """The Run object ``localflow run --detach`` would store for ``body``, checked as it checks
+        one (KfpError/SpecError naming the field otherwise); nothing is stored."""
         from localflow.pipelines.launcher import k8s_name, random_suffix
         from localflow.server.submit import SUBMISSION_ANNOTATION, _pipeline_submission
 
         if not isinstance(body, dict):
-            raise KfpError(400, "run: expected a JSON object")
+            raise KfpError(400, f"{field}: expected a JSON object")
         ref = body.get("pipeline_version_reference") or {}
-        ann = {}
+        ann = dict(extra or {})
         if body.get("pipeline_spec"):
-            docs = docs_of(body["pipeline_spec"], "run.pipeline_spec")
+            docs = docs_of(body["pipeline_spec"], f"{field}.pipeline_spec")
         elif ref.get("pipeline_version_id") or ref.get("pipeline_id") or body.get("pipeline_version_id"):
             vid = ref.get("pipeline_version_id") or body.get("pipeline_version_id")
             if not vid:
                 versions = self.kfp.versions(ref["pipeline_id"])
                 if not versions:
-                    raise KfpError(404, f"run.pipeline_version_reference.pipeline_id: no pipeline {ref['pipeline_id']!r} "
-                                        "with a version; upload it with upload_pipeline")
+                    raise KfpError(404, f"{field}.pipeline_version_reference.pipeline_id: no pipeline "
+                                        f"{ref['pipeline_id']!r} with a version; upload it with upload_pipeline")
                 vid = versions[-1]["id"]
             v = self.kfp.version(vid)
             if v is None:
-                raise KfpError(404, f"run.pipeline_version_reference.pipeline_version_id: no pipeline version {vid!r}")
+                raise KfpError(404, f"{field}.pipeline_version_reference.pipeline_version_id: no pipeline version {vid!r}")
             docs = v["spec"]
-            ann = {"localflow.dev/kfp-pipeline-id": v["pipeline_id"], "localflow.dev/kfp-pipeline-version-id": vid}
+            ann.update({"localflow.dev/kfp-pipeline-id": v["pipeline_id"], "localflow.dev/kfp-pipeline-version-id": vid})
         else:
-            raise KfpError(400, "run.pipeline_spec: required (the compiled pipeline), or "
-                                "run.pipeline_version_reference with an uploaded pipeline version")
+            raise KfpError(400, f"{field}.pipeline_spec: required (the compiled pipeline), or "
+                                f"{field}.pipeline_version_reference with an uploaded pipeline version")
         eid = body.get("experiment_id") or self.kfp.default_experiment()["id"]
         if self.kfp.experiment(eid) is None:
-            raise KfpError(404, f"run.experiment_id: no experiment {eid!r}; create it with create_experiment()")
+            raise KfpError(404, f"{field}.experiment_id: no experiment {eid!r}; create it with create_experiment()")
         rc = body.get("runtime_config") or {}
         if not isinstance(rc, dict):
-            raise KfpError(400, "run.runtime_config: expected an object {parameters, pipeline_root}")
+            raise KfpError(400, f"{field}.runtime_config: expected an object {{parameters, pipeline_root}}")
         params = rc.get("parameters") or {}
         if not isinstance(params, dict):
-            raise KfpError(400, "run.runtime_config.parameters: expected an object of parameter names to values")
+            raise KfpError(400, f"{field}.runtime_config.parameters: expected an object of parameter names to values")
         docs = json.loads(json.dumps(docs))
+        if not isinstance(docs[0], dict) or "root" not in docs[0] or "pipelineInfo" not in docs[0]:
+            raise KfpError(400, f"{field}.pipeline_spec: not a compiled KFP pipeline (no pipelineInfo/root); "
+                                "send the JSON of kfp.compiler.Compiler's output")
+        params = _typed_params(params, docs[0], f"{field}.runtime_config.parameters")
         if rc.get("pipeline_root"):
             if not isinstance(rc["pipeline_root"], str):
-                raise KfpError(400, "run.runtime_config.pipeline_root: expected a string (a path or URI)")
+                raise KfpError(400, f"{field}.runtime_config.pipeline_root: expected a string (a path or URI)")
             docs[0]["defaultPipelineRoot"] = rc["pipeline_root"]
         display = body.get("display_name") or ""
         if not isinstance(display, str):
-            raise KfpError(400, "run.display_name: expected a string")
+            raise KfpError(400, f"{field}.display_name: expected a string")
         ws = self.ws
         ws.ensure()
         options = {"params": params, "executor": "subprocess", "config": None, "cache": True, "install": None,
                    "source": None, "cwd": str(ws.root), "output": None}
         name = f"{k8s_name(display, 50)}-{random_suffix()}" if display.strip() else None
-        obj = _pipeline_submission(docs, "run.pipeline_spec", options, ws, "default", name)
-        rid = str(uuid.uuid4())
+        obj = _pipeline_submission(docs, f"{field}.pipeline_spec", options, ws, "default", name)
         meta = obj["metadata"]
-        meta["annotations"] = {**meta["annotations"], SUBMISSION_ANNOTATION: json.dumps(options), RUN_ID_ANNOTATION: rid,
-                               _EXPERIMENT: eid, _DISPLAY: display or meta["name"], **ann,
+        meta["annotations"] = {**meta["annotations"], SUBMISSION_ANNOTATION: json.dumps(options),
+                               RUN_ID_ANNOTATION: str(uuid.uuid4()), _EXPERIMENT: eid, _DISPLAY: display or meta["name"],
+                               **ann,
                                **({"localflow.dev/kfp-description": body["description"]} if body.get("description") else {}),
                                **({"localflow.dev/kfp-service-account": body["service_account"]}
                                   if body.get("service_account") else {})}
         obj["spec"]["specPath"] = None
-        created = self.store.create(obj)
-        return self._run_json(created, details=True)
+        return obj
 
     def _terminate(self, obj: dict) -> None:
         """Cancel a run that has not ended: SIGTERM to the process running it (it records CANCELED
@@ -389,6 +401,24 @@ class KfpApi:
         return {}
 
 
+def _typed_params(params: dict, spec: dict, field: str) -> dict:
+    """Parameters sent as strings for typed inputs (an int as ``"5"``) converted as KFP's driver
+    reads them; a value that does not parse is refused naming ``field.NAME``."""
+    from localflow.pipelines.values import parse_cli_value
+
+    defs = ((spec.get("root") or {}).get("inputDefinitions") or {}).get("parameters") or {}
+    out = dict(params)
+    for k, v in params.items():
+        kind = (defs.get(k) or {}).get("parameterType")
+        if isinstance(v, str) and kind not in (None, "STRING"):
+            try:
+                out[k] = parse_cli_value(v, kind, f"{field}.{k}")
+            except LocalflowError:
+                raise KfpError(400, f"{field}.{k}: {v!r} is not a {kind}; send it as a JSON {kind.split('_')[-1].lower()} "
+                                    "value") from None
+    return out
+
+
 def _read(path: Path) -> str | None:
     try:
         return path.read_text().strip() or None
@@ -422,6 +452,8 @@ def _uploaded_docs(body) -> list[dict]:
 def routes(store, db_path) -> list[Route]:
     """The KFP routes, to be placed before the Kubernetes ``/apis/{group}/...`` routes."""
     api = KfpApi(store, db_path)
+    if db_path is not None and api.kfp.recurring_runs(enabled_only=True):
+        api.scheduler.poke()  # recurring runs of an earlier server go on
 
     async def endpoint(request: Request) -> Response:
         return await api(request)

@@ -149,6 +149,9 @@ def run_json(obj: dict, *, run_id: str, experiment_id: str, storage_state: str, 
     if ann.get("localflow.dev/kfp-pipeline-version-id"):
         out["pipeline_version_reference"] = {"pipeline_id": ann.get("localflow.dev/kfp-pipeline-id", ""),
                                              "pipeline_version_id": ann["localflow.dev/kfp-pipeline-version-id"]}
+    if ann.get("localflow.dev/kfp-recurring-run-id"):
+        out["recurring_run_id"] = ann["localflow.dev/kfp-recurring-run-id"]
+        out["scheduled_at"] = ann.get("localflow.dev/kfp-scheduled-at") or created
     if st.get("finishedAt"):
         out["finished_at"] = st["finishedAt"]
     if (st.get("error") or {}).get("message"):

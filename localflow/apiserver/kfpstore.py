@@ -29,6 +29,8 @@ CREATE TABLE IF NOT EXISTS kfp_pipelines (id TEXT PRIMARY KEY, display_name TEXT
 CREATE TABLE IF NOT EXISTS kfp_pipeline_versions (id TEXT PRIMARY KEY, pipeline_id TEXT NOT NULL,
     display_name TEXT NOT NULL, description TEXT, spec TEXT NOT NULL, created_ts REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS kfp_run_storage (run_id TEXT PRIMARY KEY, storage_state TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS kfp_recurring_runs (id TEXT PRIMARY KEY, body TEXT NOT NULL, enabled INTEGER NOT NULL,
+    created_ts REAL NOT NULL, updated_ts REAL NOT NULL, last_ts REAL);
 """
 
 
@@ -132,6 +134,43 @@ class KfpStore:
     def set_run_storage(self, run_id: str, state: str) -> None:
         """Record a run's storage state (``AVAILABLE`` or ``ARCHIVED``)."""
         self._q("INSERT OR REPLACE INTO kfp_run_storage VALUES (?, ?)", (run_id, state))
+
+
+    # ------------------------------------------------------------------ recurring runs
+    def recurring_runs(self, *, enabled_only: bool = False) -> list[dict]:
+        """Every recurring run (``body``: the decoded V2beta1RecurringRun as created; ``last_ts``:
+        the schedule time of its last run, None before the first)."""
+        sql = "SELECT * FROM kfp_recurring_runs" + (" WHERE enabled = 1" if enabled_only else "")
+        return [_body(r) for r in self._q(sql + " ORDER BY created_ts, id")]
+
+    def recurring_run(self, rid: str) -> dict | None:
+        """The recurring run ``rid`` or None."""
+        rows = self._q("SELECT * FROM kfp_recurring_runs WHERE id = ?", (rid,))
+        return _body(rows[0]) if rows else None
+
+    def create_recurring_run(self, body: dict, enabled: bool) -> dict:
+        """A new recurring run of ``body``."""
+        rid, now = str(uuid.uuid4()), time.time()
+        self._q("INSERT INTO kfp_recurring_runs VALUES (?, ?, ?, ?, ?, NULL)", (rid, json.dumps(body), int(enabled), now, now))
+        return self.recurring_run(rid)
+
+    def set_recurring_enabled(self, rid: str, enabled: bool) -> None:
+        """Enable or disable recurring run ``rid``."""
+        self._q("UPDATE kfp_recurring_runs SET enabled = ?, updated_ts = ? WHERE id = ?", (int(enabled), time.time(), rid))
+
+    def set_recurring_last(self, rid: str, last_ts: float) -> None:
+        """Record the schedule time of the run just started for ``rid``."""
+        self._q("UPDATE kfp_recurring_runs SET last_ts = ? WHERE id = ?", (last_ts, rid))
+
+    def delete_recurring_run(self, rid: str) -> None:
+        """Forget recurring run ``rid`` (its runs stay)."""
+        self._q("DELETE FROM kfp_recurring_runs WHERE id = ?", (rid,))
+
+
+def _body(row: dict) -> dict:
+    row = dict(row)
+    row["body"] = json.loads(row["body"])
+    return row
 
 
 def _dict_row(cursor, row) -> dict:
