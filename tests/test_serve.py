@@ -101,7 +101,8 @@ def _runs(server) -> dict:
 def test_status_and_a_second_server_refuses(localflow_server):
     st = json.loads(localflow_server.cli("status", "-o", "json").stdout)
     assert st["running"] is True and st["pid"] == localflow_server.pid
-    assert st["started"].endswith("Z") and list(st["urls"]) == ["kubernetes"]
+    assert st["started"].endswith("Z") and sorted(st["urls"]) == ["kfp", "kubernetes"]
+    assert st["urls"]["kfp"] == st["urls"]["kubernetes"]  # the KFP v2beta1 API shares the port
     assert st["urls"]["kubernetes"].startswith("http://127.0.0.1:")
     second = localflow_server.cli("serve", timeout=60)
     assert second.returncode == 2, (second.stdout, second.stderr)
