@@ -23,6 +23,7 @@ import email.policy
 import json
 import os
 import signal
+import time
 import uuid
 from pathlib import Path
 
@@ -370,7 +371,7 @@ class KfpApi:
         proc = running_process()
         if proc is None:
             st = dict(obj.get("status") or {})
-            st.update(state="CANCELED", finishedAt=rfc3339(__import__("time").time()),
+            st.update(state="CANCELED", finishedAt=rfc3339(time.time()),
                       error={"message": "terminated through the KFP API before it started"})
             self.store.update_status("Run", meta["name"], st, meta.get("namespace") or "default")
             proc = running_process()  # picked up meanwhile: stop that process too

@@ -152,7 +152,7 @@ def check_trigger(body: dict) -> None:
         mc = int(body.get("max_concurrency") or 1)
     except (TypeError, ValueError):
         mc = 0
-    if not 1 <= mc <= 10:  # backend/src/apiserver/server/util.go ValidateJob: [1, 10]
+    if not 1 <= mc <= 10:  # backend/src/apiserver/server/recurring_run_server.go: [1, 10]
         raise KfpError(400, f"recurring_run.max_concurrency: {body.get('max_concurrency')!r}; give 1 to 10")
     if body.get("mode") not in (None, "", "ENABLE", "DISABLE", "MODE_UNSPECIFIED"):
         raise KfpError(400, f"recurring_run.mode: {body.get('mode')!r}; use ENABLE or DISABLE")
