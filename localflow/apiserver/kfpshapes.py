@@ -225,7 +225,7 @@ def _matches(item: dict, pred: dict, id_key: str) -> bool:
 
 
 def list_page(items: list[dict], query, *, id_key: str, what: str) -> tuple[list[dict], int, str]:
-    """Filter, sort and page ``items`` (JSON shapes) per ``page_token``/``page_size``/``sort_by``/
+    """Filter, sort and page ``items`` (JSON shapes, oldest first) per ``page_token``/``page_size``/``sort_by``/
     ``filter`` of ``query``; returns ``(page, total_size, next_page_token)``."""
     token = query.get("page_token") or ""
     state = {}
@@ -252,8 +252,10 @@ def list_page(items: list[dict], query, *, id_key: str, what: str) -> tuple[list
     known = set().union(*(i.keys() for i in items)) | {"name", "id", "created_at"} if items else {"name", "id", "created_at", key}
     if key not in known:
         raise KfpError(400, f"sort_by: {what} have no field {key!r}; sort by created_at, name or id")
-    kept = [i for i in items if all(_matches(i, p, id_key) for p in preds)]
-    kept.sort(key=lambda i: (str(_field(i, key, id_key) or ""), str(i.get(id_key))), reverse=desc)
+    kept = [(n, i) for n, i in enumerate(items) if all(_matches(i, p, id_key) for p in preds)]
+    # ties (created_at has whole seconds) keep the items' own order, oldest first (reversed for desc)
+    kept.sort(key=lambda e: (str(_field(e[1], key, id_key) or ""), e[0]), reverse=desc)
+    kept = [i for _, i in kept]
     offset = int(state.get("offset") or 0)
     page = kept[offset:offset + size] if size else kept[offset:]
     nxt = ""
