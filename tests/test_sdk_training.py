@@ -39,7 +39,7 @@ def test_training_client_creates_runs_follows_updates_and_deletes_pytorchjobs(tm
     finally:
         server.stop()
     assert out["yaml_job"] == {"name": "sdk-yaml", "kind": "PyTorchJob", "uid": True}
-    assert out["listed"] == ["sdk-train-func", "sdk-yaml"]
+    assert out["listed"] == ["sdk-torchrun", "sdk-train-func", "sdk-yaml"]
     assert "Succeeded" in out["yaml_conditions"]
     # the master pod only (label training.kubeflow.org/job-role=master), container pytorch
     assert list(out["yaml_logs"]) == ["sdk-yaml-master-0"]
@@ -48,5 +48,11 @@ def test_training_client_creates_runs_follows_updates_and_deletes_pytorchjobs(tm
     assert "Succeeded" in out["func_conditions"] and out["func_succeeded"] is True
     assert out["func_image"] == SDK_IMAGE
     assert "final w=3.000" in out["func_logs"]["sdk-train-func-master-0"]
+    assert "Succeeded" in out["torchrun_conditions"]
+    assert out["torchrun_command"][0] == "torchrun"
+    # every pod of the job (is_master=False): both replicas joined one gloo group of 2
+    assert sorted(out["torchrun_logs"]) == ["sdk-torchrun-master-0", "sdk-torchrun-worker-0"]
+    assert out["torchrun_logs"]["sdk-torchrun-master-0"].strip() == "rank 0 of 2 node 0: sum 1"
+    assert out["torchrun_logs"]["sdk-torchrun-worker-0"].strip() == "rank 1 of 2 node 1: sum 1"
     assert out["labels_after_update"]["team"] == "sdk"
     assert out["listed_after_delete"] == []

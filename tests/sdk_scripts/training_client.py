@@ -27,6 +27,20 @@ def train(parameters):
     print(f"final w={w.item():.3f}")
 
 
+def train_ddp():
+    """Run by torchrun on each replica: a gloo all_reduce of the ranks across the job."""
+    import os
+
+    import torch
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo")
+    t = torch.tensor([float(dist.get_rank())])
+    dist.all_reduce(t)
+    print(f"rank {dist.get_rank()} of {dist.get_world_size()} node {os.environ['PET_NODE_RANK']}: sum {t.item():.0f}")
+    dist.destroy_process_group()
+
+
 def main() -> None:
     out = {}
     client = TrainingClient(job_kind="PyTorchJob")  # reads $KUBECONFIG
@@ -40,6 +54,8 @@ def main() -> None:
     out["yaml_job"] = {"name": got.metadata.name, "kind": got.kind, "uid": bool(got.metadata.uid)}
 
     client.create_job(name="sdk-train-func", train_func=train, parameters={"start": 0.0}, num_workers=1)
+    # num_workers > 1: the SDK's entrypoint is torchrun (Master 1 + Worker 1), one process each
+    client.create_job(name="sdk-torchrun", train_func=train_ddp, num_workers=2, num_procs_per_worker=1)
     out["listed"] = sorted(j.metadata.name for j in client.list_jobs())
 
     done = client.wait_for_job_conditions(yaml_name, timeout=240, polling_interval=1)
@@ -53,12 +69,18 @@ def main() -> None:
     out["func_logs"], _ = client.get_job_logs("sdk-train-func", follow=True)
     out["func_image"] = done.spec.pytorch_replica_specs["Master"].template.spec.containers[0].image
 
+    done = client.wait_for_job_conditions("sdk-torchrun", timeout=240, polling_interval=1)
+    out["torchrun_conditions"] = [c.type for c in done.status.conditions if c.status == "True"]
+    out["torchrun_command"] = done.spec.pytorch_replica_specs["Worker"].template.spec.containers[0].args[0].split()[-2:]
+    out["torchrun_logs"], _ = client.get_job_logs("sdk-torchrun", is_master=False)
+
     patch = {"metadata": {"labels": {"team": "sdk"}}}
     client.update_job(patch, yaml_name)
     out["labels_after_update"] = client.get_job(yaml_name).metadata.labels
 
     client.delete_job(yaml_name)
     client.delete_job("sdk-train-func")
+    client.delete_job("sdk-torchrun")
     out["listed_after_delete"] = sorted(j.metadata.name for j in client.list_jobs())
     print(json.dumps(out, default=str))
 
