@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 def test_trainer_client_trains_a_function_on_the_torch_distributed_runtime(tmp_path):
     config = tmp_path / "localflow.yaml"
     # torch-distributed's image (localflow/training/runtimes.py); python and torchrun come from this machine
-    config.write_text(yaml.safe_dump({"images": {"pytorch/pytorch:*": {"python": sys.executable,
+    config.write_text(yaml.safe_dump({"images": {"*pytorch/pytorch:*": {"python": sys.executable,
                                                                       "env": {"OMP_NUM_THREADS": "1"}}}}))
     server = LocalflowServer(tmp_path / "ws", args=["-c", config])
     try:

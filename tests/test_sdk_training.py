@@ -27,7 +27,7 @@ def _replica(n: int) -> dict:
 
 def test_training_client_creates_runs_follows_updates_and_deletes_pytorchjobs(tmp_path):
     config = tmp_path / "localflow.yaml"
-    config.write_text(yaml.safe_dump({"images": {SDK_IMAGE: {"python": sys.executable, "env": {"OMP_NUM_THREADS": "1"}}}}))
+    config.write_text(yaml.safe_dump({"images": {"*pytorch/pytorch:*": {"python": sys.executable, "env": {"OMP_NUM_THREADS": "1"}}}}))
     job = tmp_path / "pytorchjob.yaml"
     job.write_text(yaml.safe_dump({"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob", "metadata": {"name": "sdk-yaml"},
                                    "spec": {"runPolicy": {"cleanPodPolicy": "None"}, "pytorchReplicaSpecs": {"Master": _replica(1), "Worker": _replica(1)}}}))
