@@ -242,6 +242,16 @@ def validate_deployment(obj: dict, old: dict | None) -> None:
     load_deployment(obj)
 
 
+def validate_experiment(obj: dict, old: dict | None) -> None:
+    """Validating hook of Katib's Experiment: the first error of
+    :func:`localflow.specs.katib.experiment_errors` (Katib's webhook checks, at ``Experiment.spec...``)."""
+    from localflow.specs.katib import experiment_errors
+
+    errs = experiment_errors(obj)
+    if errs:
+        raise errs[0]
+
+
 def _count(*keys: str, default: int = 0) -> Callable[[dict], int]:
     """A printer column of an integer at ``keys`` (``status``, ``replicas``), ``default`` when unset
     (0 for counts, as kubectl prints them; 1 for ``spec.replicas``, the API server's default)."""
@@ -406,9 +416,11 @@ KINDS: tuple[Kind, ...] = (
          validate="localflow.kinds:validate_runtime"),
     Kind("trainer.kubeflow.org", "v1alpha1", "ClusterTrainingRuntime", "clustertrainingruntimes", namespaced=False,
          companion=True, validate="localflow.kinds:validate_runtime"),
-    # Katib (stored and listed; not run yet)
+    # Katib (the controllers: localflow.controllers.experiment / .suggestion / .trial; the runner: localflow.katib.runner)
     Kind("kubeflow.org", "v1beta1", "Experiment", "experiments", categories=("all", "kubeflow", "katib"),
-         columns=(*_KATIB, AGE), finished=_conditions("Succeeded")),
+         columns=(*_KATIB, AGE), finished=_conditions("Succeeded"), mutate="localflow.specs.katib:experiment_defaults",
+         validate="localflow.kinds:validate_experiment", runner="localflow.katib.runner:run_experiment",
+         reconciler="localflow.controllers.experiment:ExperimentReconciler"),
     Kind("kubeflow.org", "v1beta1", "Trial", "trials", categories=("all", "kubeflow", "katib"),
          columns=(*_KATIB, AGE), finished=_conditions("Succeeded")),
     Kind("kubeflow.org", "v1beta1", "Suggestion", "suggestions", categories=("all", "kubeflow", "katib"),
