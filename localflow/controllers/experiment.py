@@ -171,7 +171,7 @@ class ExperimentReconciler:
         sug = self._suggestion(exp)
         if sug is not None and has_condition(sug, "Failed"):
             msg = next((c.get("message") for c in sug["status"].get("conditions") or [] if c.get("type") == "Failed"), "")
-            return self._finish(exp, status, "Failed", "ExperimentFailed", f"Suggestion has failed: {msg}", now)
+            return self._finish(exp, status, "Failed", "ExperimentFailed", msg or "Suggestion has failed", now)
         if counts["total"] == 0:
             set_condition(status, "Running", "True", "ExperimentRunning", "Experiment is running", now)
             return False
@@ -196,19 +196,21 @@ class ExperimentReconciler:
         if mx is not None and done >= mx:
             return self._finish(exp, status, "Succeeded", "ExperimentMaxTrialsReached",
                                 "Experiment has succeeded because max trial count has reached", now)
-        if self._exhausted(spec, sug) and counts["Pending"] + counts["Running"] == 0:
+        if self._exhausted(spec, sug, counts["total"]) and counts["Pending"] + counts["Running"] == 0:
             return self._finish(exp, status, "Succeeded", "ExperimentSuggestionEndReached",
                                 "Experiment has succeeded because suggestion service has reached the end", now)
         set_condition(status, "Running", "True", "ExperimentRunning", "Experiment is running", now)
         return False
 
     @staticmethod
-    def _exhausted(spec: dict, sug: dict | None) -> bool:
+    def _exhausted(spec: dict, sug: dict | None, trials: int) -> bool:
+        """Grid search has assigned every combination and every assignment has its trial."""
         if spec["algorithm"]["algorithmName"] != "grid" or sug is None:
             return False
         from localflow.katib.suggest import grid_size
 
-        return int((sug.get("status") or {}).get("suggestionCount") or 0) >= grid_size(spec)
+        count = int((sug.get("status") or {}).get("suggestionCount") or 0)
+        return count >= grid_size(spec) and trials >= count
 
     # ------------------------------------------------------------------ trials
 

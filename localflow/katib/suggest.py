@@ -135,6 +135,10 @@ class Suggester:
             if trial_name in self.told or trial_name not in self.numbers:
                 continue
             self.told.add(trial_name)
+            if self.name in ("random", "grid"):
+                # they sample without the history; GridSampler's after_trial calls study.stop() once the
+                # grid is used up, which Optuna only allows inside optimize()
+                continue
             if value is None:
                 self.study.tell(self.numbers[trial_name], state=TrialState.FAIL)
             else:
