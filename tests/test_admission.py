@@ -193,7 +193,7 @@ def test_every_runnable_kind_is_accepted_by_the_loader_and_known_to_the_store():
             if getattr(k, hook):
                 assert callable(k.hook(hook)), f"{k.kind}.{hook}"
     assert {k.kind for k in kinds.runnable(jobs_only=True)} == \
-        {"TFJob", "PyTorchJob", "XGBoostJob", "JAXJob", "PaddleJob", "MPIJob", "TrainJob", "Job"}
+        {"TFJob", "PyTorchJob", "XGBoostJob", "JAXJob", "PaddleJob", "MPIJob", "TrainJob", "Job", "Experiment"}
 
 
 def _crds():
