@@ -1,6 +1,6 @@
 """The real ``kubeflow-katib`` 0.19.0 ``KatibClient`` (own venv with ``kubernetes`` 35.0.0,
-tests/sdk_envs.py) against ``localflow serve`` over HTTP. No Katib controller runs yet: the
-Experiments and Trials are stored and served, API-level behaviour only."""
+tests/sdk_envs.py) against ``localflow serve`` over HTTP. The server's Katib controller runs the
+Experiments meanwhile (tests/test_katib.py covers what it does); the checks here are API-level."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -2,7 +2,7 @@
 ``localflow serve`` named by ``$KUBECONFIG``: KatibClient create_experiment (a model object built as
 Katib's SDK examples do, and the official random-search YAML as a dict), get/list, the 409 message,
 list_trials by label, get_optimal_hyperparameters from a status, edit_experiment_budget (merge
-patch), delete_experiment. No Katib controller runs: API-level behaviour only. Prints one JSON line.
+patch), delete_experiment. The server's Katib controller runs the experiments meanwhile; the checks are API-level. Prints one JSON line.
 
 Usage: python katib_client.py EXPERIMENT_YAML
 """
@@ -66,7 +66,9 @@ def main() -> None:
             "metadata": {"name": trial, "labels": {"katib.kubeflow.org/experiment": experiment}},
             "spec": {"objective": {"type": "maximize", "objectiveMetricName": "Validation-accuracy"},
                      "parameterAssignments": [{"name": "lr", "value": "0.02"}], "runSpec": {}}})
-    out["trials"] = [t.metadata.name for t in kc.list_trials("sdk-model", namespace="default")]
+    # (the experiment controller may have created trials of its own by now: only the hand-made ones are compared)
+    out["trials"] = [t.metadata.name for t in kc.list_trials("sdk-model", namespace="default")
+                     if t.metadata.name in ("sdk-model-abc", "other-xyz")]
     custom.patch_namespaced_custom_object_status("kubeflow.org", "v1beta1", "default", "experiments", "sdk-model", {
         "status": {"currentOptimalTrial": {"bestTrialName": "sdk-model-abc",
                                            "parameterAssignments": [{"name": "lr", "value": "0.02"}],
@@ -76,7 +78,13 @@ def main() -> None:
     out["optimal"] = {"trial": best.best_trial_name, "lr": best.parameter_assignments[0].value,
                       "max": best.observation.metrics[0].max}
 
-    kc.edit_experiment_budget("sdk-model", namespace="default", max_trial_count=5)
+    for attempt in range(20):  # the experiment controller writes it too: a stale resourceVersion is a 409, retried
+        try:
+            kc.edit_experiment_budget("sdk-model", namespace="default", max_trial_count=5)
+            break
+        except RuntimeError:
+            if attempt == 19:
+                raise
     out["max_trial_count_after_edit"] = kc.get_experiment("sdk-model", namespace="default").spec.max_trial_count
 
     kc.delete_experiment("sdk-model", namespace="default")
