@@ -25,6 +25,7 @@ from pathlib import Path
 import psutil
 
 from localflow.errors import SpecError
+from localflow.node.restart import kubelet_alive, kubelet_id
 from localflow.workspace import Workspace
 
 __all__ = ["ServerRunning", "ServerLock", "server_dir", "record_path", "read_record", "server_status",
@@ -53,19 +54,14 @@ def record_path(ws: Workspace) -> Path:
 
 
 def process_id(pid: int | None = None) -> str:
-    """``"<pid>@<start time, epoch seconds>"`` of process ``pid`` (default: this one)."""
-    p = psutil.Process(pid)
-    return f"{p.pid}@{p.create_time():.2f}"
+    """``"<pid>@<start time, epoch seconds>"`` of process ``pid`` (default: this one): the node's
+    :func:`localflow.node.restart.kubelet_id`, one identity for every claim."""
+    return kubelet_id(pid)
 
 
 def alive(process: str | None) -> bool:
     """Whether the process named by a :func:`process_id` value runs (same pid, same start time)."""
-    try:
-        pid, started = str(process).split("@")
-        p = psutil.Process(int(pid))
-        return abs(p.create_time() - float(started)) < 0.5 and p.status() != psutil.STATUS_ZOMBIE
-    except (ValueError, psutil.Error):
-        return False
+    return kubelet_alive(process)
 
 
 def read_record(ws: Workspace) -> dict | None:
